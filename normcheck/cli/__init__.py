@@ -1,0 +1,38 @@
+"""The command line: one module per command. Only this package prints and exits."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from normcheck.cli import verify
+
+app = typer.Typer(
+    name="normcheck",
+    help="Verify and profile normalization layers against float64 reference formulas.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command(name="verify")(verify.verify)
+
+
+@app.callback()
+def _root() -> None:
+    """Verify and profile normalization layers against float64 reference formulas."""
+
+
+def main() -> None:
+    """Entry point: usage errors exit 2, failures 1; normcheck never shows its own traceback."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("normcheck: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # a bug in normcheck itself: one line, unless asked for more
+        if os.environ.get("NORMCHECK_DEBUG"):
+            raise
+        print(f"normcheck: internal error: {type(e).__name__}: {e} (set NORMCHECK_DEBUG=1 for details)", file=sys.stderr)
+        sys.exit(1)

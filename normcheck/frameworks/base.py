@@ -1,0 +1,97 @@
+"""What an adapter provides: a framework's conventions and its implementations of each op."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from normcheck.inputs import Problem
+from normcheck.records import Case
+
+
+class Unsupported(Exception):
+    """The implementation cannot run this case at all (a dtype or device it lacks)."""
+
+
+@dataclass
+class RunOutput:
+    """What an implementation produced: float64 copies of each checked tensor and their dtypes."""
+
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    dtypes: dict[str, str] = field(default_factory=dict)
+
+    def add(self, check: str, value: np.ndarray, dtype: str) -> None:
+        self.values[check] = np.asarray(value, dtype=np.float64)
+        self.dtypes[check] = dtype
+
+
+class Implementation(ABC):
+    """One way a framework computes an op (a function, a layer class, ...)."""
+
+    framework: str
+    op: str
+    name: str
+
+    def layouts(self, shape: tuple[int, ...]) -> tuple[str, ...]:
+        return ("contiguous",)
+
+    @abstractmethod
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        """Run the case: training ``problem.steps`` first where the op has running statistics,
+        then ``problem.x`` forward and backward with ``problem.dy`` as upstream gradient."""
+
+
+@dataclass(frozen=True)
+class KnownIssue:
+    """A documented defect of a framework: failing checks it explains are reported as known.
+
+    Each entry is matched narrowly and carries the evidence that established it, so it can
+    neither hide an unrelated failure nor outlive a fix unnoticed (``--strict`` fails on it).
+    """
+
+    cause: str
+    ops: tuple[str, ...]
+    devices: tuple[str, ...] = ("cpu",)
+    dtypes: tuple[str, ...] | None = None
+    layouts: tuple[str, ...] | None = None
+    kinds: tuple[str, ...] | None = None
+    checks: tuple[str, ...] | None = None
+    batch: int | None = None
+
+    def matches(self, case: Case, check: str) -> bool:
+        return (
+            case.op in self.ops
+            and case.device.split(":")[0] in self.devices
+            and (self.dtypes is None or case.dtype in self.dtypes)
+            and (self.layouts is None or case.layout in self.layouts)
+            and (self.kinds is None or case.kind in self.kinds)
+            and (self.checks is None or check in self.checks)
+            and (self.batch is None or case.shape[0] == self.batch)
+        )
+
+
+class Framework(ABC):
+    name: str
+    dtypes: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
+    known_issues: tuple[KnownIssue, ...] = ()
+
+    def known_issue(self, case: Case, check: str) -> KnownIssue | None:
+        return next((k for k in self.known_issues if k.matches(case, check)), None)
+
+    @abstractmethod
+    def implementations(self, op: str) -> list[Implementation]:
+        """The implementations of ``op``; empty when the framework has none."""
+
+    @abstractmethod
+    def default_eps(self, op: str, dtype: str) -> float:
+        """The eps the framework uses when the caller gives none."""
+
+    def default_momentum(self, op: str) -> float:
+        """Default momentum, in PyTorch's meaning: the weight of the new batch."""
+        return 0.1
+
+    def device_problem(self, device: str) -> str | None:
+        """Why ``device`` cannot be used, or None."""
+        return None if device == "cpu" else f"{self.name} has no {device} device here"

@@ -1,0 +1,114 @@
+"""Seeded inputs for one case: the data kinds that expose normalization bugs.
+
+Every array is float64 holding values exactly representable in the case's dtype, so the
+reference sees precisely what the implementation is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from normcheck.dtypes import EPS, quantize
+from normcheck.names import KIND_NAMES
+from normcheck.ops import OPS, OpParams
+
+KINDS = KIND_NAMES
+KIND_HELP = {
+    "normal": "standard normal data",
+    "large_mean": "mean 1e4, small spread: exposes one-pass variance E[x^2] - E[x]^2",
+    "constant": "one normalization group constant: variance 0, output = bias",
+    "tiny_scale": "spread sqrt(eps): exposes eps outside the square root or missing",
+    "half_range": "uniform in +-6e4, near float16's limit: exposes half-precision accumulation",
+}
+TRAINING_STEPS = 3  # batches seen before running statistics are compared
+LARGE_MEAN = 1e4
+CONSTANT_VALUE = 1.5  # sums of it stay exact, so a correct mean is exactly this value
+HALF_RANGE = 6e4
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """All inputs of one case, shared by every implementation checked on it."""
+
+    op: str
+    shape: tuple[int, ...]
+    params: OpParams
+    dtype: str
+    kind: str
+    eps: float
+    momentum: float
+    x: np.ndarray
+    dy: np.ndarray
+    weight: np.ndarray | None
+    bias: np.ndarray | None
+    steps: tuple[np.ndarray, ...] = ()
+    running_mean: np.ndarray | None = None
+    running_var: np.ndarray | None = None
+
+
+def case_seed(seed: int, *parts: object) -> int:
+    """A stable 64-bit seed from the user's seed and the case's identity (not Python's salted hash)."""
+    digest = hashlib.sha256("|".join(map(str, (seed, *parts))).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def make_problem(
+    op: str,
+    shape: tuple[int, ...],
+    params: OpParams,
+    dtype: str,
+    kind: str,
+    eps: float,
+    momentum: float = 0.1,
+    seed: int = 0,
+) -> Problem:
+    """The seeded inputs of one case. The data do not depend on dtype beyond rounding."""
+    rng = np.random.default_rng(case_seed(seed, op, shape, params, kind))
+    spec = OPS[op]
+    n_steps = (TRAINING_STEPS - 1 if params.mode == "train" else TRAINING_STEPS) if params.running_stats else 0
+    batches = [_data(rng, spec, shape, params, dtype, kind, eps) for _ in range(n_steps + 1)]
+    pshape = spec.param_shape(shape, params)
+    weight = bias = None
+    if params.affine:
+        weight = quantize(1.0 + 0.5 * rng.standard_normal(pshape), dtype)
+        if spec.name != "rms":
+            bias = quantize(0.5 * rng.standard_normal(pshape), dtype)
+    dy = quantize(rng.standard_normal(shape), dtype)
+    running = {}
+    if params.running_stats:
+        channels = shape[1]
+        running = {"running_mean": np.zeros(channels), "running_var": np.ones(channels)}
+    arrays = [*batches, dy, weight, bias, *running.values()]
+    for a in arrays:
+        if a is not None:
+            a.setflags(write=False)  # an implementation that writes into its inputs fails loudly
+    return Problem(
+        op=op, shape=tuple(shape), params=params, dtype=dtype, kind=kind, eps=eps, momentum=momentum,
+        x=batches[-1], dy=dy, weight=weight, bias=bias, steps=tuple(batches[:-1]), **running,
+    )
+
+
+def _data(rng, spec, shape, params, dtype, kind, eps) -> np.ndarray:
+    z = rng.standard_normal(shape)
+    if kind == "normal":
+        x = z
+    elif kind == "large_mean":
+        # ten-odd units in the last place of 1e4 in this dtype, and never below 0.01
+        spread = max(1e-2, 16 * EPS[dtype] * 2.0 ** np.floor(np.log2(LARGE_MEAN)))
+        x = LARGE_MEAN + spread * z
+    elif kind == "constant":
+        norm = spec.normalization(shape, params)
+        x = z.reshape(norm.view).copy()
+        first_group = tuple(slice(None) if a in norm.axes else 0 for a in range(len(norm.view)))
+        x[first_group] = CONSTANT_VALUE
+        x = x.reshape(shape)
+    elif kind == "tiny_scale":
+        x = np.sqrt(eps) * z
+    elif kind == "half_range":
+        x = rng.uniform(-HALF_RANGE, HALF_RANGE, size=shape)
+    else:
+        raise ValueError(f"unknown input kind {kind!r}; choose from {', '.join(KINDS)}")
+    return quantize(x, dtype)

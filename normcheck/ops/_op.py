@@ -1,0 +1,125 @@
+"""What an op is: the choices it makes on top of the generic normalization."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from normcheck.ops._generic import Normalization
+
+
+@dataclass(frozen=True)
+class OpParams:
+    """The op-specific settings of one case.
+
+    groups: group norm's G. normalized_ndim: how many trailing dims layer/RMS norm normalize.
+    mode: "train" or "eval" for ops with running statistics. affine: weight and bias present.
+    running_stats: whether running statistics are tracked (always for batch norm).
+    """
+
+    groups: int | None = None
+    normalized_ndim: int | None = None
+    mode: str = "train"
+    affine: bool = True
+    running_stats: bool = False
+
+    def label(self) -> str:
+        parts = []
+        if self.groups is not None:
+            parts.append(f"G={self.groups}")
+        if self.normalized_ndim is not None:
+            parts.append(f"k={self.normalized_ndim}")
+        if self.running_stats:
+            parts.append(self.mode)
+        if not self.affine:
+            parts.append("no-affine")
+        return " ".join(parts) or "-"
+
+
+@dataclass(frozen=True)
+class Op:
+    """Base of the five op definitions. Subclasses override the hooks below."""
+
+    name: str
+    title: str
+    min_ndim: int
+    max_ndim: int | None = None
+    default_eps: float = 1e-5
+    checks_running: bool = field(default=False)
+
+    # -- what the op decides -------------------------------------------------
+    def normalization(self, shape: tuple[int, ...], params: OpParams) -> Normalization:
+        raise NotImplementedError
+
+    def param_shape(self, shape: tuple[int, ...], params: OpParams) -> tuple[int, ...]:
+        """Shape of weight and bias (channels by default)."""
+        return (shape[1],)
+
+    def default_cases(self) -> list[tuple[tuple[int, ...], OpParams]]:
+        raise NotImplementedError
+
+    def cases_for_shape(
+        self, shape: tuple[int, ...], groups: list[int] | None, normalized_ndim: list[int] | None
+    ) -> list[OpParams]:
+        """Variants checked on a shape the user asked for."""
+        raise NotImplementedError
+
+    # -- shared behaviour ----------------------------------------------------
+    def validate(self, shape: tuple[int, ...], params: OpParams) -> str | None:
+        """Why ``shape``/``params`` is not a valid case, or None."""
+        if len(shape) < self.min_ndim or (self.max_ndim is not None and len(shape) > self.max_ndim):
+            hi = f"..{self.max_ndim}" if self.max_ndim else "+"
+            return f"{self.title} needs a {self.min_ndim}{hi}-D input, got shape {fmt_shape(shape)}"
+        return None
+
+    def has_running_stats(self, params: OpParams) -> bool:
+        return params.running_stats
+
+    def update_running(
+        self,
+        x: np.ndarray,
+        params: OpParams,
+        running_mean: np.ndarray,
+        running_var: np.ndarray,
+        momentum: float,
+        dtype: type = np.float64,
+        mean_ulps: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One training step's running-statistics update, PyTorch's rule.
+
+        running = (1 - momentum) * running + momentum * batch, with the batch variance
+        Bessel-corrected (n / (n - 1)); per-sample statistics (instance norm) are averaged
+        over the batch.
+        """
+        norm = self.normalization(np.shape(x), params)
+        mean, var = norm.moments(x, dtype, mean_ulps)
+        n = norm.count
+        channels = np.shape(x)[1]
+        batch_mean = mean.reshape(-1, channels).mean(axis=0)
+        batch_var = (var * (n / (n - 1) if n > 1 else np.nan)).reshape(-1, channels).mean(axis=0)
+        m = dtype(momentum)
+        rm = np.asarray(running_mean, dtype=dtype)
+        rv = np.asarray(running_var, dtype=dtype)
+        return (1 - m) * rm + m * batch_mean, (1 - m) * rv + m * batch_var
+
+
+def fmt_shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+def trailing_axes(ndim: int, k: int) -> tuple[int, ...]:
+    return tuple(range(ndim - k, ndim))
+
+
+def spatial_axes(ndim: int) -> tuple[int, ...]:
+    return tuple(range(2, ndim))
+
+
+def broadcast_channels(ndim: int, channels: int) -> tuple[int, ...]:
+    return (1, channels) + (1,) * (ndim - 2)
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+

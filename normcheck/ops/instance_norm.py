@@ -1,0 +1,62 @@
+"""Instance norm: statistics over the spatial axes, per sample and channel."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normcheck.ops._generic import Grads, Normalization
+from normcheck.ops._op import Op, OpParams, broadcast_channels, spatial_axes
+
+
+class InstanceNorm(Op):
+    def normalization(self, shape: tuple[int, ...], params: OpParams) -> Normalization:
+        return Normalization(
+            view=tuple(shape),
+            axes=spatial_axes(len(shape)),
+            param_view=broadcast_channels(len(shape), shape[1]),
+        )
+
+    def validate(self, shape: tuple[int, ...], params: OpParams) -> str | None:
+        problem = super().validate(shape, params)
+        if problem is None and params.running_stats and params.mode == "train":
+            if self.normalization(shape, params).count < 2:
+                problem = f"instance norm with running statistics needs more than one spatial value, shape {shape}"
+        return problem
+
+    def default_cases(self):
+        shapes = [(2, 3, 10), (1, 4, 5, 5), (3, 6, 4, 4), (2, 3, 3, 4, 5), (2, 5, 1, 7)]
+        cases = [(s, OpParams()) for s in shapes]
+        cases.append(((2, 4, 6, 6), OpParams(affine=False)))  # PyTorch's default: no affine
+        cases += [((3, 4, 5, 5), OpParams(mode=m, running_stats=True)) for m in ("train", "eval")]
+        return cases
+
+    def cases_for_shape(self, shape, groups, normalized_ndim):
+        return [OpParams(), OpParams(mode="train", running_stats=True), OpParams(mode="eval", running_stats=True)]
+
+
+OP = InstanceNorm(name="in", title="instance norm", min_ndim=3, max_ndim=5)
+
+
+def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats: bool = True, momentum: float = 0.1, eps: float = 1e-5):
+    """Instance norm forward in float64, as ``torch.nn.functional.instance_norm``.
+
+    Returns (y, new running mean, new running var). With ``use_input_stats`` the running
+    statistics, when given, move towards the batch average of the per-instance statistics.
+    """
+    shape = np.shape(x)
+    params = OpParams(running_stats=running_mean is not None)
+    norm = OP.normalization(shape, params)
+    if use_input_stats:
+        y = norm.forward(x, eps, weight, bias)[0]
+        if running_mean is None:
+            return y, None, None
+        return (y, *OP.update_running(x, params, running_mean, running_var, momentum))
+    b = broadcast_channels(len(shape), shape[1])
+    stats = (np.reshape(running_mean, b), np.reshape(running_var, b))
+    return norm.forward(x, eps, weight, bias, stats=stats)[0], running_mean, running_var
+
+
+def instance_norm_backward(dy, x, weight=None, bias=None, eps: float = 1e-5) -> Grads:
+    norm = OP.normalization(np.shape(x), OpParams())
+    return norm.backward(dy, norm.forward(x, eps, weight, bias)[1])

@@ -1,0 +1,61 @@
+"""Layer norm: statistics over the trailing k dims; elementwise affine of that shape."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normcheck.ops._generic import Grads, Normalization
+from normcheck.ops._op import Op, OpParams, fmt_shape, trailing_axes
+
+
+class LayerNorm(Op):
+    center = True
+
+    def normalization(self, shape: tuple[int, ...], params: OpParams) -> Normalization:
+        k = params.normalized_ndim
+        return Normalization(
+            view=tuple(shape),
+            axes=trailing_axes(len(shape), k),
+            param_view=(1,) * (len(shape) - k) + tuple(shape[len(shape) - k :]),
+            center=self.center,
+        )
+
+    def param_shape(self, shape: tuple[int, ...], params: OpParams) -> tuple[int, ...]:
+        return tuple(shape[len(shape) - params.normalized_ndim :])
+
+    def validate(self, shape: tuple[int, ...], params: OpParams) -> str | None:
+        problem = super().validate(shape, params)
+        k = params.normalized_ndim
+        if problem is None and (k is None or not 1 <= k <= len(shape)):
+            problem = f"{self.title}: cannot normalize {k} trailing dims of shape {fmt_shape(shape)}"
+        return problem
+
+    def default_cases(self) -> list[tuple[tuple[int, ...], OpParams]]:
+        grid = [
+            ((4, 16), 1),
+            ((2, 5, 33), 1),  # odd hidden size
+            ((1, 7, 24), 1),  # batch of 1
+            ((2, 3, 7, 9), 2),  # multi-dim normalized_shape
+            ((2, 3, 4, 5), 3),
+            ((3, 2, 3, 4, 5), 2),  # 5-D
+            ((8, 64), 1),
+        ]
+        return [(shape, OpParams(normalized_ndim=k)) for shape, k in grid]
+
+    def cases_for_shape(self, shape, groups, normalized_ndim):
+        ks = normalized_ndim or sorted({1, max(1, len(shape) - 1)})
+        return [OpParams(normalized_ndim=k) for k in ks]
+
+
+OP = LayerNorm(name="ln", title="layer norm", min_ndim=1)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> np.ndarray:
+    """Layer norm forward in float64, as ``torch.nn.functional.layer_norm``."""
+    k = len(tuple(normalized_shape))
+    return OP.normalization(np.shape(x), OpParams(normalized_ndim=k)).forward(x, eps, weight, bias)[0]
+
+
+def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Grads:
+    norm = OP.normalization(np.shape(x), OpParams(normalized_ndim=len(tuple(normalized_shape))))
+    return norm.backward(dy, norm.forward(x, eps, weight, bias)[1])

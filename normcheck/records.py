@@ -1,0 +1,103 @@
+"""The records every command produces and every renderer consumes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from normcheck.ops import OpParams, fmt_shape
+
+PASS, FAIL, ERROR, SKIP = "pass", "fail", "error", "skip"
+KNOWN = "known"  # a failure matching a documented defect of a built-in framework
+STATUSES = (PASS, FAIL, KNOWN, ERROR, SKIP)
+CHECKS = ("forward", "grad_input", "grad_weight", "grad_bias", "running_mean", "running_var")
+RUN = "run"  # the check name of a row that stands for a whole case (an error or a skip)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One implementation run on one set of inputs."""
+
+    op: str
+    framework: str
+    impl: str
+    shape: tuple[int, ...]
+    params: OpParams
+    dtype: str
+    kind: str
+    layout: str = "contiguous"
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Allowed error: |actual - expected| <= atol + rtol * |expected| elementwise.
+
+    ``atol`` already includes the conditioning allowance: ``floor_atol`` (dtype table or
+    user) plus CONDITIONING_FACTOR times ``witness_err``, the largest error of a correct
+    two-pass implementation in the same dtype on the same input.
+    """
+
+    rtol: float
+    atol: float
+    floor_atol: float
+    witness_err: float
+    source: str  # "dtype" or "user"
+
+    def describe(self) -> str:
+        text = f"rtol={self.rtol:.1e} atol={self.atol:.1e}"
+        return text + " (cond)" if self.atol > self.floor_atol else text
+
+
+@dataclass(frozen=True)
+class Comparison:
+    max_abs_err: float
+    max_rel_err: float
+    mismatched: int
+    numel: int
+    worst_index: tuple[int, ...] | None
+
+    @property
+    def mismatched_pct(self) -> float:
+        return 100.0 * self.mismatched / self.numel if self.numel else 0.0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    case: Case
+    check: str
+    status: str
+    comparison: Comparison | None = None
+    tolerance: Tolerance | None = None
+    message: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """A flat record: the one shape every renderer reads."""
+        c, cmp, tol = self.case, self.comparison, self.tolerance
+        return {
+            "op": c.op,
+            "framework": c.framework,
+            "impl": c.impl,
+            "device": c.device,
+            "shape": fmt_shape(c.shape),
+            "params": c.params.label(),
+            "dtype": c.dtype,
+            "layout": c.layout,
+            "input": c.kind,
+            "check": self.check,
+            "status": self.status,
+            "max_abs_err": _finite(cmp.max_abs_err) if cmp else None,
+            "max_rel_err": _finite(cmp.max_rel_err) if cmp else None,
+            "mismatched_pct": round(cmp.mismatched_pct, 4) if cmp else None,
+            "worst_index": list(cmp.worst_index) if cmp and cmp.worst_index is not None else None,
+            "tolerance": tol.describe() if tol else None,
+            "rtol": tol.rtol if tol else None,
+            "atol": tol.atol if tol else None,
+            "message": self.message,
+        }
+
+
+def _finite(v: float) -> float | str:
+    """JSON has no inf or nan: those travel as strings."""
+    return v if math.isfinite(v) else str(v)

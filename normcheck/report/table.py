@@ -1,0 +1,73 @@
+"""Rich tables: per op, a summary by implementation and dtype, then every row that needs a look."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+STYLE = {"pass": "green", "fail": "bold red", "error": "bold magenta", "known": "yellow", "skip": "dim"}
+DETAIL_COLUMNS = (
+    ("framework", "framework"), ("impl", "impl"), ("shape", "shape"), ("params", "params"), ("dtype", "dtype"),
+    ("layout", "layout"), ("input", "input"), ("check", "check"), ("status", "status"),
+    ("max_abs_err", "max abs err"), ("max_rel_err", "max rel err"), ("mismatched_pct", "mismatch %"),
+    ("tolerance", "tolerance"), ("worst_index", "worst index"), ("message", "message"),
+)
+OP_TITLES = {"bn": "batch norm", "ln": "layer norm", "in": "instance norm", "gn": "group norm", "rms": "RMS norm"}
+
+
+def render_table(records: list[dict[str, Any]], show_all: bool = False) -> Group:
+    by_op: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_op[r["op"]].append(r)
+    parts: list[Any] = []
+    for op, rows in by_op.items():
+        title = f"{OP_TITLES.get(op, op)} ({op})"
+        parts.append(_summary(title, rows))
+        shown = rows if show_all else [r for r in rows if r["status"] in ("fail", "error")]
+        if shown:
+            parts.append(_detail(f"{title}: {'all checks' if show_all else 'failures and errors'}", shown))
+        known = Counter(r["message"].split(". ")[0] for r in rows if r["status"] == "known")
+        for cause, n in known.items():
+            parts.append(Text(f"  {n} checks match a {cause}", style=STYLE["known"]))
+    return Group(*parts)
+
+
+def _summary(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("framework", "impl", "dtype", "checks", "pass", "known", "fail", "error", "skip"):
+        table.add_column(col, justify="left" if col in ("framework", "impl", "dtype") else "right", no_wrap=True)
+    groups: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
+    for r in rows:
+        groups[(r["framework"], r["impl"], r["dtype"])][r["status"]] += 1
+    for (fw, impl, dtype), counts in groups.items():
+        cells = [str(counts[s]) if counts[s] else "" for s in ("pass", "known", "fail", "error", "skip")]
+        table.add_row(
+            fw, impl, dtype, str(sum(counts.values())),
+            *[Text(c, style=STYLE[s]) for c, s in zip(cells, ("pass", "known", "fail", "error", "skip"))],
+        )
+    return table
+
+
+def _detail(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for _, header in DETAIL_COLUMNS:
+        table.add_column(header, overflow="fold")
+    for r in rows:
+        cells = [_cell(r[key]) for key, _ in DETAIL_COLUMNS]
+        cells[8] = Text(r["status"], style=STYLE.get(r["status"], ""))
+        table.add_row(*cells)
+    return table
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, list):
+        return ",".join(map(str, v))
+    return str(v)

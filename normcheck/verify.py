@@ -1,0 +1,188 @@
+"""verify's engine: plan the case matrix, run it, return records. Never prints, never exits."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from normcheck.compare import compare, out_of_range, tolerance_for, witness_errors
+from normcheck.frameworks.base import Framework, Implementation, Unsupported
+from normcheck.inputs import KINDS, Problem, make_problem
+from normcheck.ops import OPS, OpParams, fmt_shape, reference
+from normcheck.records import ERROR, FAIL, KNOWN, PASS, RUN, SKIP, STATUSES, Case, CheckResult
+
+
+@dataclass(frozen=True)
+class Options:
+    ops: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...] = ()  # empty: each op's default grid
+    groups: tuple[int, ...] = ()
+    normalized_ndim: tuple[int, ...] = ()
+    kinds: tuple[str, ...] = KINDS
+    device: str = "cpu"
+    seed: int = 0
+    tolerance: tuple[float, float] | None = None  # (rtol, atol) given by the user
+    explicit_dtypes: bool = False  # asked for by the user: an unsupported dtype is an error
+
+
+@dataclass
+class Unit:
+    """One set of inputs and every implementation that runs on it."""
+
+    op: str
+    shape: tuple[int, ...]
+    params: OpParams
+    dtype: str
+    kind: str
+    framework: Framework
+    runs: list[tuple[Case, Implementation]] = field(default_factory=list)
+
+
+def op_cases(op: str, opts: Options) -> list[tuple[tuple[int, ...], OpParams]]:
+    """(shape, params) pairs to check for ``op``: the user's shapes or the default grid."""
+    spec = OPS[op]
+    if not opts.shapes:
+        return spec.default_cases()
+    cases = []
+    for shape in opts.shapes:
+        for params in spec.cases_for_shape(shape, list(opts.groups), list(opts.normalized_ndim)):
+            cases.append((shape, params))
+    return cases
+
+
+def invalid_cases(opts: Options) -> list[str]:
+    """One message per user shape that cannot be checked as asked."""
+    problems = []
+    for op in opts.ops:
+        for shape, params in op_cases(op, opts):
+            reason = OPS[op].validate(shape, params)
+            if reason and (opts.groups or op != "gn" or "divisible" not in reason):
+                problems.append(reason)
+    return list(dict.fromkeys(problems))
+
+
+def plan(opts: Options, frameworks: list[Framework]) -> list[Unit]:
+    units = []
+    for op in opts.ops:
+        for shape, params in op_cases(op, opts):
+            if OPS[op].validate(shape, params):
+                continue
+            for fw in frameworks:
+                impls = fw.implementations(op)
+                for dtype in opts.dtypes:
+                    for kind in opts.kinds:
+                        unit = Unit(op, shape, params, dtype, kind, fw)
+                        for impl in impls:
+                            for layout in impl.layouts(shape):
+                                case = Case(op, fw.name, impl.name, shape, params, dtype, kind, layout, opts.device)
+                                unit.runs.append((case, impl))
+                        units.append(unit)
+    return units
+
+
+def count_cases(units: list[Unit]) -> int:
+    return sum(len(u.runs) for u in units)
+
+
+def run(units: list[Unit], opts: Options, progress: Callable[[int], None] | None = None) -> Iterator[CheckResult]:
+    """Check every planned case, yielding records as they come."""
+    for unit in units:
+        problem = make_problem(
+            unit.op, unit.shape, unit.params, unit.dtype, unit.kind,
+            eps=unit.framework.default_eps(unit.op, unit.dtype),
+            momentum=unit.framework.default_momentum(unit.op),
+            seed=opts.seed,
+        )
+        expected = reference(problem)
+        errs = witness_errors(problem, expected)
+        unheld = unrepresentable_statistics(problem, expected)
+        for case, impl in unit.runs:
+            if unheld:
+                yield CheckResult(case, RUN, SKIP, message=unheld)
+            else:
+                for result in check_case(case, impl, problem, expected, errs, opts):
+                    yield mark_known(result, unit.framework)
+            if progress:
+                progress(1)
+
+
+def unrepresentable_statistics(problem: Problem, expected: dict[str, np.ndarray]) -> str | None:
+    """In evaluation mode the running statistics are inputs: if the dtype cannot hold them,
+    no implementation in that dtype can be checked."""
+    if not (problem.params.running_stats and problem.params.mode == "eval"):
+        return None
+    reason = out_of_range(expected["running_var"], problem.dtype)
+    return f"running variance cannot be held: {reason}" if reason else None
+
+
+def mark_known(result: CheckResult, framework: Framework) -> CheckResult:
+    if result.status != FAIL:
+        return result
+    issue = framework.known_issue(result.case, result.check)
+    if issue is None:
+        return result
+    return replace(result, status=KNOWN, message=f"known defect: {issue.cause}. {result.message}")
+
+
+def check_case(
+    case: Case,
+    impl: Implementation,
+    problem: Problem,
+    expected: dict[str, np.ndarray],
+    witness_errs: dict[str, float],
+    opts: Options,
+) -> Iterator[CheckResult]:
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            out = impl.run(problem, case.layout, case.device)
+    except Unsupported as e:
+        status = ERROR if opts.explicit_dtypes else SKIP
+        yield CheckResult(case, RUN, status, message=f"{case.dtype} not supported: {e}")
+        return
+    except Exception as e:  # a failing implementation is a row, never a crash
+        yield CheckResult(case, RUN, ERROR, message=describe_error(e))
+        return
+    for check, want in expected.items():
+        yield check_one(case, check, out.values.get(check), out.dtypes.get(check), want, witness_errs[check], opts)
+
+
+def check_one(
+    case: Case, check: str, got: np.ndarray | None, got_dtype: str | None, want: np.ndarray, witness_err: float,
+    opts: Options,
+) -> CheckResult:
+    if got is None:
+        return CheckResult(case, check, ERROR, message=f"the implementation returned no {check}")
+    if got.shape != want.shape:
+        return CheckResult(case, check, FAIL, message=f"shape {fmt_shape(got.shape)}, expected {fmt_shape(want.shape)}")
+    if check in ("forward", "grad_input") and got_dtype != case.dtype:
+        return CheckResult(case, check, FAIL, message=f"dtype {got_dtype}, expected {case.dtype}")
+    reason = out_of_range(want, case.dtype)
+    if reason:
+        return CheckResult(case, check, SKIP, message=reason)
+    tol = tolerance_for(case.dtype, witness_err, opts.tolerance)
+    cmp = compare(got, want, tol)
+    if not cmp.mismatched:
+        return CheckResult(case, check, PASS, cmp, tol)
+    idx = cmp.worst_index
+    message = (
+        f"{cmp.mismatched}/{cmp.numel} elements ({cmp.mismatched_pct:.3g}%) beyond tolerance; "
+        f"worst at {list(idx)}: got {got[idx]:.7g}, expected {want[idx]:.7g}"
+    )
+    return CheckResult(case, check, FAIL, cmp, tol, message)
+
+
+def describe_error(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
+def summarize(results: list[CheckResult]) -> dict[str, int]:
+    counts = dict.fromkeys(STATUSES, 0)
+    for r in results:
+        counts[r.status] += 1
+    return counts
