@@ -15,6 +15,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # plain click help: rich's help formatter costs more import time than the rest of the CLI
+    rich_markup_mode=None,
 )
 app.command(name="verify")(verify.verify)
 
@@ -34,5 +36,6 @@ def main() -> None:
     except Exception as e:  # a bug in normcheck itself: one line, unless asked for more
         if os.environ.get("NORMCHECK_DEBUG"):
             raise
-        print(f"normcheck: internal error: {type(e).__name__}: {e} (set NORMCHECK_DEBUG=1 for details)", file=sys.stderr)
+        message = f"normcheck: internal error: {type(e).__name__}: {e} (set NORMCHECK_DEBUG=1 for details)"
+        print(message, file=sys.stderr)
         sys.exit(1)

@@ -24,7 +24,9 @@ FORMATS = ("table", "csv", "json")
 
 
 def verify(
-    op: Annotated[str | None, typer.Option(help=f"Ops to check, comma list of {', '.join(OP_NAMES)}. Default: all.")] = None,
+    op: Annotated[
+        str | None, typer.Option(help=f"Ops to check, comma list of {', '.join(OP_NAMES)}. Default: all.")
+    ] = None,
     framework: Annotated[
         str | None, typer.Option(help="Frameworks, comma list. Default: every installed one.")
     ] = None,

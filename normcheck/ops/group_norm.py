@@ -13,7 +13,8 @@ class GroupNorm(Op):
         n, c, *spatial = shape
         g = params.groups
         view = (n, g, c // g, *spatial)
-        return Normalization(view=view, axes=tuple(range(2, len(view))), param_view=(1, g, c // g) + (1,) * len(spatial))
+        param_view = (1, g, c // g) + (1,) * len(spatial)
+        return Normalization(view=view, axes=tuple(range(2, len(view))), param_view=param_view)
 
     def validate(self, shape: tuple[int, ...], params: OpParams) -> str | None:
         problem = super().validate(shape, params)

@@ -18,9 +18,9 @@ class InstanceNorm(Op):
 
     def validate(self, shape: tuple[int, ...], params: OpParams) -> str | None:
         problem = super().validate(shape, params)
-        if problem is None and params.running_stats and params.mode == "train":
-            if self.normalization(shape, params).count < 2:
-                problem = f"instance norm with running statistics needs more than one spatial value, shape {shape}"
+        tracked = params.running_stats and params.mode == "train"
+        if problem is None and tracked and self.normalization(shape, params).count < 2:
+            problem = f"instance norm with running statistics needs more than one spatial value, shape {shape}"
         return problem
 
     def default_cases(self):

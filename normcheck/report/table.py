@@ -44,11 +44,9 @@ def _summary(title: str, rows: list[dict[str, Any]]) -> Table:
     for r in rows:
         groups[(r["framework"], r["impl"], r["dtype"])][r["status"]] += 1
     for (fw, impl, dtype), counts in groups.items():
-        cells = [str(counts[s]) if counts[s] else "" for s in ("pass", "known", "fail", "error", "skip")]
-        table.add_row(
-            fw, impl, dtype, str(sum(counts.values())),
-            *[Text(c, style=STYLE[s]) for c, s in zip(cells, ("pass", "known", "fail", "error", "skip"))],
-        )
+        statuses = ("pass", "known", "fail", "error", "skip")
+        cells = [Text(str(counts[s]) if counts[s] else "", style=STYLE[s]) for s in statuses]
+        table.add_row(fw, impl, dtype, str(sum(counts.values())), *cells)
     return table
 
 

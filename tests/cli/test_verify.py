@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from io import StringIO
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from normcheck import frameworks
+from normcheck.cli import app
+
+SMALL = ["--op", "gn", "--shape", "2,6,4,4", "--groups", "3", "--dtype", "float32,float64"]
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def invoke(runner, args):
+    return runner.invoke(app, ["verify", *args], catch_exceptions=False)
+
+
+def test_passing_run_exits_0_and_prints_a_table(runner, numpy_framework):
+    result = invoke(runner, SMALL)
+    assert result.exit_code == 0, result.output
+    assert "group norm (gn)" in result.stdout
+    assert "0 failed, 0 errors" in result.stderr
+
+
+def test_json_has_one_record_per_check(runner, numpy_framework):
+    result = invoke(runner, [*SMALL, "--format", "json"])
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    results = doc["results"]
+    # 2 dtypes x 5 input kinds x 4 checks (forward, grad_input, grad_weight, grad_bias)
+    assert len(results) == 2 * 5 * 4
+    assert doc["summary"]["pass"] == len(results)
+    for key in ("op", "framework", "impl", "shape", "dtype", "input", "check", "status", "max_abs_err",
+                "max_rel_err", "tolerance"):
+        assert key in results[0]
+    assert {r["check"] for r in results} == {"forward", "grad_input", "grad_weight", "grad_bias"}
+    assert results[0]["shape"] == "2x6x4x4" and results[0]["params"] == "G=3"
+
+
+def test_csv_output_to_file_is_whole_and_stdout_stays_empty(runner, numpy_framework, tmp_path):
+    out = tmp_path / "report.csv"
+    result = invoke(runner, [*SMALL, "--format", "csv", "--output", str(out)])
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    frame = pd.read_csv(out)
+    assert len(frame) == 40 and set(frame["status"]) == {"pass"}
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_wrong_implementation_fails_with_exit_1_and_the_mismatch(runner, numpy_framework):
+    numpy_framework("scaled")
+    result = invoke(runner, [*SMALL, "--format", "json"])
+    assert result.exit_code == 1
+    rows = json.loads(result.stdout)["results"]
+    failed = [r for r in rows if r["status"] == "fail"]
+    assert failed and all(r["check"] == "forward" for r in failed)
+    assert "beyond tolerance" in failed[0]["message"] and failed[0]["max_rel_err"] == pytest.approx(0.01, rel=1e-6)
+
+
+def test_failures_are_listed_in_the_table(runner, numpy_framework):
+    numpy_framework("scaled")
+    result = invoke(runner, SMALL)
+    assert result.exit_code == 1
+    assert "failures and errors" in result.stdout and "fail" in result.stdout
+
+
+def test_an_implementation_that_raises_is_an_error_row_and_the_run_goes_on(runner, numpy_framework):
+    numpy_framework("raises")
+    result = invoke(runner, [*SMALL, "--format", "json"])
+    assert result.exit_code == 1
+    rows = json.loads(result.stdout)["results"]
+    assert len(rows) == 10  # one error row per case, every case still planned and reported
+    assert all(r["status"] == "error" and "boom" in r["message"] for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--op", "xx"], "unknown op 'xx'; choose from bn, ln, in, gn, rms"),
+        (["--framework", "caffe"], "unknown framework 'caffe'"),
+        (["--dtype", "float8"], "unknown dtype 'float8'"),
+        (["--input", "weird"], "unknown input kind 'weird'"),
+        (["--shape", "2,x,3"], "malformed shape '2,x,3'"),
+        (["--shape", "2,0,3"], "malformed shape"),
+        (["--op", "gn", "--shape", "2,6,4,4", "--groups", "4"], "C=6 is not divisible by G=4"),
+        (["--op", "bn", "--shape", "2,3,4,4,4,4"], "batch norm needs a 2..5-D input"),
+        (["--op", "ln", "--shape", "4,8", "--normalized-ndim", "3"], "cannot normalize 3 trailing dims"),
+        (["--rtol", "1e-3"], "give --rtol and --atol together"),
+        (["--format", "xml"], "unknown format 'xml'"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--groups", "a"], "--groups must be a comma list of integers"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(runner, numpy_framework, args, needle):
+    result = invoke(runner, args)
+    assert result.exit_code == 2
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_a_framework_not_installed_names_the_extra(runner, monkeypatch):
+    monkeypatch.setattr(frameworks, "installed", lambda: [])
+    result = invoke(runner, ["--framework", "torch"])
+    assert result.exit_code == 2
+    assert "framework 'torch' is not installed; pip install 'normcheck[torch]'" in result.stderr
+
+
+def test_no_framework_installed_at_all(runner, monkeypatch):
+    monkeypatch.setattr(frameworks, "installed", lambda: [])
+    result = invoke(runner, [])
+    assert result.exit_code == 2
+    assert "no framework is installed" in result.stderr
+
+
+def test_cuda_without_a_gpu_is_a_usage_error(runner):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    result = invoke(runner, ["--framework", "torch", "--device", "cuda", "--op", "gn"])
+    assert result.exit_code == 2
+    assert "--device cuda: torch sees no CUDA device" in result.stderr
+
+
+def test_an_unwritable_output_is_a_usage_error(runner, numpy_framework, tmp_path):
+    result = invoke(runner, [*SMALL, "--output", str(tmp_path / "missing" / "r.json"), "--format", "json"])
+    assert result.exit_code == 2
+    assert "cannot write" in result.stderr
+
+
+def test_internal_errors_are_one_line_without_traceback(monkeypatch, capsys):
+    from normcheck import cli
+
+    def explode():
+        raise RuntimeError("unexpected state")
+
+    monkeypatch.setattr(cli, "app", explode)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "normcheck: internal error: RuntimeError: unexpected state (set NORMCHECK_DEBUG=1 for details)"
+    )
+
+
+FRAMEWORK_MODULES = ("torch", "tensorflow", "jax", "onnxruntime", "keras", "flax")
+PROBE = """
+import sys
+sys.argv = ["normcheck", *{args!r}]
+from normcheck.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+loaded = [m for m in {mods!r} if m in sys.modules]
+print("LOADED", loaded, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["verify", "--help"]])
+def test_help_imports_no_framework(args):
+    code = PROBE.format(args=args, mods=FRAMEWORK_MODULES)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "LOADED []" in proc.stderr, proc.stderr
+    assert "Usage" in proc.stdout
+
+
+def test_python_dash_m_runs_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "normcheck", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "verify" in proc.stdout
+
+
+def test_table_to_file_is_plain_text(runner, numpy_framework, tmp_path):
+    out = tmp_path / "report.txt"
+    assert invoke(runner, [*SMALL, "--output", str(out), "--all"]).exit_code == 0
+    text = out.read_text()
+    assert "group norm (gn)" in text and "\x1b[" not in text
+    assert StringIO(text).read().count("pass") >= 40
