@@ -143,7 +143,10 @@ def _run(opts, frameworks, fmt, output, all_rows, strict) -> None:
         elif isinstance(report, str):
             typer.echo(report, nl=False)
         else:
-            Console().print(report)
+            out = Console()
+            if not out.is_terminal:  # logs and pipes: wide enough that no column is cut
+                out = Console(width=160)
+            out.print(report)
     except UsageError as e:
         fail_usage(str(e))
     failing = counts[FAIL] + counts[ERROR] + (counts[KNOWN] if strict else 0)
