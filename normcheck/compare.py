@@ -29,12 +29,15 @@ def witness_errors(problem: Problem, expected: dict[str, np.ndarray]) -> dict[st
     """Per check, the largest error of a correct two-pass implementation in the case's dtype.
 
     The witness computes in float32 for half types (as frameworks do) and in the dtype itself
-    otherwise, and rounds its results to the dtype. It is run in each of WITNESS_VARIANTS,
+    otherwise, keeps running statistics in the dtype between steps, and rounds its results to
+    the dtype. It is run in each of WITNESS_VARIANTS,
     since correct implementations differ in how they round the mean and sum the gradients.
     """
     worst = dict.fromkeys(expected, 0.0)
     for ulps, expanded in WITNESS_VARIANTS:
-        witness = reference(problem, compute_dtype(problem.dtype), mean_ulps=ulps, expanded=expanded)
+        witness = reference(
+            problem, compute_dtype(problem.dtype), mean_ulps=ulps, expanded=expanded, store_dtype=problem.dtype
+        )
         for check, want in expected.items():
             with np.errstate(invalid="ignore", over="ignore"):
                 err = np.abs(quantize(witness[check], problem.dtype) - want)

@@ -24,9 +24,9 @@ def quantize(a: np.ndarray, dtype: str) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     if dtype == "float64":
         return a.copy()
-    if dtype == "bfloat16":
-        return _round_bfloat16(a.astype(np.float32)).astype(np.float64)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):  # beyond the dtype's range is inf, as in the dtype itself
+        if dtype == "bfloat16":
+            return _round_bfloat16(a.astype(np.float32)).astype(np.float64)
         return a.astype({"float32": np.float32, "float16": np.float16}[dtype]).astype(np.float64)
 
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from normcheck.dtypes import quantize
 from normcheck.ops import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
 from normcheck.ops._generic import Grads, Normalization
 from normcheck.ops._op import Op, OpParams, broadcast_channels, fmt_shape
@@ -21,13 +22,19 @@ __all__ = ["OPS", "Grads", "Normalization", "Op", "OpParams", "fmt_shape", "refe
 
 
 def reference(
-    problem: Problem, dtype: type = np.float64, mean_ulps: int = 0, expanded: bool = False
+    problem: Problem,
+    dtype: type = np.float64,
+    mean_ulps: int = 0,
+    expanded: bool = False,
+    store_dtype: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Every expected output of ``problem``, computed in ``dtype``.
 
     ``mean_ulps`` nudges every computed mean by that many ulps of ``dtype`` (see
     ``Normalization.moments``) and ``expanded`` picks the fused-kernel form of the backward
-    (see ``Normalization.backward``); the reference itself uses neither.
+    (see ``Normalization.backward``); ``store_dtype`` rounds the running statistics to that
+    dtype after every step, as an implementation that keeps them in it must. The reference
+    itself uses none of these.
 
     Ops with running statistics first take ``problem.steps`` as training batches; in "train"
     mode ``problem.x`` is one more training batch, in "eval" mode it is normalized with the
@@ -43,6 +50,8 @@ def reference(
         batches = problem.steps + ((problem.x,) if params.mode == "train" else ())
         for batch in batches:
             rm, rv = op.update_running(batch, params, rm, rv, problem.momentum, dtype, mean_ulps)
+            if store_dtype is not None:
+                rm, rv = quantize(rm, store_dtype).astype(dtype), quantize(rv, store_dtype).astype(dtype)
         out["running_mean"], out["running_var"] = rm, rv
         if params.mode == "eval":
             b = broadcast_channels(len(problem.shape), problem.shape[1])

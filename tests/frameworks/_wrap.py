@@ -1,0 +1,111 @@
+"""Wrap a plain function with a torch.nn.functional signature as a normcheck implementation,
+and run one case of it through the engine."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from normcheck.compare import witness_errors
+from normcheck.frameworks.base import Framework, Implementation
+from normcheck.frameworks.torch import Bound, TorchImplementation, framework, tensor
+from normcheck.inputs import Problem, make_problem
+from normcheck.ops import OpParams, reference
+from normcheck.ops.rms_norm import default_eps as rms_default_eps
+from normcheck.records import RUN, SKIP, Case, CheckResult
+from normcheck.verify import Options, check_case, unrepresentable_statistics
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # the fixtures live beside the package, not in it
+    sys.path.insert(0, str(ROOT))
+
+from fixtures import torch_functional as tf  # noqa: E402
+
+TORCH = framework()
+
+__all__ = ["TORCH", "FixtureFramework", "binder", "check", "problem_for", "tf", "wrap"]
+
+
+def _leaf(a, p: Problem, device: str) -> torch.Tensor | None:
+    return None if a is None else tensor(a, p.dtype, device).requires_grad_(True)
+
+
+def binder(fn: Callable) -> Callable[[Problem, str], Bound]:
+    """``bind_functional`` of normcheck.frameworks.torch, calling ``fn`` instead of ``F.<op>``."""
+
+    def bind(p: Problem, device: str) -> Bound:
+        w, b = _leaf(p.weight, p, device), _leaf(p.bias, p, device)
+        rm = rv = None
+        if p.params.running_stats:
+            rm, rv = tensor(p.running_mean, p.dtype, device), tensor(p.running_var, p.dtype, device)
+        k = p.params.normalized_ndim
+        rms_eps = None if p.eps == rms_default_eps(p.dtype) else p.eps
+        forwards = {
+            "bn": lambda x, train: fn(x, rm, rv, w, b, training=train, momentum=p.momentum, eps=p.eps),
+            "in": lambda x, train: fn(x, rm, rv, w, b, use_input_stats=train, momentum=p.momentum, eps=p.eps),
+            "ln": lambda x, train: fn(x, x.shape[x.ndim - k :], w, b, eps=p.eps),
+            "gn": lambda x, train: fn(x, p.params.groups, w, b, eps=p.eps),
+            "rms": lambda x, train: fn(x, x.shape[x.ndim - k :], w, eps=rms_eps),
+        }
+        return Bound(forwards[p.op], w, b, rm, rv)
+
+    return bind
+
+
+def wrap(op: str, fn: Callable) -> TorchImplementation:
+    return TorchImplementation(op, f"fixtures.{fn.__name__}", binder(fn))
+
+
+class FixtureFramework(Framework):
+    """The given fixtures as a framework of their own, with PyTorch's defaults and no known issues,
+    so ``verify.plan`` and ``verify.run`` check them exactly as they check a real framework."""
+
+    name = "fixtures"
+
+    def __init__(self, fns: dict[str, list[Callable]]) -> None:
+        self._impls = {op: [wrap(op, fn) for fn in fs] for op, fs in fns.items()}
+
+    def implementations(self, op: str) -> list[Implementation]:
+        return self._impls.get(op, [])
+
+    def default_eps(self, op: str, dtype: str) -> float:
+        return TORCH.default_eps(op, dtype)
+
+
+def problem_for(op: str, shape: tuple[int, ...], params: OpParams, dtype: str, kind: str, seed: int = 0) -> Problem:
+    """The inputs ``verify.run`` would make for this case with the torch adapter's defaults."""
+    return make_problem(
+        op,
+        shape,
+        params,
+        dtype,
+        kind,
+        eps=TORCH.default_eps(op, dtype),
+        momentum=TORCH.default_momentum(op),
+        seed=seed,
+    )
+
+
+def check(
+    impl: Implementation,
+    shape: tuple[int, ...],
+    params: OpParams,
+    dtype: str,
+    kind: str,
+    layout: str = "contiguous",
+    device: str = "cpu",
+    seed: int = 0,
+) -> dict[str, CheckResult]:
+    """Run one case of ``impl`` through the engine as ``verify.run`` does; the records by check name."""
+    problem = problem_for(impl.op, shape, params, dtype, kind, seed)
+    expected = reference(problem)
+    case = Case(impl.op, "fixtures", impl.name, shape, params, dtype, kind, layout, device)
+    unheld = unrepresentable_statistics(problem, expected)
+    if unheld:
+        return {RUN: CheckResult(case, RUN, SKIP, message=unheld)}
+    errs = witness_errors(problem, expected)
+    opts = Options(ops=(impl.op,), dtypes=(dtype,), kinds=(kind,), device=device, seed=seed)
+    return {r.check: r for r in check_case(case, impl, problem, expected, errs, opts)}
