@@ -130,14 +130,7 @@ def test_eps_and_max_tables(dtype):
     assert quantize(np.array([MAX[dtype]]), dtype)[0] == MAX[dtype]
 
 
-@pytest.mark.parametrize(
-    "dtype",
-    [
-        "float32",
-        "float16",
-        "bfloat16",
-    ],
-)
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_quantize_overflow_to_inf_is_silent(dtype):
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from normcheck.dtypes import quantize
 from normcheck.inputs import make_problem
 from normcheck.ops import OPS, OpParams, reference
 from normcheck.ops import rms_norm as rms_module
@@ -321,6 +322,29 @@ def test_reference_variants_are_actually_different_roundings():
     assert not np.array_equal(nudged["forward"], plain["forward"])
     assert not np.array_equal(expanded["grad_input"], plain["grad_input"])
     np.testing.assert_array_equal(expanded["forward"], plain["forward"])  # expanded touches only the backward
+
+
+@pytest.mark.parametrize("op", ["bn", "in"])
+@pytest.mark.parametrize("store", ["float16", "bfloat16"])
+def test_reference_store_dtype_rounds_running_stats_every_step(op, store):
+    params = OpParams(mode="train", running_stats=True)
+    problem = make_problem(op, (4, 3, 5), params, store, "normal", eps=EPS, momentum=0.3, seed=14)
+    out = reference(problem, np.float32, store_dtype=store)
+    rm, rv = problem.running_mean, problem.running_var
+    for batch in (*problem.steps, problem.x):
+        rm, rv = OPS[op].update_running(batch, params, rm, rv, problem.momentum, np.float32)
+        rm, rv = quantize(rm, store).astype(np.float32), quantize(rv, store).astype(np.float32)
+    np.testing.assert_array_equal(out["running_mean"], rm)
+    np.testing.assert_array_equal(out["running_var"], rv)
+    for check in ("running_mean", "running_var"):
+        np.testing.assert_array_equal(quantize(out[check], store), out[check])
+    # rounding only at the end would differ from rounding after every step somewhere
+    unrounded = reference(problem, np.float32)
+    assert not np.array_equal(quantize(unrounded["running_var"], store), out["running_var"]) or not np.array_equal(
+        quantize(unrounded["running_mean"], store), out["running_mean"]
+    )
+    # the forward and gradients do not depend on where running statistics are stored (train mode)
+    np.testing.assert_array_equal(out["forward"], unrounded["forward"])
 
 
 def test_reference_in_float32_is_computed_in_float32():
