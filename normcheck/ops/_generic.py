@@ -68,9 +68,7 @@ class Normalization:
         """
         if dtype is not np.float64:
             return (a * b).mean(axis=self.axes, keepdims=True, dtype=dtype)
-        letters = "abcdefghijklmnop"[: a.ndim]
-        kept = "".join(c for i, c in enumerate(letters) if i not in self.axes)
-        total = np.einsum(f"{letters},{letters}->{kept}", a, b)
+        total = _sum_of_product(a, b, summed=self.axes)
         shape = tuple(1 if i in self.axes else n for i, n in enumerate(a.shape))
         return (total / self.count).reshape(shape)
 
@@ -158,14 +156,20 @@ class Normalization:
         """Sum of a * b back to a parameter's shape; one einsum pass in float64 (see above)."""
         if dtype is not np.float64:
             return self._reduce_to(a * b, shape)
-        letters = "abcdefghijklmnop"[: a.ndim]
-        kept = "".join(c for i, c in enumerate(letters) if not (self.param_view[i] == 1 and a.shape[i] != 1))
-        return np.einsum(f"{letters},{letters}->{kept}", a, b).reshape(shape)
+        summed = tuple(i for i, n in enumerate(self.param_view) if n == 1 and a.shape[i] != 1)
+        return _sum_of_product(a, b, summed).reshape(shape)
 
     def _reduce_to(self, a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """Sum ``a`` over the axes a parameter is broadcast along, back to the parameter's shape."""
         axes = tuple(i for i, n in enumerate(self.param_view) if n == 1 and a.shape[i] != 1)
         return a.sum(axis=axes).reshape(shape)
+
+
+def _sum_of_product(a: np.ndarray, b: np.ndarray, summed: tuple[int, ...]) -> np.ndarray:
+    """sum(a * b) over the ``summed`` axes in one einsum pass, without the a * b temporary."""
+    letters = "abcdefghijklmnop"[: a.ndim]
+    kept = "".join(c for i, c in enumerate(letters) if i not in summed)
+    return np.einsum(f"{letters},{letters}->{kept}", a, b)
 
 
 @dataclass(frozen=True)
