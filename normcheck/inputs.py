@@ -47,6 +47,7 @@ class Problem:
     steps: tuple[np.ndarray, ...] = ()
     running_mean: np.ndarray | None = None
     running_var: np.ndarray | None = None
+    unbiased_running_var: bool = True  # the framework's running-variance convention
 
 
 def case_seed(seed: int, *parts: object) -> int:
@@ -64,6 +65,7 @@ def make_problem(
     eps: float,
     momentum: float = 0.1,
     seed: int = 0,
+    unbiased_running_var: bool = True,
 ) -> Problem:
     """The seeded inputs of one case. The data do not depend on dtype beyond rounding."""
     rng = np.random.default_rng(case_seed(seed, op, shape, params, kind))
@@ -87,7 +89,8 @@ def make_problem(
             a.setflags(write=False)  # an implementation that writes into its inputs fails loudly
     return Problem(
         op=op, shape=tuple(shape), params=params, dtype=dtype, kind=kind, eps=eps, momentum=momentum,
-        x=batches[-1], dy=dy, weight=weight, bias=bias, steps=tuple(batches[:-1]), **running,
+        x=batches[-1], dy=dy, weight=weight, bias=bias, steps=tuple(batches[:-1]),
+        unbiased_running_var=unbiased_running_var, **running,
     )
 
 

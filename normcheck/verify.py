@@ -26,6 +26,8 @@ class Options:
     device: str = "cpu"
     seed: int = 0
     tolerance: tuple[float, float] | None = None  # (rtol, atol) given by the user
+    eps: float | None = None  # given by the user; None: each framework's default
+    momentum: float | None = None  # given by the user, in PyTorch's meaning
     explicit_dtypes: bool = False  # asked for by the user: an unsupported dtype is an error
 
 
@@ -91,12 +93,7 @@ def count_cases(units: list[Unit]) -> int:
 def run(units: list[Unit], opts: Options, progress: Callable[[int], None] | None = None) -> Iterator[CheckResult]:
     """Check every planned case, yielding records as they come."""
     for unit in units:
-        problem = make_problem(
-            unit.op, unit.shape, unit.params, unit.dtype, unit.kind,
-            eps=unit.framework.default_eps(unit.op, unit.dtype),
-            momentum=unit.framework.default_momentum(unit.op),
-            seed=opts.seed,
-        )
+        problem = problem_for(unit, opts)
         expected = reference(problem)
         errs = witness_errors(problem, expected)
         unheld = unrepresentable_statistics(problem, expected)
@@ -108,6 +105,24 @@ def run(units: list[Unit], opts: Options, progress: Callable[[int], None] | None
                     yield mark_known(result, unit.framework)
             if progress:
                 progress(1)
+
+
+def problem_for(unit: Unit, opts: Options) -> Problem:
+    """The unit's inputs under its framework's conventions (and the user's eps and momentum)."""
+    s = unit.framework.settings(unit.op, unit.dtype, opts.eps, opts.momentum)
+    return make_problem(
+        unit.op, unit.shape, unit.params, unit.dtype, unit.kind, eps=s.eps, momentum=s.momentum, seed=opts.seed,
+        unbiased_running_var=s.unbiased_running_var,
+    )
+
+
+def translations(units: list[Unit], opts: Options) -> list[str]:
+    """How the user's explicit eps and momentum were given to each framework, once each."""
+    notes: dict[str, None] = {}
+    for unit in units:
+        for note in unit.framework.settings(unit.op, unit.dtype, opts.eps, opts.momentum).notes:
+            notes[note] = None
+    return list(notes)
 
 
 def unrepresentable_statistics(problem: Problem, expected: dict[str, np.ndarray]) -> str | None:
@@ -136,6 +151,10 @@ def check_case(
     witness_errs: dict[str, float],
     opts: Options,
 ) -> Iterator[CheckResult]:
+    unsupported = impl.unsupported(problem, case.layout)
+    if unsupported:
+        yield CheckResult(case, RUN, SKIP, message=unsupported)
+        return
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
@@ -147,7 +166,11 @@ def check_case(
     except Exception as e:  # a failing implementation is a row, never a crash
         yield CheckResult(case, RUN, ERROR, message=describe_error(e))
         return
+    missing = impl.missing_checks(problem)
     for check, want in expected.items():
+        if check in missing:
+            yield CheckResult(case, check, SKIP, message=missing[check])
+            continue
         yield check_one(case, check, out.values.get(check), out.dtypes.get(check), want, witness_errs[check], opts)
 
 

@@ -22,6 +22,11 @@ class FrameworkInfo:
 
 FRAMEWORKS: dict[str, FrameworkInfo] = {
     "torch": FrameworkInfo("torch", "normcheck.frameworks.torch", ("torch",), "torch"),
+    "tensorflow": FrameworkInfo("tensorflow", "normcheck.frameworks.tensorflow", ("tensorflow", "keras"), "tensorflow"),
+    "jax": FrameworkInfo("jax", "normcheck.frameworks.jax", ("jax", "flax"), "jax"),
+    "onnxruntime": FrameworkInfo(
+        "onnxruntime", "normcheck.frameworks.onnxruntime", ("onnxruntime", "onnx"), "onnxruntime"
+    ),
 }
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from normcheck.conventions import CONVENTIONS, Convention, Settings, settings
 from normcheck.inputs import Problem
 from normcheck.records import Case
 
@@ -35,7 +36,18 @@ class Implementation(ABC):
     name: str
 
     def layouts(self, shape: tuple[int, ...]) -> tuple[str, ...]:
+        """Layouts the case runs in: "contiguous" is the canonical channels-first layout,
+        "channels_last" has the channels on the last axis."""
         return ("contiguous",)
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        """Why this implementation cannot express the case at all (shown as a skip), or None."""
+        return None
+
+    def missing_checks(self, problem: Problem) -> dict[str, str]:
+        """Checks this implementation does not produce by design, each with the reason
+        (an inference-only runtime has no gradients). They are reported as skipped."""
+        return {}
 
     @abstractmethod
     def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
@@ -74,8 +86,16 @@ class KnownIssue:
 
 class Framework(ABC):
     name: str
+    conventions_of: str | None = None  # whose conventions it follows; None: its own name
     dtypes: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
     known_issues: tuple[KnownIssue, ...] = ()
+
+    def convention(self, op: str) -> Convention:
+        return CONVENTIONS[self.conventions_of or self.name][op]
+
+    def settings(self, op: str, dtype: str, eps: float | None = None, momentum: float | None = None) -> Settings:
+        """The eps, momentum and running-variance rule a case of ``op`` runs with here."""
+        return settings(self.convention(op), dtype, eps, momentum)
 
     def known_issue(self, case: Case, check: str) -> KnownIssue | None:
         return next((k for k in self.known_issues if k.matches(case, check)), None)
@@ -84,13 +104,13 @@ class Framework(ABC):
     def implementations(self, op: str) -> list[Implementation]:
         """The implementations of ``op``; empty when the framework has none."""
 
-    @abstractmethod
     def default_eps(self, op: str, dtype: str) -> float:
         """The eps the framework uses when the caller gives none."""
+        return self.convention(op).default_eps(dtype)
 
     def default_momentum(self, op: str) -> float:
         """Default momentum, in PyTorch's meaning: the weight of the new batch."""
-        return 0.1
+        return self.convention(op).default_new_weight
 
     def device_problem(self, device: str) -> str | None:
         """Why ``device`` cannot be used, or None."""

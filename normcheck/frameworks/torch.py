@@ -214,9 +214,6 @@ class TorchFramework(Framework):
             TorchImplementation(op, MODULE_NAMES[op], bind_module),
         ]
 
-    def default_eps(self, op: str, dtype: str) -> float:
-        return rms_default_eps(dtype) if op == "rms" else 1e-5
-
     def device_problem(self, device: str) -> str | None:
         if device == "cpu":
             return None

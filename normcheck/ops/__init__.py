@@ -49,7 +49,9 @@ def reference(
         rm, rv = problem.running_mean, problem.running_var
         batches = problem.steps + ((problem.x,) if params.mode == "train" else ())
         for batch in batches:
-            rm, rv = op.update_running(batch, params, rm, rv, problem.momentum, dtype, mean_ulps)
+            rm, rv = op.update_running(
+                batch, params, rm, rv, problem.momentum, dtype, mean_ulps, problem.unbiased_running_var
+            )
             if store_dtype is not None:
                 rm, rv = quantize(rm, store_dtype).astype(dtype), quantize(rv, store_dtype).astype(dtype)
         out["running_mean"], out["running_var"] = rm, rv

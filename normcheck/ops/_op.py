@@ -85,19 +85,22 @@ class Op:
         momentum: float,
         dtype: type = np.float64,
         mean_ulps: int = 0,
+        unbiased: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One training step's running-statistics update, PyTorch's rule.
+        """One training step's running-statistics update.
 
-        running = (1 - momentum) * running + momentum * batch, with the batch variance
-        Bessel-corrected (n / (n - 1)); per-sample statistics (instance norm) are averaged
-        over the batch.
+        running = (1 - momentum) * running + momentum * batch (momentum in PyTorch's meaning);
+        the batch variance is Bessel-corrected (n / (n - 1)) when ``unbiased`` (PyTorch) and
+        the population variance otherwise (Keras, Flax, ONNX). Per-sample statistics (instance
+        norm) are averaged over the batch.
         """
         norm = self.normalization(np.shape(x), params)
         mean, var = norm.moments(x, dtype, mean_ulps)
         n = norm.count
         channels = np.shape(x)[1]
         batch_mean = mean.reshape(-1, channels).mean(axis=0)
-        batch_var = (var * (n / (n - 1) if n > 1 else np.nan)).reshape(-1, channels).mean(axis=0)
+        correction = (n / (n - 1) if n > 1 else np.nan) if unbiased else 1.0
+        batch_var = (var * correction).reshape(-1, channels).mean(axis=0)
         m = dtype(momentum)
         rm = np.asarray(running_mean, dtype=dtype)
         rv = np.asarray(running_var, dtype=dtype)

@@ -30,6 +30,7 @@ class NumpyImplementation(Implementation):
 
 class NumpyFramework(Framework):
     name = "numpy"
+    conventions_of = "torch"
     dtypes = ("float64", "float32")
 
     def __init__(self, bug: str | None = None) -> None:
@@ -37,9 +38,6 @@ class NumpyFramework(Framework):
 
     def implementations(self, op):
         return [NumpyImplementation(op, self.bug)]
-
-    def default_eps(self, op, dtype):
-        return 1e-5
 
 
 @pytest.fixture

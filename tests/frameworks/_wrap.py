@@ -64,15 +64,13 @@ class FixtureFramework(Framework):
     so ``verify.plan`` and ``verify.run`` check them exactly as they check a real framework."""
 
     name = "fixtures"
+    conventions_of = "torch"
 
     def __init__(self, fns: dict[str, list[Callable]]) -> None:
         self._impls = {op: [wrap(op, fn) for fn in fs] for op, fs in fns.items()}
 
     def implementations(self, op: str) -> list[Implementation]:
         return self._impls.get(op, [])
-
-    def default_eps(self, op: str, dtype: str) -> float:
-        return TORCH.default_eps(op, dtype)
 
 
 def problem_for(op: str, shape: tuple[int, ...], params: OpParams, dtype: str, kind: str, seed: int = 0) -> Problem:

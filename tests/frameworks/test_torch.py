@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from _require import require
 
-torch = pytest.importorskip("torch")
+torch = require("torch")
 
 import numpy as np  # noqa: E402
 from _wrap import TORCH, FixtureFramework, check, problem_for, tf, wrap  # noqa: E402
