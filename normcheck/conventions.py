@@ -182,7 +182,7 @@ def settings(
     framework_momentum = None
     if conv.momentum_weights is not None:
         framework_momentum = conv.to_framework_momentum(new_weight)
-        if momentum is not None:
+        if momentum is not None and conv.momentum_weights != NEW:
             meaning = "the weight of the new batch" if conv.momentum_weights == NEW else "the weight of the old value"
             notes.append(
                 f"{conv.api}: momentum={framework_momentum:g} ({meaning}) for momentum {momentum:g} "

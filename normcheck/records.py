@@ -71,6 +71,7 @@ class CheckResult:
     comparison: Comparison | None = None
     tolerance: Tolerance | None = None
     message: str = ""
+    against: str | None = None  # "framework:impl" compared with directly, instead of the reference
 
     def as_dict(self) -> dict[str, Any]:
         """A flat record: the one shape every renderer reads."""
@@ -86,6 +87,7 @@ class CheckResult:
             "layout": c.layout,
             "input": c.kind,
             "check": self.check,
+            "against": self.against,
             "status": self.status,
             "max_abs_err": _finite(cmp.max_abs_err) if cmp else None,
             "max_rel_err": _finite(cmp.max_rel_err) if cmp else None,

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from normcheck.compare import compare, out_of_range, tolerance_for, witness_errors
-from normcheck.frameworks.base import Framework, Implementation, Unsupported
+from normcheck.conventions import Settings
+from normcheck.crosscheck import compare_frameworks, run_baseline
+from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported
 from normcheck.inputs import KINDS, Problem, make_problem
 from normcheck.ops import OPS, OpParams, fmt_shape, reference
 from normcheck.records import ERROR, FAIL, KNOWN, PASS, RUN, SKIP, STATUSES, Case, CheckResult
@@ -28,6 +30,7 @@ class Options:
     tolerance: tuple[float, float] | None = None  # (rtol, atol) given by the user
     eps: float | None = None  # given by the user; None: each framework's default
     momentum: float | None = None  # given by the user, in PyTorch's meaning
+    against: Framework | None = None  # also compare every framework directly with this one
     explicit_dtypes: bool = False  # asked for by the user: an unsupported dtype is an error
 
 
@@ -92,6 +95,7 @@ def count_cases(units: list[Unit]) -> int:
 
 def run(units: list[Unit], opts: Options, progress: Callable[[int], None] | None = None) -> Iterator[CheckResult]:
     """Check every planned case, yielding records as they come."""
+    baselines: dict[tuple, RunOutput | str] = {}
     for unit in units:
         problem = problem_for(unit, opts)
         expected = reference(problem)
@@ -101,15 +105,32 @@ def run(units: list[Unit], opts: Options, progress: Callable[[int], None] | None
             if unheld:
                 yield CheckResult(case, RUN, SKIP, message=unheld)
             else:
-                for result in check_case(case, impl, problem, expected, errs, opts):
-                    yield mark_known(result, unit.framework)
+                out, rows = execute(case, impl, problem, opts)
+                if out is not None:
+                    rows = judge(case, impl, problem, out, expected, errs, opts)
+                yield from (mark_known(r, unit.framework) for r in rows)
+                if out is not None and opts.against is not None and unit.framework.name != opts.against.name:
+                    key = (unit.op, unit.shape, unit.params, unit.dtype, unit.kind)
+                    if key not in baselines:
+                        baselines[key] = run_baseline(opts.against, problem, case.device)
+                    yield from compare_frameworks(case, problem, out, baselines[key], expected, errs, opts.tolerance)
             if progress:
                 progress(1)
 
 
+def aligned_settings(unit: Unit, opts: Options) -> Settings:
+    """The unit's eps and momentum: the user's, else (with --against) the baseline framework's
+    defaults, else its own framework's defaults; translated into the framework's meaning."""
+    eps, momentum = opts.eps, opts.momentum
+    if opts.against is not None:
+        eps = opts.against.default_eps(unit.op, unit.dtype) if eps is None else eps
+        momentum = opts.against.default_momentum(unit.op) if momentum is None else momentum
+    return unit.framework.settings(unit.op, unit.dtype, eps, momentum)
+
+
 def problem_for(unit: Unit, opts: Options) -> Problem:
-    """The unit's inputs under its framework's conventions (and the user's eps and momentum)."""
-    s = unit.framework.settings(unit.op, unit.dtype, opts.eps, opts.momentum)
+    """The unit's inputs under its framework's conventions."""
+    s = aligned_settings(unit, opts)
     return make_problem(
         unit.op, unit.shape, unit.params, unit.dtype, unit.kind, eps=s.eps, momentum=s.momentum, seed=opts.seed,
         unbiased_running_var=s.unbiased_running_var,
@@ -117,10 +138,10 @@ def problem_for(unit: Unit, opts: Options) -> Problem:
 
 
 def translations(units: list[Unit], opts: Options) -> list[str]:
-    """How the user's explicit eps and momentum were given to each framework, once each."""
+    """How explicit (or aligned) eps and momentum were given to each framework, once each."""
     notes: dict[str, None] = {}
     for unit in units:
-        for note in unit.framework.settings(unit.op, unit.dtype, opts.eps, opts.momentum).notes:
+        for note in aligned_settings(unit, opts).notes:
             notes[note] = None
     return list(notes)
 
@@ -143,6 +164,24 @@ def mark_known(result: CheckResult, framework: Framework) -> CheckResult:
     return replace(result, status=KNOWN, message=f"known defect: {issue.cause}. {result.message}")
 
 
+def execute(
+    case: Case, impl: Implementation, problem: Problem, opts: Options
+) -> tuple[RunOutput | None, list[CheckResult]]:
+    """Run one case: its outputs, or the row that says why there are none."""
+    unsupported = impl.unsupported(problem, case.layout)
+    if unsupported:
+        return None, [CheckResult(case, RUN, SKIP, message=unsupported)]
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            return impl.run(problem, case.layout, case.device), []
+    except Unsupported as e:
+        status = ERROR if opts.explicit_dtypes else SKIP
+        return None, [CheckResult(case, RUN, status, message=f"{case.dtype} not supported: {e}")]
+    except Exception as e:  # a failing implementation is a row, never a crash
+        return None, [CheckResult(case, RUN, ERROR, message=describe_error(e))]
+
+
 def check_case(
     case: Case,
     impl: Implementation,
@@ -151,33 +190,34 @@ def check_case(
     witness_errs: dict[str, float],
     opts: Options,
 ) -> Iterator[CheckResult]:
-    unsupported = impl.unsupported(problem, case.layout)
-    if unsupported:
-        yield CheckResult(case, RUN, SKIP, message=unsupported)
-        return
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            out = impl.run(problem, case.layout, case.device)
-    except Unsupported as e:
-        status = ERROR if opts.explicit_dtypes else SKIP
-        yield CheckResult(case, RUN, status, message=f"{case.dtype} not supported: {e}")
-        return
-    except Exception as e:  # a failing implementation is a row, never a crash
-        yield CheckResult(case, RUN, ERROR, message=describe_error(e))
-        return
+    """Run one case and check every output against the reference."""
+    out, rows = execute(case, impl, problem, opts)
+    yield from rows if out is None else judge(case, impl, problem, out, expected, witness_errs, opts)
+
+
+def judge(
+    case: Case,
+    impl: Implementation,
+    problem: Problem,
+    out: RunOutput,
+    expected: dict[str, np.ndarray],
+    witness_errs: dict[str, float],
+    opts: Options,
+) -> list[CheckResult]:
     missing = impl.missing_checks(problem)
-    for check, want in expected.items():
-        if check in missing:
-            yield CheckResult(case, check, SKIP, message=missing[check])
-            continue
-        yield check_one(case, check, out.values.get(check), out.dtypes.get(check), want, witness_errs[check], opts)
+    return [
+        check_one(case, check, out.values.get(check), out.dtypes.get(check), want, witness_errs[check], opts,
+                  missing.get(check))
+        for check, want in expected.items()
+    ]
 
 
 def check_one(
     case: Case, check: str, got: np.ndarray | None, got_dtype: str | None, want: np.ndarray, witness_err: float,
-    opts: Options,
+    opts: Options, missing: str | None = None,
 ) -> CheckResult:
+    if missing is not None:
+        return CheckResult(case, check, SKIP, message=missing)
     if got is None:
         return CheckResult(case, check, ERROR, message=f"the implementation returned no {check}")
     if got.shape != want.shape:

@@ -74,3 +74,23 @@ def write_atomically(path: Path, text: str) -> None:
 
 def stderr_is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+def emit(report: object, output: Path | None) -> None:
+    """Print a report (text or a rich renderable) or write it whole to ``output``."""
+    from rich.console import Console
+
+    if output is not None:
+        if not isinstance(report, str):
+            with open(os.devnull, "w") as sink:
+                buf = Console(width=200, no_color=True, record=True, file=sink)
+                buf.print(report)
+                report = buf.export_text()
+        write_atomically(output, report)
+    elif isinstance(report, str):
+        typer.echo(report, nl=False)
+    else:
+        out = Console()
+        if not out.is_terminal:  # logs and pipes: wide enough that no column is cut
+            out = Console(width=160)
+        out.print(report)

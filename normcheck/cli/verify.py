@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -11,12 +12,12 @@ import typer
 from normcheck.cli._common import (
     UsageError,
     choose,
+    emit,
     fail_usage,
     parse_ints,
     parse_shape,
     split_list,
     stderr_is_tty,
-    write_atomically,
 )
 from normcheck.names import DEFAULT_DTYPES, DTYPE_NAMES, KIND_NAMES, OP_NAMES
 
@@ -44,6 +45,18 @@ def verify(
         str | None, typer.Option("--input", help=f"Input kinds, comma list of {', '.join(KIND_NAMES)}. Default: all.")
     ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    eps: Annotated[
+        float | None, typer.Option(help="eps for every framework (translated for each). Default: each one's own.")
+    ] = None,
+    momentum: Annotated[
+        float | None,
+        typer.Option(help="Batch-norm momentum as the weight of the new batch (PyTorch's meaning); each framework "
+                     "is given its equivalent. Default: each one's own."),
+    ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option(help="Also compare every framework directly with this one, under its eps and momentum."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every generated input.")] = 0,
     rtol: Annotated[float | None, typer.Option(help="Relative tolerance (give --atol too).")] = None,
     atol: Annotated[float | None, typer.Option(help="Absolute tolerance (give --rtol too).")] = None,
@@ -58,13 +71,14 @@ def verify(
     """
     try:
         opts, frameworks = _resolve(op, framework, shape, groups, normalized_ndim, dtype, input, device, seed,
-                                    rtol, atol, format)
+                                    rtol, atol, format, eps, momentum, against)
     except UsageError as e:
         fail_usage(str(e))
     _run(opts, frameworks, format, output, all_rows, strict)
 
 
-def _resolve(op, framework, shape, groups, normalized_ndim, dtype, kinds, device, seed, rtol, atol, fmt):
+def _resolve(op, framework, shape, groups, normalized_ndim, dtype, kinds, device, seed, rtol, atol, fmt, eps, momentum,
+             against):
     from normcheck import frameworks as fw_registry
     from normcheck.verify import Options, invalid_cases
 
@@ -74,11 +88,18 @@ def _resolve(op, framework, shape, groups, normalized_ndim, dtype, kinds, device
         raise UsageError("give --rtol and --atol together, or neither")
     if rtol is not None and (rtol < 0 or atol < 0):
         raise UsageError("--rtol and --atol must not be negative")
+    if eps is not None and not eps > 0:
+        raise UsageError(f"--eps must be positive, got {eps:g}")
+    if momentum is not None and not 0 <= momentum <= 1:
+        raise UsageError(f"--momentum must lie in [0, 1] (the weight of the new batch), got {momentum:g}")
     ops = choose(op, OP_NAMES, "op", OP_NAMES)
     installed = fw_registry.installed()
     names = choose(framework, fw_registry.FRAMEWORKS, "framework", installed)
-    for name in names:
-        if name not in installed:
+    baseline = choose(against, fw_registry.FRAMEWORKS, "framework", ())
+    if len(baseline) > 1:
+        raise UsageError("--against takes one framework")
+    for name in (*names, *baseline):
+        if not fw_registry.is_installed(name):
             extra = fw_registry.FRAMEWORKS[name].extra
             raise UsageError(f"framework {name!r} is not installed; pip install 'normcheck[{extra}]'")
     if not names:
@@ -96,18 +117,22 @@ def _resolve(op, framework, shape, groups, normalized_ndim, dtype, kinds, device
         seed=seed,
         tolerance=None if rtol is None else (rtol, atol),
         explicit_dtypes=bool(split_list(dtype)),
+        eps=eps,
+        momentum=momentum,
     )
     problems = invalid_cases(opts)
     if problems:
         raise UsageError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-    loaded = []
-    for name in names:
+    loaded = {}
+    for name in dict.fromkeys((*names, *baseline)):
         fw = fw_registry.load(name)
         reason = fw.device_problem(device)
         if reason:
             raise UsageError(f"--device {device}: {reason}")
-        loaded.append(fw)
-    return opts, loaded
+        loaded[name] = fw
+    if baseline:
+        opts = replace(opts, against=loaded[baseline[0]])
+    return opts, [loaded[n] for n in names]
 
 
 def _run(opts, frameworks, fmt, output, all_rows, strict) -> None:
@@ -116,7 +141,7 @@ def _run(opts, frameworks, fmt, output, all_rows, strict) -> None:
 
     from normcheck.records import ERROR, FAIL, KNOWN
     from normcheck.report import render
-    from normcheck.verify import count_cases, plan, run, summarize
+    from normcheck.verify import count_cases, plan, run, summarize, translations
 
     err = Console(stderr=True)
     start = time.perf_counter()
@@ -130,23 +155,13 @@ def _run(opts, frameworks, fmt, output, all_rows, strict) -> None:
         results = list(run(units, opts, progress=lambda n: bar.advance(task, n)))
     elapsed = time.perf_counter() - start
     counts = summarize(results)
-    summary = {**counts, "cases": total, "seconds": round(elapsed, 2)}
+    summary = {**counts, "cases": total, "seconds": round(elapsed, 2), "translations": translations(units, opts)}
+    if opts.against is not None:
+        summary["against"] = opts.against.name
     records = [r.as_dict() for r in results]
     report = render(fmt, records, summary, show_all=all_rows)
     try:
-        if output is not None:
-            if not isinstance(report, str):
-                buf = Console(width=200, no_color=True, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
-                buf.print(report)
-                report = buf.export_text()
-            write_atomically(output, report)
-        elif isinstance(report, str):
-            typer.echo(report, nl=False)
-        else:
-            out = Console()
-            if not out.is_terminal:  # logs and pipes: wide enough that no column is cut
-                out = Console(width=160)
-            out.print(report)
+        emit(report, output)
     except UsageError as e:
         fail_usage(str(e))
     failing = counts[FAIL] + counts[ERROR] + (counts[KNOWN] if strict else 0)

@@ -19,4 +19,4 @@ def render(fmt: str, records: list[dict[str, Any]], summary: dict[str, Any], sho
         return render_json(records, summary)
     from normcheck.report.table import render_table
 
-    return render_table(records, show_all=show_all)
+    return render_table(records, show_all=show_all, notes=summary.get("translations", ()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Group
@@ -12,18 +13,20 @@ from rich.text import Text
 STYLE = {"pass": "green", "fail": "bold red", "error": "bold magenta", "known": "yellow", "skip": "dim"}
 DETAIL_COLUMNS = (
     ("framework", "framework"), ("impl", "impl"), ("shape", "shape"), ("params", "params"), ("dtype", "dtype"),
-    ("layout", "layout"), ("input", "input"), ("check", "check"), ("status", "status"),
+    ("layout", "layout"), ("input", "input"), ("check", "check"), ("against", "against"), ("status", "status"),
     ("max_abs_err", "max abs err"), ("max_rel_err", "max rel err"), ("mismatched_pct", "mismatch %"),
     ("tolerance", "tolerance"), ("worst_index", "worst index"), ("message", "message"),
 )
 OP_TITLES = {"bn": "batch norm", "ln": "layer norm", "in": "instance norm", "gn": "group norm", "rms": "RMS norm"}
 
 
-def render_table(records: list[dict[str, Any]], show_all: bool = False) -> Group:
+def render_table(
+    records: list[dict[str, Any]], show_all: bool = False, notes: Iterable[str] = ()
+) -> Group:
     by_op: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by_op[r["op"]].append(r)
-    parts: list[Any] = []
+    parts: list[Any] = [Text(f"translated: {note}", style="cyan") for note in notes]
     for op, rows in by_op.items():
         title = f"{OP_TITLES.get(op, op)} ({op})"
         parts.append(_summary(title, rows))
@@ -42,7 +45,8 @@ def _summary(title: str, rows: list[dict[str, Any]]) -> Table:
         table.add_column(col, justify="left" if col in ("framework", "impl", "dtype") else "right", no_wrap=True)
     groups: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
     for r in rows:
-        groups[(r["framework"], r["impl"], r["dtype"])][r["status"]] += 1
+        impl = f"{r['impl']} vs {r['against']}" if r.get("against") else r["impl"]
+        groups[(r["framework"], impl, r["dtype"])][r["status"]] += 1
     for (fw, impl, dtype), counts in groups.items():
         statuses = ("pass", "known", "fail", "error", "skip")
         cells = [Text(str(counts[s]) if counts[s] else "", style=STYLE[s]) for s in statuses]
@@ -56,7 +60,7 @@ def _detail(title: str, rows: list[dict[str, Any]]) -> Table:
         table.add_column(header, overflow="fold")
     for r in rows:
         cells = [_cell(r[key]) for key, _ in DETAIL_COLUMNS]
-        cells[8] = Text(r["status"], style=STYLE.get(r["status"], ""))
+        cells[9] = Text(r["status"], style=STYLE.get(r["status"], ""))
         table.add_row(*cells)
     return table
 

@@ -12,10 +12,9 @@ from normcheck.ops import reference
 
 
 class NumpyImplementation(Implementation):
-    framework = "numpy"
-
-    def __init__(self, op: str, bug: str | None) -> None:
-        self.op, self.bug, self.name = op, bug, f"np.{op}" + (f"[{bug}]" if bug else "")
+    def __init__(self, op: str, bug: str | None, framework: str = "numpy") -> None:
+        self.op, self.bug, self.framework = op, bug, framework
+        self.name = f"np.{op}" + (f"[{bug}]" if bug else "")
 
     def run(self, problem, layout, device) -> RunOutput:
         if self.bug == "raises":
@@ -29,24 +28,32 @@ class NumpyImplementation(Implementation):
 
 
 class NumpyFramework(Framework):
-    name = "numpy"
-    conventions_of = "torch"
     dtypes = ("float64", "float32")
 
-    def __init__(self, bug: str | None = None) -> None:
-        self.bug = bug
+    def __init__(self, bug: str | None = None, name: str = "numpy", conventions_of: str = "torch") -> None:
+        self.bug, self.name, self.conventions_of = bug, name, conventions_of
 
     def implementations(self, op):
-        return [NumpyImplementation(op, self.bug)]
+        return [NumpyImplementation(op, self.bug, self.name)]
+
+
+# "numpy" follows PyTorch's conventions; "numpy_keras" follows Keras's, and is always correct
+STAND_INS = {"numpy": "torch", "numpy_keras": "tensorflow"}
 
 
 @pytest.fixture
 def numpy_framework(monkeypatch):
-    """Install the stand-in as the only framework; returns a setter for its bug."""
+    """Install the stand-ins as the only frameworks (--framework numpy by default, the only one
+    installed); returns a setter for the bug of "numpy"."""
     state = {"bug": None}
-    monkeypatch.setitem(frameworks.FRAMEWORKS, "numpy", FrameworkInfo("numpy", "-", ("numpy",), "numpy"))
+    for name in STAND_INS:
+        monkeypatch.setitem(frameworks.FRAMEWORKS, name, FrameworkInfo(name, "-", ("numpy",), name))
     monkeypatch.setattr(frameworks, "installed", lambda: ["numpy"])
-    monkeypatch.setattr(frameworks, "load", lambda name: NumpyFramework(state["bug"]))
+    monkeypatch.setattr(frameworks, "is_installed", lambda name: name in STAND_INS)
+    monkeypatch.setattr(
+        frameworks, "load",
+        lambda name: NumpyFramework(state["bug"] if name == "numpy" else None, name, STAND_INS[name]),
+    )
 
     def set_bug(bug: str | None) -> None:
         state["bug"] = bug

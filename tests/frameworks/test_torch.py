@@ -548,3 +548,50 @@ def test_gn_and_bn_on_cuda(fw):
         r = check(wrap(op, CORRECT[op]), shape, params, "float32", "normal", device="cuda")
         assert set(statuses(r).values()) == {PASS}
     assert TORCH.device_problem("cuda") is None
+
+
+# -- the conventions declared for PyTorch, against the installed torch ----------------------
+
+
+def _default(fn, name):
+    import inspect
+
+    return inspect.signature(fn).parameters[name].default
+
+
+def test_declared_eps_and_momentum_are_torchs_defaults():
+    from normcheck.conventions import CONVENTIONS
+
+    conv = CONVENTIONS["torch"]
+    for cls in (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d):
+        m = cls(3)
+        assert (m.eps, m.momentum) == (conv["bn"].eps, conv["bn"].momentum)
+    assert torch.nn.InstanceNorm2d(3).eps == conv["in"].eps
+    assert torch.nn.LayerNorm(4).eps == conv["ln"].eps
+    assert torch.nn.GroupNorm(1, 4).eps == conv["gn"].eps
+    assert _default(torch.nn.functional.rms_norm, "eps") is None  # MACHINE_EPS
+    assert _default(torch.nn.functional.batch_norm, "momentum") == conv["bn"].momentum
+
+
+def test_declared_affine_and_groups_defaults():
+    import inspect
+
+    from normcheck.conventions import CONVENTIONS
+
+    conv = CONVENTIONS["torch"]
+    m = torch.nn.InstanceNorm2d(3)
+    assert not m.affine and not m.track_running_stats and "off" in conv["in"].affine
+    assert torch.nn.BatchNorm2d(3).affine and "on" in conv["bn"].affine
+    no_default = inspect.signature(torch.nn.GroupNorm).parameters["num_groups"].default is inspect.Parameter.empty
+    assert no_default and conv["gn"].groups is None
+
+
+def test_declared_running_variance_is_unbiased_by_measurement():
+    from normcheck.conventions import CONVENTIONS
+
+    x = torch.randn(6, 2, dtype=torch.float64)
+    m = torch.nn.BatchNorm1d(2, momentum=1.0).double()
+    m(x)
+    unbiased = x.var(dim=0, unbiased=True)
+    assert torch.allclose(m.running_var, unbiased)
+    assert CONVENTIONS["torch"]["bn"].running_var == "unbiased"

@@ -110,6 +110,7 @@ def test_bad_usage_is_one_line_and_exit_2(runner, numpy_framework, args, needle)
 
 def test_a_framework_not_installed_names_the_extra(runner, monkeypatch):
     monkeypatch.setattr(frameworks, "installed", lambda: [])
+    monkeypatch.setattr(frameworks, "is_installed", lambda name: False)
     result = invoke(runner, ["--framework", "torch"])
     assert result.exit_code == 2
     assert "framework 'torch' is not installed; pip install 'normcheck[torch]'" in result.stderr
@@ -186,3 +187,63 @@ def test_table_to_file_is_plain_text(runner, numpy_framework, tmp_path):
     text = out.read_text()
     assert "group norm (gn)" in text and "\x1b[" not in text
     assert StringIO(text).read().count("pass") >= 40
+
+
+# -- explicit eps and momentum, --against ------------------------------------------------
+
+BN = ["--op", "bn", "--shape", "6,3,4", "--dtype", "float64"]
+
+
+def test_explicit_momentum_is_translated_and_reported(runner, numpy_framework):
+    result = invoke(runner, [*BN, "--framework", "numpy_keras", "--momentum", "0.1", "--eps", "1e-5",
+                             "--format", "json"])
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["summary"]["translations"]
+    assert any("momentum=0.9 (the weight of the old value) for momentum 0.1" in n for n in notes)
+    assert any("eps=1e-05 given explicitly (its default is 0.001)" in n for n in notes)
+
+
+def test_default_run_translates_nothing(runner, numpy_framework):
+    result = invoke(runner, [*BN, "--format", "json"])
+    assert json.loads(result.stdout)["summary"]["translations"] == []
+
+
+def test_against_compares_directly_and_explains_the_running_variance_convention(runner, numpy_framework):
+    result = invoke(runner, [*BN, "--against", "numpy_keras", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    direct = [r for r in doc["results"] if r["against"]]
+    assert direct and {r["against"] for r in direct} == {"numpy_keras:np.bn"}
+    by_check = {(r["check"], r["status"]) for r in direct}
+    assert ("forward", "pass") in by_check and ("running_mean", "pass") in by_check
+    var_rows = [r for r in direct if r["check"] == "running_var"]
+    assert {r["status"] for r in var_rows} == {"skip"}
+    assert "convention difference, not a defect" in var_rows[0]["message"]
+    # aligned on the baseline's defaults: Keras eps 1e-3 and momentum 0.99 given to the PyTorch-like side
+    assert any("eps=0.001 given explicitly" in n for n in doc["summary"]["translations"])
+    assert doc["summary"]["against"] == "numpy_keras"
+
+
+def test_against_fails_a_framework_that_differs_from_the_baseline(runner, numpy_framework):
+    numpy_framework("scaled")
+    result = invoke(runner, [*BN, "--against", "numpy_keras", "--format", "json"])
+    assert result.exit_code == 1
+    rows = json.loads(result.stdout)["results"]
+    failing = [r for r in rows if r["against"] and r["status"] == "fail"]
+    assert {r["check"] for r in failing} == {"forward"}
+    assert "against" in failing[0]["message"] and "reference" in failing[0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--eps", "0"], "--eps must be positive"),
+        (["--momentum", "1.5"], "--momentum must lie in [0, 1]"),
+        (["--against", "caffe"], "unknown framework 'caffe'"),
+        (["--against", "numpy,numpy_keras"], "--against takes one framework"),
+    ],
+)
+def test_bad_eps_momentum_against_exit_2(runner, numpy_framework, args, message):
+    result = invoke(runner, [*BN, *args])
+    assert result.exit_code == 2
+    assert message in result.stderr

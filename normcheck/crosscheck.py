@@ -1,0 +1,104 @@
+"""--against: every framework compared directly with a baseline framework on the same inputs,
+under aligned conventions (the same eps and momentum, each translated into its own meaning)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from normcheck.compare import compare, tolerance_for
+from normcheck.frameworks.base import Framework, RunOutput, Unsupported
+from normcheck.inputs import Problem
+from normcheck.records import FAIL, KNOWN, PASS, RUN, SKIP, Case, CheckResult, Tolerance
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The baseline framework's outputs on one problem (its first implementation, native layout)."""
+
+    framework: Framework
+    case: Case
+    out: RunOutput
+    missing: dict[str, str]
+
+    @property
+    def label(self) -> str:
+        return f"{self.case.framework}:{self.case.impl}"
+
+
+def run_baseline(framework: Framework, problem: Problem, device: str) -> Baseline | str:
+    """The baseline's outputs, or why there are none."""
+    impls = framework.implementations(problem.op)
+    if not impls:
+        return f"{framework.name} has no implementation of {problem.op}"
+    impl = impls[0]
+    layout = impl.layouts(problem.shape)[0]
+    label = f"{framework.name}:{impl.name}"
+    reason = impl.unsupported(problem, layout)
+    if reason:
+        return f"{label} cannot run this case: {reason}"
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            out = impl.run(problem, layout, device)
+    except Unsupported as e:
+        return f"{label} does not support {problem.dtype}: {e}"
+    except Exception as e:
+        return f"{label} failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    case = Case(problem.op, framework.name, impl.name, problem.shape, problem.params, problem.dtype, problem.kind,
+                layout, device)
+    return Baseline(framework, case, out, impl.missing_checks(problem))
+
+
+def pair_tolerance(tol: Tolerance) -> Tolerance:
+    """Each side may be off the reference by up to ``tol`` in opposite directions."""
+    return replace(tol, rtol=2 * tol.rtol, atol=2 * tol.atol, floor_atol=2 * tol.floor_atol)
+
+
+def compare_frameworks(
+    case: Case,
+    problem: Problem,
+    out: RunOutput,
+    baseline: Baseline | str,
+    expected: dict[str, np.ndarray],
+    witness_errs: dict[str, float],
+    user_tolerance: tuple[float, float] | None = None,
+) -> Iterator[CheckResult]:
+    """One record per check: ``out`` against the baseline's output for the same check."""
+    if isinstance(baseline, str):
+        yield CheckResult(case, RUN, SKIP, message=baseline, against="-")
+        return
+    row = lambda check, status, **kw: CheckResult(case, check, status, against=baseline.label, **kw)
+    base_conv = baseline.framework.convention(problem.op)
+    for check, want in expected.items():
+        mine, theirs = out.values.get(check), baseline.out.values.get(check)
+        if check in baseline.missing:
+            yield row(check, SKIP, message=baseline.missing[check])
+        elif mine is None or theirs is None:
+            yield row(check, SKIP, message=f"{check} is not produced by both implementations")
+        elif check == "running_var" and base_conv.unbiased_running_var != problem.unbiased_running_var:
+            kinds = {True: "unbiased", False: "biased"}
+            yield row(check, SKIP, message=(
+                f"a convention difference, not a defect: {case.framework} tracks the "
+                f"{kinds[problem.unbiased_running_var]} running variance, {baseline.framework.name} the "
+                f"{kinds[base_conv.unbiased_running_var]} one (var_unbiased = var_biased * n / (n - 1))"))
+        elif mine.shape != theirs.shape:
+            yield row(check, FAIL, message=f"shape {mine.shape} against {theirs.shape}")
+        else:
+            tol = pair_tolerance(tolerance_for(case.dtype, witness_errs[check], user_tolerance))
+            cmp = compare(mine, theirs, tol)
+            if not cmp.mismatched:
+                yield row(check, PASS, comparison=cmp, tolerance=tol)
+                continue
+            idx = cmp.worst_index
+            message = (f"{cmp.mismatched}/{cmp.numel} elements differ beyond tolerance; worst at {list(idx)}: "
+                       f"{mine[idx]:.7g} against {theirs[idx]:.7g} (reference {want[idx]:.7g})")
+            issue = baseline.framework.known_issue(baseline.case, check)
+            if issue is not None:
+                yield row(check, KNOWN, comparison=cmp, tolerance=tol,
+                          message=f"known defect of the baseline: {issue.cause}. {message}")
+            else:
+                yield row(check, FAIL, comparison=cmp, tolerance=tol, message=message)
