@@ -122,23 +122,28 @@ JAX = {
               reduction="reduction_axes (-1)", affine="shape of feature_axes (-1), scale only, on"),
 }
 
+_ONNX_STASH = "stash_type (the statistics' precision) defaults to float32"
 ONNXRUNTIME = {
     "bn": _c("onnxruntime", "bn", api="BatchNormalization (opset 15)", eps=1e-5, layout=CHANNELS_FIRST,
              reduction="N and spatial axes, per channel (axis 1)", affine="(C,), required inputs",
              momentum=0.9, momentum_weights=OLD, running_var=BIASED, gradients=False,
-             notes="training_mode=1 returns the updated running statistics"),
+             notes="training_mode=1 normalizes with the batch statistics and returns the updated running "
+                   "statistics; epsilon and momentum are 32-bit float attributes (0.9 is stored as 0.89999998)"),
     "ln": _c("onnxruntime", "ln", api="LayerNormalization (opset 17)", eps=1e-5, layout=CHANNELS_FIRST,
              reduction="axes from `axis` (-1) to the last", affine="shape of the normalized axes, scale required",
-             gradients=False),
-    "in": _c("onnxruntime", "in", api="InstanceNormalization (opset 6)", eps=1e-5, layout=CHANNELS_FIRST,
+             gradients=False, notes=f"{_ONNX_STASH}; ORT's CPU kernel computes float64 input in double whatever it is"),
+    "in": _c("onnxruntime", "in", api="InstanceNormalization (opset 22)", eps=1e-5, layout=CHANNELS_FIRST,
              reduction="spatial axes, per sample and channel", affine="(C,), required inputs", gradients=False,
-             notes="no running statistics"),
+             notes="no running statistics; ORT has no CPU kernel for float64 or bfloat16"),
     "gn": _c("onnxruntime", "gn", api="GroupNormalization (opset 21)", eps=1e-5, layout=CHANNELS_FIRST,
              reduction="per sample, G contiguous channel groups × spatial axes", affine="(C,), required inputs",
-             gradients=False, notes="opset 18 took per-group scale and bias; opset 21 takes per-channel"),
+             gradients=False, variance="one-pass E[x²] − E[x]² in stash_type (float32 by default)",
+             safe_setting="stash_type=DOUBLE (11) for float16/float32 input; no setting avoids it for float64",
+             notes="opset 18 took per-group scale and bias, opset 21 takes per-channel; "
+                   "ORT has no kernel of its own and runs the ONNX function body"),
     "rms": _c("onnxruntime", "rms", api="RMSNormalization (opset 23)", eps=1e-5, layout=CHANNELS_FIRST,
               reduction="axes from `axis` (-1) to the last", affine="shape of the normalized axes, scale required",
-              gradients=False),
+              gradients=False, notes=f"{_ONNX_STASH}; ORT has no bfloat16 CPU kernel"),
 }
 
 CONVENTIONS: dict[str, dict[str, Convention]] = {

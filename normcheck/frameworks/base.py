@@ -71,10 +71,12 @@ class KnownIssue:
     kinds: tuple[str, ...] | None = None
     checks: tuple[str, ...] | None = None
     batch: int | None = None
+    impls: tuple[str, ...] | None = None  # implementation names; None: every implementation
 
     def matches(self, case: Case, check: str) -> bool:
         return (
             case.op in self.ops
+            and (self.impls is None or case.impl in self.impls)
             and case.device.split(":")[0] in self.devices
             and (self.dtypes is None or case.dtype in self.dtypes)
             and (self.layouts is None or case.layout in self.layouts)
