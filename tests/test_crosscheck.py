@@ -1,0 +1,91 @@
+"""--against's comparison of two frameworks' outputs, on hand-built outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normcheck.compare import tolerance_for
+from normcheck.crosscheck import Baseline, compare_frameworks, pair_tolerance
+from normcheck.frameworks.base import Framework, KnownIssue, RunOutput
+from normcheck.ops import OpParams
+from normcheck.records import FAIL, KNOWN, PASS, RUN, SKIP, Case
+
+PARAMS = OpParams(mode="train", running_stats=True)
+SHAPE = (4, 2)
+
+
+class Keras(Framework):
+    name = "tensorflow"
+
+    def __init__(self, issues=()):
+        self.known_issues = issues
+
+    def implementations(self, op):
+        return []
+
+
+class Problem:  # the two fields compare_frameworks reads
+    op = "bn"
+    unbiased_running_var = True
+
+
+def outputs(scale=1.0, **extra):
+    out = RunOutput()
+    for check in ("forward", "running_mean", "running_var"):
+        out.add(check, np.linspace(1, 2, 8).reshape(SHAPE) * (scale if check == "forward" else 1.0), "float32")
+    for check, v in extra.items():
+        out.add(check, v, "float32")
+    return out
+
+
+def rows(mine, baseline, dtype="float32"):
+    case = Case("bn", "torch", "F.batch_norm", SHAPE, PARAMS, dtype, "normal")
+    expected = {c: v for c, v in outputs().values.items()}
+    errs = dict.fromkeys(expected, 0.0)
+    return {r.check: r for r in compare_frameworks(case, Problem(), mine, baseline, expected, errs)}
+
+
+def baseline(out, issues=(), missing=None):
+    bcase = Case("bn", "tensorflow", "keras.layers.BatchNormalization", SHAPE, PARAMS, "float32", "normal")
+    return Baseline(Keras(issues), bcase, out, missing or {})
+
+
+def test_pair_tolerance_doubles_both_terms():
+    tol = tolerance_for("float32", 1e-4)
+    pair = pair_tolerance(tol)
+    assert pair.rtol == 2 * tol.rtol and pair.atol == 2 * tol.atol
+
+
+def test_equal_outputs_pass_and_name_the_baseline():
+    got = rows(outputs(), baseline(outputs()))
+    assert got["forward"].status == PASS
+    assert got["forward"].against == "tensorflow:keras.layers.BatchNormalization"
+
+
+def test_a_difference_fails_with_both_values_and_the_reference():
+    got = rows(outputs(scale=1.01), baseline(outputs()))
+    assert got["forward"].status == FAIL
+    assert "against" in got["forward"].message and "(reference" in got["forward"].message
+    assert got["running_mean"].status == PASS
+
+
+def test_running_variance_of_another_convention_is_a_skip_with_the_rule():
+    got = rows(outputs(), baseline(outputs()))
+    assert got["running_var"].status == SKIP
+    assert "unbiased" in got["running_var"].message and "n / (n - 1)" in got["running_var"].message
+
+
+def test_a_difference_explained_by_the_baselines_known_defect_is_known():
+    issue = KnownIssue("a documented defect", ops=("bn",), checks=("forward",))
+    got = rows(outputs(scale=1.01), baseline(outputs(), issues=(issue,)))
+    assert got["forward"].status == KNOWN and "known defect of the baseline" in got["forward"].message
+
+
+def test_checks_the_baseline_lacks_are_skipped_with_its_reason():
+    got = rows(outputs(), baseline(outputs(), missing={"forward": "inference only"}))
+    assert got["forward"].status == SKIP and got["forward"].message == "inference only"
+
+
+def test_a_baseline_that_could_not_run_is_one_skip_row():
+    got = rows(outputs(), "tensorflow failed: boom")
+    assert list(got) == [RUN] and got[RUN].status == SKIP and got[RUN].message == "tensorflow failed: boom"
