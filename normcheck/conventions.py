@@ -91,7 +91,9 @@ TENSORFLOW = {
     "bn": _c("tensorflow", "bn", api="keras.layers.BatchNormalization", eps=1e-3, layout=CHANNELS_LAST,
              reduction="every axis but `axis` (-1)", affine="(C,), on", momentum=0.99, momentum_weights=OLD,
              running_var=BIASED,
-             notes="trainable=False freezes the layer into inference mode, unlike PyTorch"),
+             notes="trainable=False freezes the layer into inference mode, unlike PyTorch; float16/bfloat16 "
+                   "inputs are computed in float32 and the moving statistics kept in the layer's dtype; "
+                   "tf.nn.moments + tf.nn.batch_normalization, not the fused kernel, so eps is not raised"),
     "ln": _c("tensorflow", "ln", api="keras.layers.LayerNormalization", eps=1e-3, layout=CHANNELS_LAST,
              reduction="`axis` (-1; any list of axes)", affine="shape of the normalized axes, on"),
     "in": _c("tensorflow", "in", api="keras.layers.GroupNormalization(groups=-1)", eps=1e-3, layout=CHANNELS_LAST,
@@ -100,7 +102,8 @@ TENSORFLOW = {
     "gn": _c("tensorflow", "gn", api="keras.layers.GroupNormalization", eps=1e-3, layout=CHANNELS_LAST,
              reduction="per sample, G contiguous channel groups × other axes", affine="(C,), on", groups=32),
     "rms": _c("tensorflow", "rms", api="keras.layers.RMSNormalization", eps=1e-6, layout=CHANNELS_LAST,
-              reduction="`axis` (-1)", affine="shape of the normalized axes, scale only, on"),
+              reduction="`axis` (-1; a list of trailing axes)", affine="shape of the normalized axes, scale only, on",
+              notes="a list of axes that are not trailing fails: the scale is not broadcast back over them"),
 }
 
 _FAST_VARIANCE = "one-pass E[x²] − E[x]² (use_fast_variance=True)"
