@@ -17,7 +17,11 @@ DTYPE_TOLERANCES: dict[str, tuple[float, float]] = {
     "bfloat16": (1.6e-2, 1e-5),
 }
 # How many times the error of a correct two-pass implementation in the same dtype is allowed.
-CONDITIONING_FACTOR = 4.0
+# The witness sums in one order; correct kernels sum in others, and on ill-conditioned data the
+# order alone moves the error severalfold (float32 batch-norm dgamma, mean 1e4: NumPy's pairwise
+# sums err by 1.5, TensorFlow's reductions by 6.0). A one-pass variance errs by a factor of
+# mean/std more, so it still fails by orders of magnitude.
+CONDITIONING_FACTOR = 8.0
 
 
 # Correct implementations the witness stands for: the mean as computed or nudged by one ulp,

@@ -113,7 +113,8 @@ def run(units: list[Unit], opts: Options, progress: Callable[[int], None] | None
                     key = (unit.op, unit.shape, unit.params, unit.dtype, unit.kind)
                     if key not in baselines:
                         baselines[key] = run_baseline(opts.against, problem, case.device)
-                    yield from compare_frameworks(case, problem, out, baselines[key], expected, errs, opts.tolerance)
+                    direct = compare_frameworks(case, problem, out, baselines[key], expected, errs, opts.tolerance)
+                    yield from (mark_known(r, unit.framework) for r in direct)
             if progress:
                 progress(1)
 

@@ -120,9 +120,9 @@ def test_tolerance_for_adds_conditioning_allowance(dtype):
     assert "(cond)" in t.describe()
 
 
-def test_conditioning_factor_is_four():
-    assert CONDITIONING_FACTOR == 4.0
-    assert tolerance_for("float64", 1.0).atol == pytest.approx(1e-7 + 4.0)
+def test_conditioning_factor_is_eight():
+    assert CONDITIONING_FACTOR == 8.0
+    assert tolerance_for("float64", 1.0).atol == pytest.approx(1e-7 + 8.0)
 
 
 def test_user_tolerance_replaces_the_table():
