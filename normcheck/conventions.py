@@ -108,21 +108,25 @@ TENSORFLOW = {
 
 _FAST_VARIANCE = "one-pass E[x²] − E[x]² (use_fast_variance=True)"
 _SAFE = "use_fast_variance=False"
+_F32_STATS = "statistics in at least float32 (force_float32_reductions=True)"
 JAX = {
     "bn": _c("jax", "bn", api="flax.linen.BatchNorm", eps=1e-5, layout=CHANNELS_LAST,
              reduction="every axis but `axis` (-1)", affine="(C,), on", momentum=0.99, momentum_weights=OLD,
-             running_var=BIASED, variance=_FAST_VARIANCE, safe_setting=_SAFE),
+             running_var=BIASED, variance=_FAST_VARIANCE, safe_setting=_SAFE,
+             notes=f"{_F32_STATS}; batch_stats are created in float32 whatever param_dtype"),
     "ln": _c("jax", "ln", api="flax.linen.LayerNorm", eps=1e-6, layout=CHANNELS_LAST,
              reduction="reduction_axes (-1)", affine="shape of feature_axes (-1), on",
-             variance=_FAST_VARIANCE, safe_setting=_SAFE),
+             variance=_FAST_VARIANCE, safe_setting=_SAFE, notes=_F32_STATS),
     "in": _c("jax", "in", api="flax.linen.InstanceNorm", eps=1e-6, layout=CHANNELS_LAST,
              reduction="every axis but batch and feature_axes (-1)", affine="(C,), on",
-             variance=_FAST_VARIANCE, safe_setting=_SAFE, notes="no running statistics"),
+             variance=_FAST_VARIANCE, safe_setting=_SAFE, notes=f"no running statistics; {_F32_STATS}"),
     "gn": _c("jax", "gn", api="flax.linen.GroupNorm", eps=1e-6, layout=CHANNELS_LAST,
              reduction="per sample, G contiguous channel groups × other axes", affine="(C,), on", groups=32,
-             variance=_FAST_VARIANCE, safe_setting=_SAFE),
+             variance=_FAST_VARIANCE, safe_setting=_SAFE,
+             notes=f"the channels must be the last axis (no setting moves them); {_F32_STATS}"),
     "rms": _c("jax", "rms", api="flax.linen.RMSNorm", eps=1e-6, layout=CHANNELS_LAST,
-              reduction="reduction_axes (-1)", affine="shape of feature_axes (-1), scale only, on"),
+              reduction="reduction_axes (-1)", affine="shape of feature_axes (-1), scale only, on",
+              notes=f"no mean is subtracted, so use_fast_variance changes nothing; {_F32_STATS}"),
 }
 
 _ONNX_STASH = "stash_type (the statistics' precision) defaults to float32"

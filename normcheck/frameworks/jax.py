@@ -1,0 +1,299 @@
+"""JAX: the flax.linen normalization modules, CPU and GPU, gradients through jax.vjp."""
+
+from __future__ import annotations
+
+import os
+
+# JAX would otherwise reserve most of a GPU's memory on first use, starving every other
+# framework checked in the same process.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from normcheck.conventions import Convention
+from normcheck.frameworks.base import Framework, Implementation, KnownIssue, RunOutput, Unsupported
+from normcheck.inputs import Problem
+
+JAX_DTYPES = {"float64": jnp.float64, "float32": jnp.float32, "float16": jnp.float16, "bfloat16": jnp.bfloat16}
+MODULE_NAMES = {
+    "bn": "flax.linen.BatchNorm",
+    "ln": "flax.linen.LayerNorm",
+    "in": "flax.linen.InstanceNorm",
+    "gn": "flax.linen.GroupNorm",
+    "rms": "flax.linen.RMSNorm",
+}
+SAFE_SETTING = "use_fast_variance=False"
+# RMS norm has no mean to subtract, so use_fast_variance changes nothing there.
+HAS_FAST_VARIANCE = ("bn", "ln", "in", "gn")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a compiled forward-backward depends on besides the arrays' values."""
+
+    op: str
+    dtype: str
+    ndim: int
+    channel_axis: int  # where the module is told the channels are: 1, or -1 (channels last)
+    normalized_ndim: int | None
+    groups: int | None
+    affine: bool
+    eps: float
+    momentum: float | None  # Flax's meaning: the weight of the old value
+    training: bool  # batch statistics (else the running ones); batch norm only
+    fast_variance: bool
+
+
+def build(cfg: Config) -> nn.Module:
+    """The Flax module for ``cfg``, with parameters and computation in the case dtype."""
+    common = {
+        "epsilon": cfg.eps,
+        "dtype": JAX_DTYPES[cfg.dtype],
+        "param_dtype": JAX_DTYPES[cfg.dtype],
+        "use_fast_variance": cfg.fast_variance,
+        "use_scale": cfg.affine,
+    }
+    if cfg.op == "rms":
+        trailing = tuple(range(cfg.ndim - cfg.normalized_ndim, cfg.ndim))
+        return nn.RMSNorm(reduction_axes=trailing, feature_axes=trailing, **common)
+    common["use_bias"] = cfg.affine
+    if cfg.op == "bn":
+        return nn.BatchNorm(axis=cfg.channel_axis, momentum=cfg.momentum, **common)
+    if cfg.op == "in":
+        return nn.InstanceNorm(feature_axes=cfg.channel_axis, **common)
+    if cfg.op == "gn":
+        return nn.GroupNorm(num_groups=cfg.groups, **common)
+    trailing = tuple(range(cfg.ndim - cfg.normalized_ndim, cfg.ndim))
+    return nn.LayerNorm(reduction_axes=trailing, feature_axes=trailing, **common)
+
+
+Arrays = dict[str, Any]
+CaseFn = Callable[[Arrays, Arrays, tuple, jax.Array, jax.Array], tuple]
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """One configuration's jitted case, shared by every input kind."""
+
+    run: CaseFn  # params, stats, training batches, x, dy -> y, stats, dx, dparams
+    stats_dtype: Any  # the dtype Flax creates the running statistics in
+
+
+@functools.lru_cache(maxsize=32)  # verify runs a configuration's input kinds one after another
+def compiled(cfg: Config) -> Compiled:
+    """The whole case (training steps, forward, vjp) as one jitted function.
+
+    Tracing and compiling once per configuration pays: the five input kinds reuse it, and op-by-op
+    dispatch of a Flax module and its vjp costs more than one compilation (measured in the report).
+    """
+    module = build(cfg)
+
+    def apply(params: Arrays, stats: Arrays, x: jax.Array, training: bool) -> tuple[jax.Array, Arrays]:
+        if cfg.op != "bn":
+            return module.apply({"params": params}, x), stats
+        variables = {"params": params, "batch_stats": stats}
+        if not training:
+            return module.apply(variables, x, use_running_average=True), stats
+        y, updated = module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+        return y, updated["batch_stats"]
+
+    def run(params: Arrays, stats: Arrays, steps: tuple, x: jax.Array, dy: jax.Array) -> tuple:
+        for batch in steps:
+            stats = apply(params, stats, batch, True)[1]
+        y, pullback, stats = jax.vjp(lambda x_, p_: apply(p_, stats, x_, cfg.training), x, params, has_aux=True)
+        dx, dparams = pullback(dy)
+        return y, stats, dx, dparams
+
+    return Compiled(jax.jit(run), _stats_dtype(module, cfg))
+
+
+def _stats_dtype(module: nn.Module, cfg: Config) -> Any:
+    """The dtype Flax's own init gives batch_stats (float32 whatever param_dtype, by default)."""
+    if cfg.op != "bn":
+        return None
+    x = jax.ShapeDtypeStruct((2,) * cfg.ndim, JAX_DTYPES[cfg.dtype])
+    shapes = jax.eval_shape(lambda x_: module.init(jax.random.key(0), x_, use_running_average=True), x)
+    return shapes["batch_stats"]["mean"].dtype
+
+
+@contextlib.contextmanager
+def precision(dtype: str) -> Iterator[None]:
+    """float64 exists in JAX only with x64 enabled: enable it for that case alone."""
+    if dtype != "float64":
+        yield
+        return
+    with jax.enable_x64(True):
+        yield
+
+
+def jax_device(device: str) -> jax.Device:
+    if device == "cpu":
+        return jax.devices("cpu")[0]
+    index = int(device.partition(":")[2] or 0)
+    return jax.devices("gpu")[index]
+
+
+class FlaxImplementation(Implementation):
+    framework = "jax"
+
+    def __init__(self, op: str, convention: Convention, fast_variance: bool = True) -> None:
+        self.op, self.convention, self.fast_variance = op, convention, fast_variance
+        self.name = MODULE_NAMES[op] + ("" if fast_variance else f"({SAFE_SETTING})")
+
+    def layouts(self, shape: tuple[int, ...]) -> tuple[str, ...]:
+        """Flax's own layout is channels last; batch and instance norm can be told the channels
+        are at axis 1, group norm cannot (its feature axis is always the last). Layer and RMS
+        norm normalize the trailing axes whatever they hold, so only the canonical layout."""
+        if self.op in ("ln", "rms") or len(shape) == 2:  # in 2-D both layouts are one
+            return ("contiguous",)
+        if self.op == "gn":
+            return ("channels_last",)
+        return ("contiguous", "channels_last")
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        if self.op == "in" and problem.params.running_stats:
+            return "flax.linen.InstanceNorm keeps no running statistics"
+        return None
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        if layout not in self.layouts(problem.shape):
+            raise ValueError(f"{self.name} cannot run {layout} for shape {problem.shape}")
+        try:
+            with precision(problem.dtype):
+                return self._run(problem, layout, jax_device(device))
+        except jax.errors.JaxRuntimeError as e:
+            if str(e).startswith("UNIMPLEMENTED"):  # a backend without this dtype for an op
+                raise Unsupported(str(e).splitlines()[0]) from e
+            raise
+
+    def config(self, problem: Problem, layout: str) -> Config:
+        params = problem.params
+        momentum = None
+        if params.running_stats:
+            momentum = self.convention.to_framework_momentum(problem.momentum)
+        return Config(
+            op=self.op,
+            dtype=problem.dtype,
+            ndim=len(problem.shape),
+            channel_axis=-1 if layout == "channels_last" else 1,
+            normalized_ndim=params.normalized_ndim,
+            groups=params.groups,
+            affine=params.affine,
+            eps=problem.eps,
+            momentum=momentum,
+            training=params.mode == "train" or not params.running_stats,
+            fast_variance=self.fast_variance,
+        )
+
+    def _run(self, problem: Problem, layout: str, device: jax.Device) -> RunOutput:
+        fn = compiled(self.config(problem, layout))
+        dtype = JAX_DTYPES[problem.dtype]
+
+        def put(a: np.ndarray, to: Any = dtype, move: bool = True) -> jax.Array:
+            # converted on the host: an eager jnp conversion would compile a kernel per shape
+            return jax.device_put((to_layout(a, layout) if move else np.array(a)).astype(to), device)
+
+        affine = (("scale", problem.weight), ("bias", problem.bias))
+        params = {name: put(value, move=False) for name, value in affine if value is not None}
+        stats = {}
+        if problem.params.running_stats:
+            stats = {"mean": put(problem.running_mean, fn.stats_dtype, False),
+                     "var": put(problem.running_var, fn.stats_dtype, False)}
+        steps = tuple(put(b) for b in problem.steps)
+        y, stats, dx, dparams = fn.run(params, stats, steps, put(problem.x), put(problem.dy))
+        out = RunOutput()
+        add(out, "forward", y, layout)
+        add(out, "grad_input", dx, layout)
+        for check, name in (("grad_weight", "scale"), ("grad_bias", "bias")):
+            if name in params:
+                add(out, check, dparams[name])
+        if problem.params.running_stats:
+            add(out, "running_mean", stats["mean"])
+            add(out, "running_var", stats["var"])
+        return out
+
+
+def to_layout(a: np.ndarray, layout: str) -> np.ndarray:
+    """A copy of ``a`` (canonical, channels at axis 1) in ``layout``."""
+    return np.moveaxis(a, 1, -1).copy() if layout == "channels_last" else np.array(a)
+
+
+def add(out: RunOutput, check: str, a: jax.Array, layout: str = "contiguous") -> None:
+    """``a`` fetched to the host, back in the canonical layout."""
+    host = np.asarray(jax.device_get(a))
+    if layout == "channels_last":
+        host = np.moveaxis(host, -1, 1)
+    out.add(check, host.astype(np.float64), str(host.dtype))
+
+
+DEFAULT_IMPLS = tuple(MODULE_NAMES[op] for op in HAS_FAST_VARIANCE)
+HALF = ("float16", "bfloat16")
+ONE_PASS = (
+    "Flax's default use_fast_variance=True computes the variance in one pass, max(0, E[x^2] - E[x]^2), whose "
+    "rounding error (up to an ulp of E[x^2]) swamps a variance that is small beside the squared mean: large "
+    "means (float64 too), groups of two or three close values, and a constant group, whose variance comes out "
+    "2e-8 to 7e-8 instead of 0, not small beside eps; use_fast_variance=False avoids it"
+)
+# Each was established by re-running the computation under the stated cause in NumPy (the one-pass
+# variance; the variance Flax used, read back from its gradient; the two rounded gradient paths);
+# tests/frameworks/test_jax.py re-checks each.
+KNOWN_ISSUES = (
+    KnownIssue(
+        ONE_PASS, ops=HAS_FAST_VARIANCE, impls=DEFAULT_IMPLS, dtypes=("float32",), kinds=("large_mean",),
+        checks=("forward", "grad_input", "grad_weight", "running_var"),
+    ),
+    KnownIssue(
+        ONE_PASS, ops=HAS_FAST_VARIANCE, impls=DEFAULT_IMPLS, dtypes=("float64",), kinds=("large_mean",),
+        checks=("forward", "grad_input", "grad_weight"),
+    ),
+    KnownIssue(
+        ONE_PASS, ops=HAS_FAST_VARIANCE, impls=DEFAULT_IMPLS, dtypes=("float32", *HALF), kinds=("constant",),
+        checks=("grad_input",),
+    ),
+    KnownIssue(
+        ONE_PASS, ops=("gn",), impls=DEFAULT_IMPLS, dtypes=("float32",), kinds=("normal",),
+        checks=("forward", "grad_input"),
+    ),
+    KnownIssue(
+        "Flax converts a float16/bfloat16 input to float32 twice (for the statistics, and for x - mean), so "
+        "its gradient is the sum of two parts each rounded to the half dtype first; where they nearly cancel "
+        "(groups of two values) few correct digits are left",
+        ops=("gn",), dtypes=HALF, kinds=("normal",), checks=("grad_input",),
+    ),
+)
+
+
+class JaxFramework(Framework):
+    name = "jax"
+    known_issues = KNOWN_ISSUES
+
+    def implementations(self, op: str) -> list[Implementation]:
+        impls: list[Implementation] = [FlaxImplementation(op, self.convention(op))]
+        if op in HAS_FAST_VARIANCE:
+            impls.append(FlaxImplementation(op, self.convention(op), fast_variance=False))
+        return impls
+
+    def device_problem(self, device: str) -> str | None:
+        if device == "cpu":
+            return None
+        if not device.startswith("cuda"):
+            return f"unknown device {device!r}"
+        try:
+            gpus = jax.devices("gpu")
+        except RuntimeError:
+            return "jax sees no GPU"
+        index = int(device.partition(":")[2] or 0)
+        return None if index < len(gpus) else f"jax sees {len(gpus)} GPU(s), no {device}"
+
+
+def framework() -> Framework:
+    return JaxFramework()
