@@ -255,6 +255,13 @@ KNOWN_ISSUES = (
         ONE_PASS, ops=HAS_FAST_VARIANCE, impls=DEFAULT_IMPLS, dtypes=("float64",), kinds=("large_mean",),
         checks=("forward", "grad_input", "grad_weight"),
     ),
+    # float16 data at 1e4 have a spread of 128: the float32 one-pass variance errs by about 1 per
+    # step (median over 200 summation orders; two-pass: 1.2e-4), which the running variance
+    # accumulates in proportion to the momentum (error 9.8 with PyTorch's 0.1, 1.05 with Flax's 0.01)
+    KnownIssue(
+        ONE_PASS, ops=("bn",), impls=DEFAULT_IMPLS, dtypes=("float16",), kinds=("large_mean",),
+        checks=("running_var",),
+    ),
     KnownIssue(
         ONE_PASS, ops=HAS_FAST_VARIANCE, impls=DEFAULT_IMPLS, dtypes=("float32", *HALF), kinds=("constant",),
         checks=("grad_input",),
