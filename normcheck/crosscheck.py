@@ -3,14 +3,13 @@ under aligned conventions (the same eps and momentum, each translated into its o
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from normcheck.compare import compare, tolerance_for
-from normcheck.frameworks.base import Framework, RunOutput, Unsupported
+from normcheck.frameworks.base import Framework, RunOutput
 from normcheck.inputs import Problem
 from normcheck.records import FAIL, KNOWN, PASS, RUN, SKIP, Case, CheckResult, Tolerance
 
@@ -27,30 +26,6 @@ class Baseline:
     @property
     def label(self) -> str:
         return f"{self.case.framework}:{self.case.impl}"
-
-
-def run_baseline(framework: Framework, problem: Problem, device: str) -> Baseline | str:
-    """The baseline's outputs, or why there are none."""
-    impls = framework.implementations(problem.op)
-    if not impls:
-        return f"{framework.name} has no implementation of {problem.op}"
-    impl = impls[0]
-    layout = impl.layouts(problem.shape)[0]
-    label = f"{framework.name}:{impl.name}"
-    reason = impl.unsupported(problem, layout)
-    if reason:
-        return f"{label} cannot run this case: {reason}"
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            out = impl.run(problem, layout, device)
-    except Unsupported as e:
-        return f"{label} does not support {problem.dtype}: {e}"
-    except Exception as e:
-        return f"{label} failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-    case = Case(problem.op, framework.name, impl.name, problem.shape, problem.params, problem.dtype, problem.kind,
-                layout, device)
-    return Baseline(framework, case, out, impl.missing_checks(problem))
 
 
 def pair_tolerance(tol: Tolerance) -> Tolerance:

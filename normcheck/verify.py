@@ -10,7 +10,7 @@ import numpy as np
 
 from normcheck.compare import compare, out_of_range, tolerance_for, witness_errors
 from normcheck.conventions import Settings
-from normcheck.crosscheck import compare_frameworks, run_baseline
+from normcheck.crosscheck import Baseline, compare_frameworks
 from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported
 from normcheck.inputs import KINDS, Problem, make_problem
 from normcheck.ops import OPS, OpParams, fmt_shape, reference
@@ -112,7 +112,7 @@ def run(units: list[Unit], opts: Options, progress: Callable[[int], None] | None
                 if out is not None and opts.against is not None and unit.framework.name != opts.against.name:
                     key = (unit.op, unit.shape, unit.params, unit.dtype, unit.kind)
                     if key not in baselines:
-                        baselines[key] = run_baseline(opts.against, problem, case.device)
+                        baselines[key] = run_baseline(opts.against, problem, case.device, opts)
                     direct = compare_frameworks(case, problem, out, baselines[key], expected, errs, opts.tolerance)
                     yield from (mark_known(r, unit.framework) for r in direct)
             if progress:
@@ -194,6 +194,20 @@ def check_case(
     """Run one case and check every output against the reference."""
     out, rows = execute(case, impl, problem, opts)
     yield from rows if out is None else judge(case, impl, problem, out, expected, witness_errs, opts)
+
+
+def run_baseline(framework: Framework, problem: Problem, device: str, opts: Options) -> Baseline | str:
+    """The baseline's outputs (its first implementation, native layout), or why there are none."""
+    impls = framework.implementations(problem.op)
+    if not impls:
+        return f"{framework.name} has no implementation of {problem.op}"
+    impl = impls[0]
+    case = Case(problem.op, framework.name, impl.name, problem.shape, problem.params, problem.dtype, problem.kind,
+                impl.layouts(problem.shape)[0], device)
+    out, rows = execute(case, impl, problem, replace(opts, explicit_dtypes=False))
+    if out is None:
+        return f"{framework.name}:{impl.name}: {rows[0].message}"
+    return Baseline(framework, case, out, impl.missing_checks(problem))
 
 
 def judge(

@@ -98,3 +98,26 @@ def test_eval_outputs_are_not_compared_across_running_variance_conventions():
                                                   expected, dict.fromkeys(expected, 0.0))}
     assert got["forward"].status == SKIP and "evaluation normalizes with the running variance" in got["forward"].message
     assert got["running_mean"].status == PASS
+
+
+def test_run_baseline_reports_a_failing_baseline_as_a_reason():
+    from normcheck.frameworks.base import Implementation
+    from normcheck.inputs import make_problem
+    from normcheck.verify import Options, run_baseline
+
+    class Raising(Implementation):
+        framework, op, name = "tensorflow", "bn", "boom"
+
+        def run(self, problem, layout, device):
+            raise ValueError("shapes do not line up")
+
+    class Fw(Keras):
+        def implementations(self, op):
+            return [Raising()]
+
+    problem = make_problem("bn", SHAPE, PARAMS, "float32", "normal", eps=1e-3)
+    got = run_baseline(Fw(), problem, "cpu", Options(ops=("bn",), dtypes=("float32",)))
+    assert got == "tensorflow:boom: ValueError: shapes do not line up"
+    assert run_baseline(Keras(), problem, "cpu", Options(ops=("bn",), dtypes=("float32",))) == (
+        "tensorflow has no implementation of bn"
+    )
