@@ -32,6 +32,9 @@ class Options:
     momentum: float | None = None  # given by the user, in PyTorch's meaning
     against: Framework | None = None  # also compare every framework directly with this one
     explicit_dtypes: bool = False  # asked for by the user: an unsupported dtype is an error
+    shard: tuple[int, int] | None = None  # (K, N): run slice K of N of the case matrix
+    timeout: float | None = None  # seconds one case may take before it is an error
+    diagnose: bool = True  # test the known-mistake hypotheses on every failing case
 
 
 @dataclass
@@ -71,22 +74,43 @@ def invalid_cases(opts: Options) -> list[str]:
 
 
 def plan(opts: Options, frameworks: list[Framework]) -> list[Unit]:
-    units = []
+    units: list[Unit] = []
+    seen: dict[int, set] = {}
     for op in opts.ops:
         for shape, params in op_cases(op, opts):
             if OPS[op].validate(shape, params):
                 continue
             for fw in frameworks:
+                fw_params = fw.case_params(op, params)
+                if (fw_params, shape) in seen.setdefault(id(fw), set()):
+                    continue
+                seen[id(fw)].add((fw_params, shape))
                 impls = fw.implementations(op)
                 for dtype in opts.dtypes:
                     for kind in opts.kinds:
-                        unit = Unit(op, shape, params, dtype, kind, fw)
+                        unit = Unit(op, shape, fw_params, dtype, kind, fw)
                         for impl in impls:
                             for layout in impl.layouts(shape):
-                                case = Case(op, fw.name, impl.name, shape, params, dtype, kind, layout, opts.device)
+                                case = Case(op, fw.name, impl.name, shape, fw_params, dtype, kind, layout, opts.device)
                                 unit.runs.append((case, impl))
                         units.append(unit)
-    return units
+    return shard(units, opts.shard) if opts.shard else units
+
+
+def shard(units: list[Unit], spec: tuple[int, int]) -> list[Unit]:
+    """Slice K of N (1-based) of the case matrix: every N-th case in plan order, starting at the
+    K-th, so the slices are disjoint, cover every case and take about as long each."""
+    k, n = spec
+    index, kept = 0, []
+    for unit in units:
+        runs = []
+        for run in unit.runs:
+            if index % n == k - 1:
+                runs.append(run)
+            index += 1
+        if runs:
+            kept.append(replace(unit, runs=runs))
+    return kept
 
 
 def count_cases(units: list[Unit]) -> int:

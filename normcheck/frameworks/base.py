@@ -9,6 +9,7 @@ import numpy as np
 
 from normcheck.conventions import CONVENTIONS, Convention, Settings, settings
 from normcheck.inputs import Problem
+from normcheck.ops import OpParams
 from normcheck.records import Case
 
 
@@ -105,6 +106,10 @@ class Framework(ABC):
     @abstractmethod
     def implementations(self, op: str) -> list[Implementation]:
         """The implementations of ``op``; empty when the framework has none."""
+
+    def case_params(self, op: str, params: OpParams) -> OpParams:
+        """The params this framework checks a planned case with (the case itself by default)."""
+        return params
 
     def default_eps(self, op: str, dtype: str) -> float:
         """The eps the framework uses when the caller gives none."""
