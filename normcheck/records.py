@@ -64,6 +64,28 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class Diagnosis:
+    """Why a check failed: the known mistake that reproduces it (``hypothesis`` None: unknown)."""
+
+    hypothesis: str | None
+    cause: str
+    evidence: str
+    scope: str = "case"  # "case": explains every failing check of the case; "check": this one only
+    also: tuple[str, ...] = ()  # other hypotheses that explain it as well
+
+    @property
+    def summary(self) -> str:
+        head = self.cause if self.hypothesis else "cause unknown"
+        return f"{head} ({self.evidence})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "hypothesis": self.hypothesis, "cause": self.cause, "evidence": self.evidence, "scope": self.scope,
+            "also": list(self.also), "summary": self.summary,
+        }
+
+
+@dataclass(frozen=True)
 class CheckResult:
     case: Case
     check: str
@@ -72,6 +94,7 @@ class CheckResult:
     tolerance: Tolerance | None = None
     message: str = ""
     against: str | None = None  # "framework:impl" compared with directly, instead of the reference
+    diagnosis: Diagnosis | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A flat record: the one shape every renderer reads."""
@@ -97,6 +120,7 @@ class CheckResult:
             "rtol": tol.rtol if tol else None,
             "atol": tol.atol if tol else None,
             "message": self.message,
+            "diagnosis": self.diagnosis.as_dict() if self.diagnosis else None,
         }
 
 

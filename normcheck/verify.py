@@ -132,7 +132,10 @@ def run(units: list[Unit], opts: Options, progress: Callable[[int], None] | None
                 out, rows = execute(case, impl, problem, opts)
                 if out is not None:
                     rows = judge(case, impl, problem, out, expected, errs, opts)
-                yield from (mark_known(r, unit.framework) for r in rows)
+                rows = [mark_known(r, unit.framework) for r in rows]
+                if out is not None and opts.diagnose:
+                    rows = with_diagnosis(rows, problem, expected, out)
+                yield from rows
                 if out is not None and opts.against is not None and unit.framework.name != opts.against.name:
                     key = (unit.op, unit.shape, unit.params, unit.dtype, unit.kind)
                     if key not in baselines:
@@ -178,6 +181,18 @@ def unrepresentable_statistics(problem: Problem, expected: dict[str, np.ndarray]
         return None
     reason = out_of_range(expected["running_var"], problem.dtype)
     return f"running variance cannot be held: {reason}" if reason else None
+
+
+def with_diagnosis(
+    rows: list[CheckResult], problem: Problem, expected: dict[str, np.ndarray], out: RunOutput
+) -> list[CheckResult]:
+    """Failing rows get the known mistake that reproduces them (or "unknown")."""
+    if not any(r.status == FAIL for r in rows):
+        return rows
+    from normcheck.diagnosis import diagnose
+
+    found = diagnose(problem, expected, out, rows)
+    return [replace(r, diagnosis=found.get(r.check)) if r.status == FAIL else r for r in rows]
 
 
 def mark_known(result: CheckResult, framework: Framework) -> CheckResult:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from normcheck.conventions import Settings, settings
 from normcheck.frameworks.base import Framework, Implementation
 from normcheck.ops import OpParams
-from normcheck.user.spec import ImplSpec, LoadError, SpecError, load_object, parse_spec
+from normcheck.user.spec import LoadError, SpecError, load_object, parse_spec
 
 __all__ = [
     "EXPLICIT_EPS", "EXPLICIT_MOMENTUM", "FORMS", "Form", "FormError", "LoadError", "SpecError", "UserFramework",
@@ -55,7 +55,7 @@ FORMS: dict[str, Form] = {
              "a torch.nn.Module subclass with the constructor of the torch.nn layer"),
         Form("keras_layer", "normcheck.user.keras", "tensorflow", "tensorflow",
              "a keras.layers.Layer subclass with the constructor of the Keras layer, channels-last"),
-        Form("jax_function", "normcheck.user.jax", "jax", "jax",
+        Form("jax_function", "normcheck.user.jax", "torch", "jax",
              "a JAX function with the signature of the torch.nn.functional op, channels-first"),
         Form("flax_module", "normcheck.user.jax", "jax", "jax",
              "a flax.linen.Module subclass with the fields of the Flax layer, channels-last"),
@@ -173,7 +173,6 @@ class UserFramework(Framework):
         return frameworks.load(self.form.framework).device_problem(device)
 
 
-def user_frameworks(spec: ImplSpec, obj: object, form: str, backward: object | None = None) -> list[UserFramework]:
+def user_frameworks(name: str, obj: object, form: str, backward: object | None = None) -> list[UserFramework]:
     """The two call styles of one loaded implementation."""
-    f = FORMS[form]
-    return [UserFramework(f, obj, spec.attr, omit, backward) for omit in (False, True)]
+    return [UserFramework(FORMS[form], obj, name, omit, backward) for omit in (False, True)]

@@ -1,0 +1,65 @@
+"""The Python API, for pytest and notebooks: the same checks as ``normcheck verify``.
+
+    import normcheck
+
+    def test_my_group_norm():
+        normcheck.assert_matches("gn", "mypkg/layers.py:MyGroupNorm")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from normcheck.request import Report, Request, execute
+
+__all__ = ["Report", "assert_matches", "check", "mismatch_report"]
+
+
+def check(op: str | list[str] | None = None, impl: Any = None, **options: Any) -> Report:
+    """Verify ``impl`` (a SPEC string like "pkg/mod.py:Name", or the function or class itself)
+    for ``op``; with no ``impl``, the built-in frameworks. ``options`` are the keyword forms of
+    verify's flags: framework, backward, style, shapes, groups, normalized_ndim, dtypes, kinds,
+    device, seed, rtol, atol, eps, momentum, against, shard, timeout, strict.
+
+    Raises normcheck.errors.UsageError for options that make no sense; a failing or broken
+    implementation is never an exception here, only records in the report.
+    """
+    strict = bool(options.pop("strict", False))
+    aliases = {"framework": "frameworks", "dtype": "dtypes", "kind": "kinds", "shape": "shapes"}
+    fields = {aliases.get(k, k): v for k, v in options.items()}
+    if "shapes" in fields and fields["shapes"] and isinstance(fields["shapes"][0], int):
+        fields["shapes"] = [fields["shapes"]]  # one shape given as a tuple of ints
+    try:
+        request = Request(ops=op, impl=impl, **fields)
+    except TypeError:
+        unknown = sorted(set(fields) - set(Request.__dataclass_fields__))
+        raise TypeError(f"unknown option(s) {', '.join(unknown)}") from None
+    return execute(request, strict=strict)
+
+
+def assert_matches(op: str | list[str] | None = None, impl: Any = None, **options: Any) -> Report:
+    """``check``, raising AssertionError with the mismatch report when any check fails or errors
+    (or matches a known framework defect, with ``strict=True``). Returns the report otherwise."""
+    report = check(op, impl, **options)
+    if not report.ok:
+        raise AssertionError(mismatch_report(report))
+    return report
+
+
+def mismatch_report(report: Report, limit: int = 20) -> str:
+    """Plain text: the counts, then one line per failing check with its diagnosis."""
+    bad = report.failing()
+    c = report.counts
+    lines = [
+        f"normcheck: {len(bad)} of {len(report.results)} checks failed "
+        f"({c['pass']} passed, {c['fail']} failed, {c['error']} errors, {c['known']} known, {c['skip']} skipped)"
+    ]
+    for r in bad[:limit]:
+        d = r.as_dict()
+        where = " ".join(str(d[k]) for k in ("op", "impl", "shape", "params", "dtype", "layout", "input"))
+        lines.append(f"  {r.status.upper()} {where} {r.check}: {r.message}")
+        if d.get("diagnosis"):
+            lines.append(f"      diagnosis: {d['diagnosis']['summary']}")
+    if len(bad) > limit:
+        lines.append(f"  ... and {len(bad) - limit} more")
+    return "\n".join(lines)

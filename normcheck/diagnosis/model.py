@@ -1,0 +1,155 @@
+"""The normalization formula with the mistakes people make switched on one at a time.
+
+This is not the reference (normcheck.ops is): it is a second, knob-laden float64 model whose
+only job is to predict what a *mistaken* implementation outputs, forward and backward, so a
+failure can be explained by reproducing it. With no knob set it equals the reference
+(tests/diagnosis/test_model.py checks that), so a hypothesis that reproduces a failure differs
+from correct code by its knob alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from normcheck.inputs import Problem
+from normcheck.ops import OPS
+from normcheck.ops._op import broadcast_channels
+
+AFFINE_RIGHT, AFFINE_ORDER, AFFINE_SWAPPED = "right", "order", "swapped"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of computing the op. Defaults: the correct formula."""
+
+    axes: tuple[int, ...] | None = None  # statistics axes in the op's view; None: the op's own
+    interleaved: bool = False  # group norm: channel c in group c % G
+    correction: bool = False  # variance * n / (n - 1)
+    eps: float | None = None  # None: the problem's eps
+    eps_outside: bool = False  # 1 / (sqrt(var) + eps)
+    center: bool | None = None  # subtract the mean; None: as the op does
+    affine: str = AFFINE_RIGHT  # AFFINE_ORDER: (xhat + b) * w; AFFINE_SWAPPED: xhat * b + w
+    cut: str | None = None  # "mean", "variance" or "both": no gradient flows through it
+    var: np.ndarray | None = None  # the variance used (fitted from an output); None: computed
+
+
+def interleave_order(channels: int, groups: int) -> np.ndarray:
+    """Channel order that makes interleaved groups (c % G) contiguous runs."""
+    return np.arange(channels).reshape(channels // groups, groups).T.reshape(-1)
+
+
+def outputs(
+    problem: Problem, v: Variant, running: tuple[np.ndarray, np.ndarray] | None = None, dtype: type = np.float64
+) -> dict[str, np.ndarray]:
+    """forward, grad_input, grad_weight, grad_bias of ``problem`` under ``v``, computed in ``dtype``
+    (float64 predicts; a lower precision measures how ill-conditioned the mistaken formula is).
+
+    ``running`` (mean, var) are the statistics evaluation mode normalizes with.
+    """
+    op = OPS[problem.op]
+    params = problem.params
+    norm = op.normalization(problem.shape, params)
+    x, dy, w, b = problem.x, problem.dy, problem.weight, problem.bias
+    order = None
+    if v.interleaved:
+        order = interleave_order(problem.shape[1], params.groups)
+        x, dy = x[:, order], dy[:, order]
+        w = None if w is None else w[order]
+        b = None if b is None else b[order]
+    view, pview = norm.view, norm.param_view
+    axes = norm.axes if v.axes is None else v.axes
+    center = norm.center if v.center is None else v.center
+    X = np.asarray(x, dtype=dtype).reshape(view)
+    G = np.asarray(dy, dtype=dtype).reshape(view)
+    W = None if w is None else np.asarray(w, dtype=dtype).reshape(pview)
+    B = None if b is None else np.asarray(b, dtype=dtype).reshape(pview)
+    eps = problem.eps if v.eps is None else v.eps
+    fixed = running is not None and params.running_stats and params.mode == "eval"
+    n = int(np.prod([view[a] for a in axes]))
+    with np.errstate(all="ignore"):
+        if fixed:
+            bshape = broadcast_channels(len(problem.shape), problem.shape[1])
+            mean, var = (np.asarray(s, dtype=dtype).reshape(bshape) for s in running)
+            d = X - mean
+        else:
+            mean = X.mean(axis=axes, keepdims=True) if center else np.zeros((1,) * X.ndim, dtype=dtype)
+            d = X - mean
+            var = (d * d).mean(axis=axes, keepdims=True) if v.var is None else np.asarray(v.var, dtype=dtype)
+        c = dtype(n / (n - 1) if v.correction and n > 1 else 1.0)
+        var_used = var * c
+        if v.eps_outside:
+            root = np.sqrt(var_used)
+            r = 1.0 / (root + eps)
+            dr = -r * r / (2.0 * root)
+        else:
+            r = 1.0 / np.sqrt(var_used + eps)
+            dr = -0.5 * r**3
+        xhat = d * r
+        scale, shift = (B, W) if v.affine == AFFINE_SWAPPED else (W, B)
+        if v.affine == AFFINE_ORDER and W is not None and B is not None:
+            y = (xhat + B) * W
+        else:
+            y = xhat * scale if scale is not None else xhat.copy()
+            if shift is not None:
+                y = y + shift
+        dxhat = G * scale if scale is not None else G
+        if fixed:
+            dx = dxhat * r
+        else:
+            k = 0.0 if v.cut in ("variance", "both") else (dxhat * d).sum(axis=axes, keepdims=True) * dr
+            dd = dxhat * r + (2.0 * c / n) * k * d
+            dx = dd - dd.mean(axis=axes, keepdims=True) if center and v.cut not in ("mean", "both") else dd
+        out = {
+            "forward": y.reshape(problem.shape).astype(np.float64),
+            "grad_input": dx.reshape(problem.shape).astype(np.float64),
+        }
+        if W is not None:
+            wsum = {AFFINE_ORDER: G * (xhat + B) if B is not None else G * xhat, AFFINE_SWAPPED: G}.get(
+                v.affine, G * xhat
+            )
+            out["grad_weight"] = _reduce(wsum, pview, np.shape(w)).astype(np.float64)
+        if B is not None:
+            bsum = {AFFINE_ORDER: G * W, AFFINE_SWAPPED: G * xhat}.get(v.affine, G)
+            out["grad_bias"] = _reduce(bsum, pview, np.shape(b)).astype(np.float64)
+    if order is not None:
+        back = np.argsort(order)
+        for check in ("forward", "grad_input"):
+            out[check] = out[check][:, back]
+        for check in ("grad_weight", "grad_bias"):
+            if check in out:
+                out[check] = out[check][back]
+    return out
+
+
+def _reduce(a: np.ndarray, pview: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
+    axes = tuple(i for i, s in enumerate(pview) if s == 1 and a.shape[i] != 1)
+    return a.sum(axis=axes).reshape(shape)
+
+
+def fitted_variance(problem: Problem, forward: np.ndarray) -> np.ndarray | None:
+    """The variance an implementation normalized with, read back from its forward output: per
+    group, the least-squares r in y = (x - mean) * r * w + b gives var = 1 / r^2 - eps."""
+    params = problem.params
+    if params.running_stats and params.mode == "eval":
+        return None
+    norm = OPS[problem.op].normalization(problem.shape, params)
+    if not norm.center:
+        return None
+    X = np.asarray(problem.x, dtype=np.float64).reshape(norm.view)
+    Y = np.asarray(forward, dtype=np.float64).reshape(norm.view)
+    with np.errstate(all="ignore"):
+        z = Y
+        if problem.bias is not None:
+            z = z - np.asarray(problem.bias).reshape(norm.param_view)
+        if problem.weight is not None:
+            w = np.asarray(problem.weight).reshape(norm.param_view)
+            z = np.where(w != 0, z / w, np.nan)
+        d = X - X.mean(axis=norm.axes, keepdims=True)
+        ok = np.isfinite(z)
+        r = np.where(ok, z * d, 0).sum(axis=norm.axes, keepdims=True) / np.where(ok, d * d, 0).sum(
+            axis=norm.axes, keepdims=True
+        )
+        var = 1.0 / (r * r) - problem.eps
+    return np.where(np.isfinite(var), np.maximum(var, 0.0), np.nan)

@@ -1,0 +1,42 @@
+"""Parsing of the values users type: comma lists, shapes, integers. Errors are UsageError."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from normcheck.errors import UsageError
+
+
+def split_list(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def choose(value: str | None, valid: Iterable[str], what: str, default: Iterable[str]) -> tuple[str, ...]:
+    """Parse a comma list, each item one of ``valid``."""
+    valid = tuple(valid)
+    items = split_list(value)
+    for item in items:
+        if item not in valid:
+            raise UsageError(f"unknown {what} {item!r}; choose from {', '.join(valid)}")
+    return tuple(dict.fromkeys(items)) if items else tuple(default)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"malformed shape {text!r}; write sizes separated by commas, e.g. 2,64,8,8") from None
+    if not shape or any(n < 1 for n in shape):
+        raise UsageError(f"malformed shape {text!r}; every size must be a positive integer")
+    return shape
+
+
+def parse_ints(value: str | None, what: str) -> tuple[int, ...]:
+    try:
+        items = tuple(int(v) for v in split_list(value))
+    except ValueError:
+        raise UsageError(f"{what} must be a comma list of integers, got {value!r}") from None
+    if any(i < 1 for i in items):
+        raise UsageError(f"{what} must be positive, got {value!r}")
+    return items

@@ -1,0 +1,228 @@
+"""One verify run as the user asked for it (flags, a config entry or the Python API), resolved
+into the engine's Options and frameworks, and run into a Report. Never prints, never exits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from normcheck.errors import UsageError
+from normcheck.frameworks.base import Framework
+from normcheck.names import DEFAULT_DTYPES, DTYPE_NAMES, KIND_NAMES, OP_NAMES
+from normcheck.ops import OPS, OpParams
+from normcheck.parsing import choose, parse_ints, parse_shape, split_list
+from normcheck.records import ERROR, FAIL, KNOWN, RUN, STATUSES, Case, CheckResult
+
+DEFAULT_TIMEOUT = 60.0  # seconds one case may take
+
+ListLike = str | Sequence[str] | None
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to verify, as given: lists as comma strings or sequences, None for the defaults."""
+
+    ops: ListLike = None
+    frameworks: ListLike = None
+    shapes: Sequence[str | Sequence[int]] = ()
+    groups: str | Sequence[int] | None = None
+    normalized_ndim: str | Sequence[int] | None = None
+    dtypes: ListLike = None
+    kinds: ListLike = None
+    device: str = "cpu"
+    seed: int = 0
+    rtol: float | None = None
+    atol: float | None = None
+    eps: float | None = None
+    momentum: float | None = None
+    against: str | None = None
+    impl: Any = None  # a SPEC string or the object itself
+    backward: Any = None  # cs231n style: the backward function (SPEC or object)
+    style: str | None = None
+    shard: str | tuple[int, int] | None = None  # "K/N"
+    timeout: float | None = DEFAULT_TIMEOUT
+    name: str = ""  # a config entry's name, shown in messages
+
+
+@dataclass
+class Prepared:
+    """A resolved request: the engine's plan, plus rows for what could not even be loaded."""
+
+    request: Request
+    opts: Any  # verify.Options
+    frameworks: list[Framework]
+    units: list[Any]  # verify.Unit
+    load_rows: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(len(u.runs) for u in self.units) + len(self.load_rows)
+
+
+@dataclass
+class Report:
+    """Every record of a run and its summary; what every renderer and the Python API consume."""
+
+    results: list[CheckResult]
+    summary: dict[str, Any]
+    strict: bool = False
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in self.results]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {s: self.summary.get(s, 0) for s in STATUSES}
+
+    def failing(self) -> list[CheckResult]:
+        bad = (FAIL, ERROR, KNOWN) if self.strict else (FAIL, ERROR)
+        return [r for r in self.results if r.status in bad]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failing()
+
+
+def _items(value: ListLike) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return ",".join(str(v) for v in value)
+
+
+def _ints(value: str | Sequence[int] | None, what: str) -> tuple[int, ...]:
+    return parse_ints(value if value is None or isinstance(value, str) else ",".join(map(str, value)), what)
+
+
+def _shape(value: str | Sequence[int]) -> tuple[int, ...]:
+    return parse_shape(value if isinstance(value, str) else ",".join(map(str, value)))
+
+
+def parse_shard(value: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        k, sep, n = value.partition("/")
+        try:
+            value = (int(k), int(n)) if sep else None
+        except ValueError:
+            value = None
+        if value is None:
+            raise UsageError(f"malformed shard {k + sep + n!r}; write K/N, e.g. 2/4 for the second of four slices")
+    k, n = value
+    if not 1 <= k <= n:
+        raise UsageError(f"shard {k}/{n} does not exist; K runs from 1 to N")
+    return (k, n)
+
+
+def prepare(request: Request) -> Prepared:
+    """Validate ``request`` and plan it. UsageError for anything the user must fix first."""
+    from normcheck import frameworks as registry
+    from normcheck.verify import Options, invalid_cases, plan
+
+    r = request
+    if (r.rtol is None) != (r.atol is None):
+        raise UsageError("give rtol and atol together, or neither")
+    if r.rtol is not None and (r.rtol < 0 or r.atol < 0):
+        raise UsageError("rtol and atol must not be negative")
+    if r.eps is not None and not r.eps > 0:
+        raise UsageError(f"eps must be positive, got {r.eps:g}")
+    if r.momentum is not None and not 0 <= r.momentum <= 1:
+        raise UsageError(f"momentum must lie in [0, 1] (the weight of the new batch), got {r.momentum:g}")
+    if r.timeout is not None and not r.timeout > 0:
+        raise UsageError(f"timeout must be positive, got {r.timeout:g}")
+    if r.device != "cpu" and not r.device.startswith("cuda"):
+        raise UsageError(f"unknown device {r.device!r}; choose from cpu, cuda")
+    if (r.backward is not None or r.style is not None) and r.impl is None:
+        raise UsageError("--backward and --style describe an --impl; give --impl too")
+    fw_names = choose(_items(r.frameworks), registry.FRAMEWORKS, "framework", ())
+    baseline = choose(r.against, registry.FRAMEWORKS, "framework", ())
+    if len(baseline) > 1:
+        raise UsageError("--against takes one framework")
+
+    user_fws: list[Framework] = []
+    load_rows: list[CheckResult] = []
+    ops_given = split_list(_items(r.ops))
+    if r.impl is not None:
+        from normcheck.user.resolve import resolve_impl
+
+        if len(fw_names) > 1:
+            raise UsageError("with --impl, --framework names the one framework a function is written for")
+        ops, user_fws, load_rows = resolve_impl(r, fw_names[0] if fw_names else None, ops_given)
+        names: tuple[str, ...] = ()
+    else:
+        ops = choose(_items(r.ops), OP_NAMES, "op", OP_NAMES)
+        names = fw_names or tuple(registry.installed())
+        if not names:
+            raise UsageError(
+                "no framework is installed; pip install 'normcheck[torch]' (or tensorflow, jax, onnxruntime)"
+            )
+    for name in (*names, *baseline):
+        if not registry.is_installed(name):
+            extra = registry.FRAMEWORKS[name].extra
+            raise UsageError(f"framework {name!r} is not installed; pip install 'normcheck[{extra}]'")
+    dtype_text = _items(r.dtypes)
+    opts = Options(
+        ops=ops,
+        dtypes=choose(dtype_text, DTYPE_NAMES, "dtype", DEFAULT_DTYPES),
+        shapes=tuple(_shape(s) for s in r.shapes or ()),
+        groups=_ints(r.groups, "groups"),
+        normalized_ndim=_ints(r.normalized_ndim, "normalized_ndim"),
+        kinds=choose(_items(r.kinds), KIND_NAMES, "input kind", KIND_NAMES),
+        device=r.device,
+        seed=r.seed,
+        tolerance=None if r.rtol is None else (r.rtol, r.atol),
+        explicit_dtypes=bool(split_list(dtype_text)),
+        eps=r.eps,
+        momentum=r.momentum,
+        shard=parse_shard(r.shard),
+        timeout=r.timeout,
+    )
+    problems = invalid_cases(opts)
+    if problems:
+        raise UsageError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    loaded: dict[str, Framework] = {}
+    for name in dict.fromkeys((*names, *baseline)):
+        loaded[name] = registry.load(name)
+    fws = [loaded[n] for n in names] + user_fws
+    for fw in fws + ([loaded[baseline[0]]] if baseline else []):
+        reason = fw.device_problem(r.device)
+        if reason:
+            raise UsageError(f"--device {r.device}: {reason}")
+    if baseline:
+        opts = replace(opts, against=loaded[baseline[0]])
+    return Prepared(request, opts, fws, plan(opts, fws), load_rows)
+
+
+def load_error_row(op: str, impl: str, message: str) -> CheckResult:
+    """The one row that stands for every case of an implementation that could not be loaded."""
+    shape, params = OPS[op].default_cases()[0] if op in OPS else ((), OpParams())
+    return CheckResult(Case(op, "user", impl, shape, params, "-", "-"), RUN, ERROR, message=message)
+
+
+def run_prepared(prepared: Prepared, progress: Callable[[int], None] | None = None, strict: bool = False) -> Report:
+    from normcheck.verify import run, summarize, translations
+
+    start = time.perf_counter()
+    results = list(prepared.load_rows)
+    results += run(prepared.units, prepared.opts, progress)
+    elapsed = time.perf_counter() - start
+    summary: dict[str, Any] = {
+        **summarize(results),
+        "cases": prepared.total,
+        "seconds": round(elapsed, 2),
+        "translations": translations(prepared.units, prepared.opts),
+    }
+    if prepared.opts.against is not None:
+        summary["against"] = prepared.opts.against.name
+    if prepared.opts.shard is not None:
+        summary["shard"] = "{}/{}".format(*prepared.opts.shard)
+    if prepared.request.name:
+        summary["name"] = prepared.request.name
+    return Report(results, summary, strict)
+
+
+def execute(request: Request, progress: Callable[[int], None] | None = None, strict: bool = False) -> Report:
+    return run_prepared(prepare(request), progress, strict)

@@ -1,0 +1,66 @@
+"""From ``--impl`` (and ``--backward``, ``--style``, ``--op``, ``--framework``) to the frameworks
+that check a user implementation, or to the row that says why it could not be loaded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from normcheck.errors import UsageError
+from normcheck.names import OP_NAMES
+from normcheck.parsing import choose
+from normcheck.user import FORMS, FormError, LoadError, SpecError, detect_form, guess_op, user_frameworks
+from normcheck.user.spec import ImplSpec, load_object, parse_spec
+
+
+def _label(value: Any) -> tuple[ImplSpec | None, str]:
+    if isinstance(value, str):
+        try:
+            spec = parse_spec(value)
+        except SpecError as e:
+            raise UsageError(str(e)) from None
+        return spec, spec.attr
+    name = getattr(value, "__qualname__", None) or getattr(value, "__name__", None) or type(value).__name__
+    return None, name
+
+
+def _load(value: Any) -> tuple[str, object]:
+    spec, name = _label(value)
+    return name, (value if spec is None else load_object(spec))
+
+
+def resolve_impl(request: Any, framework: str | None, ops_given: list[str]) -> tuple[tuple[str, ...], list, list]:
+    """(ops, frameworks, load_rows) for the request's implementation."""
+    from normcheck import frameworks as registry
+    from normcheck.request import load_error_row
+
+    spec_label = request.impl if isinstance(request.impl, str) else _label(request.impl)[1]
+    _, name = _label(request.impl)
+    ops = choose(",".join(ops_given), OP_NAMES, "op", ())
+    if not ops:
+        guessed = guess_op(name)
+        if guessed is None:
+            raise UsageError(f"cannot tell which op {name} implements; give --op")
+        ops = (guessed,)
+    if request.style is not None and request.backward is None:
+        raise UsageError(f"--style {request.style} takes the backward function too: give --backward FILE:NAME")
+    if request.backward is not None and request.style is None:
+        raise UsageError("--backward is for NumPy forward/backward pairs: give --style cs231n too")
+    try:
+        name, obj = _load(request.impl)
+        backward = _load(request.backward)[1] if request.backward is not None else None
+        form = detect_form(obj, framework, request.style, name)
+    except SpecError as e:
+        raise UsageError(str(e)) from None
+    except (LoadError, FormError) as e:
+        return ops, [], [load_error_row(op, spec_label, str(e)) for op in ops]
+    needed = FORMS[form].framework
+    if needed is not None and not registry.is_installed(needed):
+        extra = registry.FRAMEWORKS[needed].extra
+        raise UsageError(
+            f"{name} is {FORMS[form].title}, but {needed} is not installed; pip install 'normcheck[{extra}]'"
+        )
+    fws = user_frameworks(name, obj, form, backward)
+    for op in ops:
+        if not fws[0].implementations(op):
+            raise UsageError(f"{FORMS[form].title} has no {op}; --op takes one of the ops it has")
+    return ops, fws, []
