@@ -226,3 +226,15 @@ def run_prepared(prepared: Prepared, progress: Callable[[int], None] | None = No
 
 def execute(request: Request, progress: Callable[[int], None] | None = None, strict: bool = False) -> Report:
     return run_prepared(prepare(request), progress, strict)
+
+
+def merge_reports(reports: list[Report], strict: bool = False) -> Report:
+    """One report for several requests (a config's checks): results in order, counts summed."""
+    if len(reports) == 1:
+        return reports[0]
+    results = [r for rep in reports for r in rep.results]
+    summary: dict[str, Any] = {s: sum(rep.summary.get(s, 0) for rep in reports) for s in (*STATUSES, "cases")}
+    summary["seconds"] = round(sum(rep.summary.get("seconds", 0.0) for rep in reports), 2)
+    summary["translations"] = list(dict.fromkeys(t for rep in reports for t in rep.summary.get("translations", ())))
+    summary["checks"] = [rep.summary.get("name", "") for rep in reports]
+    return Report(results, summary, strict)

@@ -11,10 +11,13 @@ import numpy as np
 from normcheck.compare import compare, out_of_range, tolerance_for, witness_errors
 from normcheck.conventions import Settings
 from normcheck.crosscheck import Baseline, compare_frameworks
+from normcheck.deadline import CaseTimeout, deadline
 from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported
 from normcheck.inputs import KINDS, Problem, make_problem
 from normcheck.ops import OPS, OpParams, fmt_shape, reference
 from normcheck.records import ERROR, FAIL, KNOWN, PASS, RUN, SKIP, STATUSES, Case, CheckResult
+
+MAX_TIMEOUTS = 2  # after this many cases of one implementation time out, the rest are not run
 
 
 @dataclass(frozen=True)
@@ -120,16 +123,22 @@ def count_cases(units: list[Unit]) -> int:
 def run(units: list[Unit], opts: Options, progress: Callable[[int], None] | None = None) -> Iterator[CheckResult]:
     """Check every planned case, yielding records as they come."""
     baselines: dict[tuple, RunOutput | str] = {}
+    timeouts: dict[tuple[str, str], int] = {}
     for unit in units:
         problem = problem_for(unit, opts)
         expected = reference(problem)
         errs = witness_errors(problem, expected)
         unheld = unrepresentable_statistics(problem, expected)
         for case, impl in unit.runs:
+            who = (case.framework, case.impl)
             if unheld:
                 yield CheckResult(case, RUN, SKIP, message=unheld)
+            elif timeouts.get(who, 0) >= MAX_TIMEOUTS:
+                yield CheckResult(case, RUN, ERROR, message=f"not run: {MAX_TIMEOUTS} earlier cases timed out")
             else:
                 out, rows = execute(case, impl, problem, opts)
+                if out is None and rows[0].message.startswith("timed out"):
+                    timeouts[who] = timeouts.get(who, 0) + 1
                 if out is not None:
                     rows = judge(case, impl, problem, out, expected, errs, opts)
                 rows = [mark_known(r, unit.framework) for r in rows]
@@ -212,9 +221,11 @@ def execute(
     if unsupported:
         return None, [CheckResult(case, RUN, SKIP, message=unsupported)]
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
+        with warnings.catch_warnings(), np.errstate(all="ignore"), deadline(opts.timeout):
             warnings.simplefilter("ignore")
             return impl.run(problem, case.layout, case.device), []
+    except CaseTimeout as e:
+        return None, [CheckResult(case, RUN, ERROR, message=f"{e} (the limit is --timeout)")]
     except Unsupported as e:
         status = ERROR if opts.explicit_dtypes else SKIP
         return None, [CheckResult(case, RUN, status, message=f"{case.dtype} not supported: {e}")]

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-FORMATS = ("table", "csv", "json")
+FORMATS = ("table", "csv", "json", "junit", "markdown")
 
 
 def render(fmt: str, records: list[dict[str, Any]], summary: dict[str, Any], show_all: bool = False) -> Any:
-    """Text (csv, json) or a rich renderable (table) for ``records``."""
+    """Text (csv, json, junit, markdown) or a rich renderable (table) for ``records``."""
     if fmt == "csv":
         from normcheck.report.csv import render_csv
 
         return render_csv(records)
+    if fmt == "junit":
+        from normcheck.report.junit import render_junit
+
+        return render_junit(records, summary)
+    if fmt == "markdown":
+        from normcheck.report.verify_markdown import render_verify_markdown
+
+        return render_verify_markdown(records, summary)
     if fmt == "json":
         from normcheck.report.json import render_json
 

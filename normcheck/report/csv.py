@@ -8,5 +8,13 @@ from typing import Any
 def render_csv(records: list[dict[str, Any]]) -> str:
     import pandas as pd
 
-    rows = [{k: (" ".join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()} for r in records]
+    rows = [{k: _cell(v) for k, v in r.items()} for r in records]
     return pd.DataFrame(rows).to_csv(index=False)
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, list):
+        return " ".join(map(str, v))
+    if isinstance(v, dict):  # the diagnosis
+        return v.get("summary", "")
+    return v

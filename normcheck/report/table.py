@@ -15,7 +15,7 @@ DETAIL_COLUMNS = (
     ("framework", "framework"), ("impl", "impl"), ("shape", "shape"), ("params", "params"), ("dtype", "dtype"),
     ("layout", "layout"), ("input", "input"), ("check", "check"), ("against", "against"), ("status", "status"),
     ("max_abs_err", "max abs err"), ("max_rel_err", "max rel err"), ("mismatched_pct", "mismatch %"),
-    ("tolerance", "tolerance"), ("worst_index", "worst index"), ("message", "message"),
+    ("tolerance", "tolerance"), ("worst_index", "worst index"), ("message", "message"), ("diagnosis", "diagnosis"),
 )
 OP_TITLES = {"bn": "batch norm", "ln": "layer norm", "in": "instance norm", "gn": "group norm", "rms": "RMS norm"}
 
@@ -72,4 +72,6 @@ def _cell(v: Any) -> str:
         return f"{v:.3g}"
     if isinstance(v, list):
         return ",".join(map(str, v))
+    if isinstance(v, dict):  # the diagnosis
+        return v.get("summary", "")
     return str(v)

@@ -94,10 +94,10 @@ def test_an_implementation_that_raises_is_an_error_row_and_the_run_goes_on(runne
         (["--op", "gn", "--shape", "2,6,4,4", "--groups", "4"], "C=6 is not divisible by G=4"),
         (["--op", "bn", "--shape", "2,3,4,4,4,4"], "batch norm needs a 2..5-D input"),
         (["--op", "ln", "--shape", "4,8", "--normalized-ndim", "3"], "cannot normalize 3 trailing dims"),
-        (["--rtol", "1e-3"], "give --rtol and --atol together"),
+        (["--rtol", "1e-3"], "give rtol and atol together"),
         (["--format", "xml"], "unknown format 'xml'"),
         (["--device", "tpu"], "unknown device 'tpu'"),
-        (["--groups", "a"], "--groups must be a comma list of integers"),
+        (["--groups", "a"], "groups must be a comma list of integers"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(runner, numpy_framework, args, needle):
@@ -237,8 +237,8 @@ def test_against_fails_a_framework_that_differs_from_the_baseline(runner, numpy_
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--eps", "0"], "--eps must be positive"),
-        (["--momentum", "1.5"], "--momentum must lie in [0, 1]"),
+        (["--eps", "0"], "eps must be positive"),
+        (["--momentum", "1.5"], "momentum must lie in [0, 1]"),
         (["--against", "caffe"], "unknown framework 'caffe'"),
         (["--against", "numpy,numpy_keras"], "--against takes one framework"),
     ],

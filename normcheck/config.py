@@ -1,0 +1,136 @@
+"""Project config: the checks ``normcheck verify`` runs with no arguments.
+
+In pyproject.toml under ``[tool.normcheck]``, or at the top level of normcheck.toml::
+
+    [tool.normcheck]
+    dtypes = ["float32", "float16"]          # defaults for every check below
+
+    [[tool.normcheck.check]]
+    name = "our group norm"
+    op = "gn"
+    impl = "mypkg/layers.py:MyGroupNorm"
+    shapes = [[2, 64, 8, 8], [4, 32, 16, 16]]
+    rtol = 1e-5
+    atol = 1e-6
+
+Unknown keys and values of the wrong type are UsageErrors naming the file, the key and why.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from normcheck.errors import UsageError
+from normcheck.request import Request
+
+CONFIG_FILES = ("normcheck.toml", "pyproject.toml")
+STR, NUM, INT = "a string", "a number", "an integer"
+STR_LIST, INT_LIST = "a string or a list of strings", "an integer or a list of integers"
+# key -> (Request field, expected type)
+KEYS: dict[str, tuple[str, str]] = {
+    "name": ("name", STR),
+    "op": ("ops", STR_LIST), "ops": ("ops", STR_LIST),
+    "impl": ("impl", STR), "backward": ("backward", STR), "style": ("style", STR),
+    "framework": ("frameworks", STR_LIST), "frameworks": ("frameworks", STR_LIST),
+    "shapes": ("shapes", "a list of shapes, each a list of positive integers"),
+    "groups": ("groups", INT_LIST), "normalized_ndim": ("normalized_ndim", INT_LIST),
+    "dtype": ("dtypes", STR_LIST), "dtypes": ("dtypes", STR_LIST),
+    "input": ("kinds", STR_LIST), "inputs": ("kinds", STR_LIST),
+    "device": ("device", STR), "seed": ("seed", INT),
+    "rtol": ("rtol", NUM), "atol": ("atol", NUM), "eps": ("eps", NUM), "momentum": ("momentum", NUM),
+    "against": ("against", STR), "timeout": ("timeout", NUM),
+}
+assert {f for f, _ in KEYS.values()} <= {f.name for f in fields(Request)}
+
+
+def find_config(directory: Path) -> Path | None:
+    """normcheck.toml, else a pyproject.toml with a [tool.normcheck] table, in ``directory``."""
+    for name in CONFIG_FILES:
+        path = directory / name
+        if path.is_file() and (name != "pyproject.toml" or "normcheck" in _read(path).get("tool", {})):
+            return path
+    return None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{path}: not valid TOML: {e}") from None
+
+
+def load_config(path: Path) -> list[Request]:
+    """The checks ``path`` lists, each a Request, with the file's defaults applied."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file {path} does not exist")
+    doc = _read(path)
+    if path.name == "pyproject.toml":
+        if "normcheck" not in doc.get("tool", {}):
+            raise UsageError(f"{path} has no [tool.normcheck] table")
+        table, where = doc["tool"]["normcheck"], "[tool.normcheck]"
+    else:
+        table, where = doc, ""
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: {where or 'the file'} must be a table")
+    checks = table.get("check", [])
+    if not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks):
+        raise UsageError(f"{path}: {_key(where, 'check')} must be an array of tables ([[...check]])")
+    defaults = _fields(path, where, {k: v for k, v in table.items() if k != "check"})
+    if not checks:
+        raise UsageError(f"{path}: {where or 'the file'} lists no checks; add a [[{_key(where, 'check')[1:-1]}]]")
+    requests = []
+    for i, check in enumerate(checks, 1):
+        given = _fields(path, f"{_key(where, 'check')}[{i}]", check)
+        merged = {**defaults, **given}
+        merged.setdefault("name", f"check {i}")
+        requests.append(Request(**merged))
+    return requests
+
+
+def _key(where: str, key: str) -> str:
+    return f"[{where[1:-1]}.{key}]" if where else f"[{key}]"
+
+
+def _fields(path: Path, where: str, table: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        at = f"{path}: {where + '.' if where else ''}{key}"
+        if key not in KEYS:
+            raise UsageError(f"{at}: unknown key; valid keys are {', '.join(sorted(set(KEYS)))}")
+        field, expected = KEYS[key]
+        if not _fits(value, expected):
+            raise UsageError(f"{at}: expected {expected}, got {_show(value)}")
+        out[field] = value
+    return out
+
+
+def _fits(value: Any, expected: str) -> bool:
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if expected == STR:
+        return isinstance(value, str)
+    if expected == NUM:
+        return (isinstance(value, (int, float))) and not isinstance(value, bool)
+    if expected == INT:
+        return is_int(value)
+    if expected == STR_LIST:
+        return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    if expected == INT_LIST:
+        return is_int(value) or (isinstance(value, list) and all(is_int(v) for v in value))
+    # shapes: a list of lists of positive integers (or of "2,64,8,8" strings)
+    return isinstance(value, list) and all(
+        isinstance(s, str) or (isinstance(s, list) and s and all(is_int(n) and n > 0 for n in s)) for s in value
+    )
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) < 40 else text[:37] + '...'}"
