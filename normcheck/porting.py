@@ -9,6 +9,7 @@ from typing import Any
 from normcheck.conventions import BIASED, CONVENTIONS, MACHINE_EPS, NEW, OLD, UNBIASED, Convention
 
 FRAMEWORK_ORDER = ("torch", "tensorflow", "jax", "onnxruntime")
+NO_SUCH_OP = "—"  # a convention without the op (CS231n has no instance or RMS norm); not compared
 CHANNEL_OPS = ("bn", "in", "gn")
 
 
@@ -95,10 +96,10 @@ def convention_rows(ops: tuple[str, ...], frameworks: tuple[str, ...] = FRAMEWOR
         for prop, show in PROPERTIES:
             values = {fw: show(c) for fw, c in convs.items()}
             if set(values.values()) <= {"-"}:
-                continue  # the property does not apply to this op
+                continue  # the property does not apply to this op (or no framework asked for has it)
             differs = prop not in NOT_COMPARED and len(set(values.values())) > 1
             rows.append(
-                {"op": op, "property": prop, **values, "differs": differs,
-                 "when porting": _rule(prop, convs) if differs else ""}
+                {"op": op, "property": prop, **{fw: values.get(fw, NO_SUCH_OP) for fw in frameworks},
+                 "differs": differs, "when porting": _rule(prop, convs) if differs else ""}
             )
     return rows

@@ -11,7 +11,7 @@ from typing import Any
 from normcheck.errors import UsageError
 from normcheck.frameworks.base import Framework
 from normcheck.names import DEFAULT_DTYPES, DTYPE_NAMES, KIND_NAMES, OP_NAMES
-from normcheck.ops import OPS, OpParams
+from normcheck.ops import OpParams
 from normcheck.parsing import choose, parse_ints, parse_shape, split_list
 from normcheck.records import ERROR, FAIL, KNOWN, RUN, STATUSES, Case, CheckResult
 
@@ -27,8 +27,8 @@ class Request:
     ops: ListLike = None
     frameworks: ListLike = None
     shapes: Sequence[str | Sequence[int]] = ()
-    groups: str | Sequence[int] | None = None
-    normalized_ndim: str | Sequence[int] | None = None
+    groups: str | int | Sequence[int] | None = None
+    normalized_ndim: str | int | Sequence[int] | None = None
     dtypes: ListLike = None
     kinds: ListLike = None
     device: str = "cpu"
@@ -92,7 +92,9 @@ def _items(value: ListLike) -> str | None:
     return ",".join(str(v) for v in value)
 
 
-def _ints(value: str | Sequence[int] | None, what: str) -> tuple[int, ...]:
+def _ints(value: str | int | Sequence[int] | None, what: str) -> tuple[int, ...]:
+    if isinstance(value, int):
+        value = [value]
     return parse_ints(value if value is None or isinstance(value, str) else ",".join(map(str, value)), what)
 
 
@@ -198,8 +200,7 @@ def prepare(request: Request) -> Prepared:
 
 def load_error_row(op: str, impl: str, message: str) -> CheckResult:
     """The one row that stands for every case of an implementation that could not be loaded."""
-    shape, params = OPS[op].default_cases()[0] if op in OPS else ((), OpParams())
-    return CheckResult(Case(op, "user", impl, shape, params, "-", "-"), RUN, ERROR, message=message)
+    return CheckResult(Case(op, "user", impl, (), OpParams(), "-", "-"), RUN, ERROR, message=message)
 
 
 def run_prepared(prepared: Prepared, progress: Callable[[int], None] | None = None, strict: bool = False) -> Report:

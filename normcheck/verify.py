@@ -286,9 +286,10 @@ def check_one(
     if got is None:
         return CheckResult(case, check, ERROR, message=f"the implementation returned no {check}")
     if got.shape != want.shape:
-        return CheckResult(case, check, FAIL, message=f"shape {fmt_shape(got.shape)}, expected {fmt_shape(want.shape)}")
+        message = f"returned shape {fmt_shape(got.shape) or '()'}, expected {fmt_shape(want.shape)}"
+        return CheckResult(case, check, ERROR, message=message)
     if check in ("forward", "grad_input") and got_dtype != case.dtype:
-        return CheckResult(case, check, FAIL, message=f"dtype {got_dtype}, expected {case.dtype}")
+        return CheckResult(case, check, ERROR, message=f"returned dtype {got_dtype} for {case.dtype} input")
     reason = out_of_range(want, case.dtype)
     if reason:
         return CheckResult(case, check, SKIP, message=reason)
@@ -301,6 +302,9 @@ def check_one(
         f"{cmp.mismatched}/{cmp.numel} elements ({cmp.mismatched_pct:.3g}%) beyond tolerance; "
         f"worst at {list(idx)}: got {got[idx]:.7g}, expected {want[idx]:.7g}"
     )
+    nonfinite = int(np.count_nonzero(~np.isfinite(got) & np.isfinite(want)))
+    if nonfinite:
+        message += f"; {nonfinite} elements are NaN or inf where finite values are expected"
     return CheckResult(case, check, FAIL, cmp, tol, message)
 
 

@@ -3,20 +3,24 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from normcheck.conventions import CONVENTIONS, MACHINE_EPS, NEW, OLD, Convention, settings
+from normcheck.conventions import BIASED, CHANNELS_FIRST, CONVENTIONS, MACHINE_EPS, NEW, OLD, Convention, settings
 from normcheck.names import OP_NAMES
+
+# conventions that are not a framework's, and the ops they have
+PARTIAL = {"cs231n": {"bn", "ln", "gn"}}
 
 
 def test_every_framework_declares_every_op():
     for framework, by_op in CONVENTIONS.items():
-        assert set(by_op) == set(OP_NAMES), framework
+        assert set(by_op) == PARTIAL.get(framework, set(OP_NAMES)), framework
         for op, conv in by_op.items():
             assert (conv.framework, conv.op) == (framework, op)
 
 
-@pytest.mark.parametrize(("framework", "op"), [(fw, op) for fw in CONVENTIONS for op in OP_NAMES])
+@pytest.mark.parametrize(("framework", "op"), [(fw, op) for fw, by_op in CONVENTIONS.items() for op in by_op])
 def test_declarations_are_consistent(framework, op):
     conv = CONVENTIONS[framework][op]
     assert conv.eps == MACHINE_EPS or 0 < conv.eps < 1
@@ -67,3 +71,34 @@ def test_machine_eps_depends_on_dtype():
     rms = CONVENTIONS["torch"]["rms"]
     assert rms.default_eps("float16") == rms.default_eps("float32") == pytest.approx(1.1920929e-07)
     assert rms.default_eps("float64") == pytest.approx(2.220446e-16)
+
+
+def test_cs231n_declaration_matches_the_assignment_functions():
+    """CS231n is no installed framework: its declaration is checked against the correct NumPy
+    solution in fixtures/ (written to the assignment's param.get(...) defaults)."""
+    from fixtures import cs231n_layers as layers
+
+    conv = CONVENTIONS["cs231n"]
+    rng = np.random.default_rng(0)
+    x2, x4 = 1e-2 * rng.standard_normal((6, 4)), 1e-2 * rng.standard_normal((2, 4, 3, 3))
+    one, zero = np.ones(4), np.zeros(4)
+    one4, zero4 = one.reshape(1, 4, 1, 1), zero.reshape(1, 4, 1, 1)
+    calls = {
+        "bn": lambda p: layers.batchnorm_forward(x2, one, zero, {"mode": "train", **p})[0],
+        "ln": lambda p: layers.layernorm_forward(x2, one, zero, p)[0],
+        "gn": lambda p: layers.spatial_groupnorm_forward(x4, one4, zero4, 2, p)[0],
+    }
+    for op, call in calls.items():
+        eps = conv[op].default_eps("float64")
+        assert np.array_equal(call({}), call({"eps": eps})), op
+        assert not np.allclose(call({}), call({"eps": 10 * eps})), op
+
+    bn = conv["bn"]
+    assert (bn.momentum_weights, bn.running_var, bn.layout) == (OLD, BIASED, CHANNELS_FIRST)
+    param = {"mode": "train", "running_mean": np.full(4, 2.0), "running_var": np.full(4, 3.0)}
+    layers.batchnorm_forward(x2, one, zero, param)
+    m = bn.default_new_weight
+    np.testing.assert_allclose(param["running_mean"], (1 - m) * 2.0 + m * x2.mean(axis=0))
+    np.testing.assert_allclose(param["running_var"], (1 - m) * 3.0 + m * x2.var(axis=0))  # biased
+    out = layers.spatial_batchnorm_forward(x4, one, zero, {"mode": "train"})[0]
+    np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-12)  # per channel, axis 1

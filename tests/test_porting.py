@@ -52,3 +52,15 @@ def test_a_subset_of_frameworks():
     rows = convention_rows(("gn",), ("torch", "onnxruntime"))
     assert not _row(rows, "gn", "layout")["differs"]  # both channels-first
     assert "tensorflow" not in rows[0]
+
+
+def test_a_convention_without_the_op_shows_a_dash_and_is_not_compared():
+    rows = convention_rows(("in", "bn"), ("torch", "cs231n"))
+    eps = _row(rows, "in", "eps")
+    assert eps["cs231n"] == "—" and eps["torch"] == "1e-05" and not eps["differs"]
+    assert _row(rows, "bn", "momentum")["differs"] and not _row(rows, "bn", "eps")["differs"]
+    assert convention_rows(("in", "rms"), ("cs231n",)) == []
+
+
+def test_cs231n_is_not_among_the_frameworks_by_default():
+    assert all("cs231n" not in r for r in convention_rows(OP_NAMES))

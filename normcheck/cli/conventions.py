@@ -12,6 +12,8 @@ from normcheck.names import OP_NAMES
 
 FORMATS = ("table", "csv", "json", "markdown")
 FRAMEWORK_NAMES = ("torch", "tensorflow", "jax", "onnxruntime")
+# conventions that are no framework's: shown only when named
+OTHER_CONVENTIONS = ("cs231n",)
 
 
 def conventions(
@@ -19,7 +21,9 @@ def conventions(
         str | None, typer.Option(help=f"Ops to show, comma list of {', '.join(OP_NAMES)}. Default: all.")
     ] = None,
     framework: Annotated[
-        str | None, typer.Option(help="Frameworks to compare, comma list. Default: all four (installed or not).")
+        str | None,
+        typer.Option(help="Frameworks to compare, comma list; cs231n names the CS231n assignment's NumPy "
+                          "functions. Default: the four frameworks (installed or not)."),
     ] = None,
     format: Annotated[str, typer.Option("--format", help="table, csv, json or markdown.")] = "table",
     output: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
@@ -36,7 +40,7 @@ def conventions(
         if format not in FORMATS:
             raise UsageError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
         ops = choose(op, OP_NAMES, "op", OP_NAMES)
-        fws = choose(framework, FRAMEWORK_NAMES, "framework", FRAMEWORK_NAMES)
+        fws = choose(framework, (*FRAMEWORK_NAMES, *OTHER_CONVENTIONS), "framework", FRAMEWORK_NAMES)
         rows = convention_rows(ops, fws)
         if differences:
             rows = [r for r in rows if r["differs"]]

@@ -69,3 +69,11 @@ def test_conventions_imports_no_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_cs231n_only_when_named():
+    assert "cs231n" not in invoke(["--format", "json"]).stdout
+    doc = json.loads(invoke(["--framework", "torch,cs231n", "--op", "bn,rms", "--format", "json"]).stdout)
+    momentum = next(r for r in doc["conventions"] if r["op"] == "bn" and r["property"] == "momentum")
+    assert momentum["cs231n"] == "0.9 (weight of the old value)" and momentum["differs"]
+    assert {r["cs231n"] for r in doc["conventions"] if r["op"] == "rms"} == {"—"}
