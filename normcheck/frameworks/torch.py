@@ -96,11 +96,13 @@ def add(out: RunOutput, check: str, t: torch.Tensor | None) -> None:
 # -- torch.nn.functional ------------------------------------------------------------
 
 
-def _leaf(a: np.ndarray | None, p: Problem, device: str) -> torch.Tensor | None:
+def leaf(a: np.ndarray | None, p: Problem, device: str) -> torch.Tensor | None:
+    """A weight or bias of the case as a tensor that collects its gradient (None stays None)."""
     return None if a is None else tensor(a, p.dtype, device).requires_grad_(True)
 
 
-def _running(p: Problem, device: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def running_stats(p: Problem, device: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The case's initial running mean and variance, fresh tensors to update in place (None: untracked)."""
     if not p.params.running_stats:
         return None, None
     return tensor(p.running_mean, p.dtype, device), tensor(p.running_var, p.dtype, device)
@@ -112,8 +114,8 @@ def _rms_eps(p: Problem) -> float | None:
 
 
 def bind_functional(p: Problem, device: str) -> Bound:
-    w, b = _leaf(p.weight, p, device), _leaf(p.bias, p, device)
-    rm, rv = _running(p, device)
+    w, b = leaf(p.weight, p, device), leaf(p.bias, p, device)
+    rm, rv = running_stats(p, device)
     k = p.params.normalized_ndim
     forwards = {
         "bn": lambda x, train: F.batch_norm(x, rm, rv, w, b, training=train, momentum=p.momentum, eps=p.eps),

@@ -7,15 +7,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from normcheck.compare import witness_errors
 from normcheck.frameworks.base import Framework, Implementation
-from normcheck.frameworks.torch import Bound, TorchImplementation, framework, tensor
+from normcheck.frameworks.torch import Bound, TorchImplementation, framework
 from normcheck.inputs import Problem, make_problem
 from normcheck.ops import OpParams, reference
-from normcheck.ops.rms_norm import default_eps as rms_default_eps
 from normcheck.records import RUN, SKIP, Case, CheckResult
+from normcheck.user.torch import function_binder
 from normcheck.verify import Options, check_case, unrepresentable_statistics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,30 +27,10 @@ TORCH = framework()
 __all__ = ["TORCH", "FixtureFramework", "binder", "check", "problem_for", "tf", "wrap"]
 
 
-def _leaf(a, p: Problem, device: str) -> torch.Tensor | None:
-    return None if a is None else tensor(a, p.dtype, device).requires_grad_(True)
-
-
 def binder(fn: Callable) -> Callable[[Problem, str], Bound]:
-    """``bind_functional`` of normcheck.frameworks.torch, calling ``fn`` instead of ``F.<op>``."""
-
-    def bind(p: Problem, device: str) -> Bound:
-        w, b = _leaf(p.weight, p, device), _leaf(p.bias, p, device)
-        rm = rv = None
-        if p.params.running_stats:
-            rm, rv = tensor(p.running_mean, p.dtype, device), tensor(p.running_var, p.dtype, device)
-        k = p.params.normalized_ndim
-        rms_eps = None if p.eps == rms_default_eps(p.dtype) else p.eps
-        forwards = {
-            "bn": lambda x, train: fn(x, rm, rv, w, b, training=train, momentum=p.momentum, eps=p.eps),
-            "in": lambda x, train: fn(x, rm, rv, w, b, use_input_stats=train, momentum=p.momentum, eps=p.eps),
-            "ln": lambda x, train: fn(x, x.shape[x.ndim - k :], w, b, eps=p.eps),
-            "gn": lambda x, train: fn(x, p.params.groups, w, b, eps=p.eps),
-            "rms": lambda x, train: fn(x, x.shape[x.ndim - k :], w, eps=rms_eps),
-        }
-        return Bound(forwards[p.op], w, b, rm, rv)
-
-    return bind
+    """``fn`` called as the torch.nn.functional op, every optional argument given explicitly:
+    the user-function form's binder."""
+    return function_binder(fn, omit_defaults=False)
 
 
 def wrap(op: str, fn: Callable) -> TorchImplementation:
