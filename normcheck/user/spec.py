@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ def parse_spec(text: str) -> ImplSpec:
 
 def load_object(spec: ImplSpec) -> object:
     """Import the module (or file) and return the named object; LoadError says what went wrong."""
+    # user code may import TensorFlow before normcheck's adapter does: keep its C++ log quiet
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     module = _import_path(spec) if spec.is_path else _import_module(spec)
     obj: object = module
     for part in spec.attr.split("."):
