@@ -78,6 +78,8 @@ def build(cfg: Config) -> nn.Module:
 
 Arrays = dict[str, Any]
 CaseFn = Callable[[Arrays, Arrays, tuple, jax.Array, jax.Array], tuple]
+# params ("scale", "bias"), running statistics ("mean", "var"), x, training -> y, updated statistics
+ApplyFn = Callable[[Arrays, Arrays, jax.Array, bool], tuple[jax.Array, Arrays]]
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,21 @@ class Compiled:
     """One configuration's jitted case, shared by every input kind."""
 
     run: CaseFn  # params, stats, training batches, x, dy -> y, stats, dx, dparams
-    stats_dtype: Any  # the dtype Flax creates the running statistics in
+    stats_dtype: Any  # the dtype the running statistics are given in (Flax's own: what its init creates)
+
+
+def case_function(apply: ApplyFn, training: bool) -> CaseFn:
+    """The whole case as one function: the training steps, then ``x`` forward (in training mode or
+    not) and its vjp with respect to ``x`` and the parameters."""
+
+    def run(params: Arrays, stats: Arrays, steps: tuple, x: jax.Array, dy: jax.Array) -> tuple:
+        for batch in steps:
+            stats = apply(params, stats, batch, True)[1]
+        y, pullback, stats = jax.vjp(lambda x_, p_: apply(p_, stats, x_, training), x, params, has_aux=True)
+        dx, dparams = pullback(dy)
+        return y, stats, dx, dparams
+
+    return run
 
 
 @functools.lru_cache(maxsize=32)  # verify runs a configuration's input kinds one after another
@@ -106,14 +122,7 @@ def compiled(cfg: Config) -> Compiled:
         y, updated = module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
         return y, updated["batch_stats"]
 
-    def run(params: Arrays, stats: Arrays, steps: tuple, x: jax.Array, dy: jax.Array) -> tuple:
-        for batch in steps:
-            stats = apply(params, stats, batch, True)[1]
-        y, pullback, stats = jax.vjp(lambda x_, p_: apply(p_, stats, x_, cfg.training), x, params, has_aux=True)
-        dx, dparams = pullback(dy)
-        return y, stats, dx, dparams
-
-    return Compiled(jax.jit(run), _stats_dtype(module, cfg))
+    return Compiled(jax.jit(case_function(apply, cfg.training)), _stats_dtype(module, cfg))
 
 
 def _stats_dtype(module: nn.Module, cfg: Config) -> Any:
@@ -127,12 +136,15 @@ def _stats_dtype(module: nn.Module, cfg: Config) -> Any:
 
 @contextlib.contextmanager
 def precision(dtype: str) -> Iterator[None]:
-    """float64 exists in JAX only with x64 enabled: enable it for that case alone."""
-    if dtype != "float64":
-        yield
-        return
-    with jax.enable_x64(True):
-        yield
+    """float64 exists in JAX only with x64 enabled: enable it for that case alone. A backend
+    that lacks an op for the dtype (XLA's UNIMPLEMENTED) makes the case Unsupported."""
+    try:
+        with jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext():
+            yield
+    except jax.errors.JaxRuntimeError as e:
+        if str(e).startswith("UNIMPLEMENTED"):
+            raise Unsupported(str(e).splitlines()[0]) from e
+        raise
 
 
 def jax_device(device: str) -> jax.Device:
@@ -167,13 +179,8 @@ class FlaxImplementation(Implementation):
     def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
         if layout not in self.layouts(problem.shape):
             raise ValueError(f"{self.name} cannot run {layout} for shape {problem.shape}")
-        try:
-            with precision(problem.dtype):
-                return self._run(problem, layout, jax_device(device))
-        except jax.errors.JaxRuntimeError as e:
-            if str(e).startswith("UNIMPLEMENTED"):  # a backend without this dtype for an op
-                raise Unsupported(str(e).splitlines()[0]) from e
-            raise
+        with precision(problem.dtype):
+            return run_case(compiled(self.config(problem, layout)), problem, layout, jax_device(device))
 
     def config(self, problem: Problem, layout: str) -> Config:
         params = problem.params
@@ -194,32 +201,34 @@ class FlaxImplementation(Implementation):
             fast_variance=self.fast_variance,
         )
 
-    def _run(self, problem: Problem, layout: str, device: jax.Device) -> RunOutput:
-        fn = compiled(self.config(problem, layout))
-        dtype = JAX_DTYPES[problem.dtype]
+def run_case(case: Compiled, problem: Problem, layout: str, device: jax.Device) -> RunOutput:
+    """Run ``problem`` through ``case.run`` (see ``case_function``) on ``device``: arrays in ``layout``,
+    weight and bias as params "scale" and "bias", running statistics "mean" and "var" in
+    ``case.stats_dtype``; the outputs back in the canonical layout."""
+    dtype = JAX_DTYPES[problem.dtype]
 
-        def put(a: np.ndarray, to: Any = dtype, move: bool = True) -> jax.Array:
-            # converted on the host: an eager jnp conversion would compile a kernel per shape
-            return jax.device_put((to_layout(a, layout) if move else np.array(a)).astype(to), device)
+    def put(a: np.ndarray, to: Any = dtype, move: bool = True) -> jax.Array:
+        # converted on the host: an eager jnp conversion would compile a kernel per shape
+        return jax.device_put((to_layout(a, layout) if move else np.array(a)).astype(to), device)
 
-        affine = (("scale", problem.weight), ("bias", problem.bias))
-        params = {name: put(value, move=False) for name, value in affine if value is not None}
-        stats = {}
-        if problem.params.running_stats:
-            stats = {"mean": put(problem.running_mean, fn.stats_dtype, False),
-                     "var": put(problem.running_var, fn.stats_dtype, False)}
-        steps = tuple(put(b) for b in problem.steps)
-        y, stats, dx, dparams = fn.run(params, stats, steps, put(problem.x), put(problem.dy))
-        out = RunOutput()
-        add(out, "forward", y, layout)
-        add(out, "grad_input", dx, layout)
-        for check, name in (("grad_weight", "scale"), ("grad_bias", "bias")):
-            if name in params:
-                add(out, check, dparams[name])
-        if problem.params.running_stats:
-            add(out, "running_mean", stats["mean"])
-            add(out, "running_var", stats["var"])
-        return out
+    affine = (("scale", problem.weight), ("bias", problem.bias))
+    params = {name: put(value, move=False) for name, value in affine if value is not None}
+    stats = {}
+    if problem.params.running_stats:
+        stats = {"mean": put(problem.running_mean, case.stats_dtype, False),
+                 "var": put(problem.running_var, case.stats_dtype, False)}
+    steps = tuple(put(b) for b in problem.steps)
+    y, stats, dx, dparams = case.run(params, stats, steps, put(problem.x), put(problem.dy))
+    out = RunOutput()
+    add(out, "forward", y, layout)
+    add(out, "grad_input", dx, layout)
+    for check, name in (("grad_weight", "scale"), ("grad_bias", "bias")):
+        if name in params:
+            add(out, check, dparams[name])
+    if problem.params.running_stats:
+        add(out, "running_mean", stats["mean"])
+        add(out, "running_var", stats["var"])
+    return out
 
 
 def to_layout(a: np.ndarray, layout: str) -> np.ndarray:
