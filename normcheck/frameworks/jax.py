@@ -112,9 +112,15 @@ def compiled(cfg: Config) -> Compiled:
     dispatch of a Flax module and its vjp costs more than one compilation (measured in the report).
     """
     module = build(cfg)
+    return Compiled(jax.jit(case_function(module_apply(module, cfg.op), cfg.training)), _stats_dtype(module, cfg))
+
+
+def module_apply(module: nn.Module, op: str) -> ApplyFn:
+    """apply(params, stats, x, training) -> (y, stats): a Flax module's forward, batch norm's
+    running statistics threaded through (and updated in training)."""
 
     def apply(params: Arrays, stats: Arrays, x: jax.Array, training: bool) -> tuple[jax.Array, Arrays]:
-        if cfg.op != "bn":
+        if op != "bn":
             return module.apply({"params": params}, x), stats
         variables = {"params": params, "batch_stats": stats}
         if not training:
@@ -122,7 +128,7 @@ def compiled(cfg: Config) -> Compiled:
         y, updated = module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
         return y, updated["batch_stats"]
 
-    return Compiled(jax.jit(case_function(apply, cfg.training)), _stats_dtype(module, cfg))
+    return apply
 
 
 def _stats_dtype(module: nn.Module, cfg: Config) -> Any:

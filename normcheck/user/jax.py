@@ -26,6 +26,7 @@ from normcheck.frameworks.jax import (
     Compiled,
     case_function,
     jax_device,
+    module_apply,
     precision,
     run_case,
 )
@@ -279,17 +280,8 @@ def _module_case(call: ModuleCall) -> Compiled:
     variables = _variable_shapes(module, call)
     _check_variables(call, variables)
 
-    def apply(params: Arrays, stats: Arrays, x: jax.Array, training: bool) -> tuple[jax.Array, Arrays]:
-        if call.op != "bn":
-            return module.apply({"params": params}, x), stats
-        variables = {"params": params, "batch_stats": stats}
-        if not training:
-            return module.apply(variables, x, use_running_average=True), stats
-        y, updated = module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
-        return y, updated["batch_stats"]
-
     stats_dtype = variables["batch_stats"]["mean"].dtype if call.op == "bn" else None
-    return Compiled(JitOrEager(case_function(apply, call.training)), stats_dtype)
+    return Compiled(JitOrEager(case_function(module_apply(module, call.op), call.training)), stats_dtype)
 
 
 def _variable_shapes(module: Any, call: ModuleCall) -> dict[str, Any]:
