@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from normcheck.cli import conventions, verify
+from normcheck.cli import bench, conventions, verify
 
 app = typer.Typer(
     name="normcheck",
@@ -19,6 +19,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.command(name="verify")(verify.verify)
+app.command(name="bench")(bench.bench)
 app.command(name="conventions")(conventions.conventions)
 
 

@@ -12,7 +12,7 @@ import contextlib
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -82,6 +82,15 @@ CaseFn = Callable[[Arrays, Arrays, tuple, jax.Array, jax.Array], tuple]
 ApplyFn = Callable[[Arrays, Arrays, jax.Array, bool], tuple[jax.Array, Arrays]]
 
 
+class Forward(NamedTuple):
+    """A case's forward alone, as a function of arrays (see ``run_case`` for their names): what
+    ``case_function`` runs forward and backward, and what a benchmark times."""
+
+    apply: ApplyFn
+    training: bool  # problem.x runs on batch statistics (batch norm in evaluation mode does not)
+    stats_dtype: Any  # the dtype the running statistics are given in (None without them)
+
+
 @dataclass(frozen=True)
 class Compiled:
     """One configuration's jitted case, shared by every input kind."""
@@ -111,8 +120,14 @@ def compiled(cfg: Config) -> Compiled:
     Tracing and compiling once per configuration pays: the five input kinds reuse it, and op-by-op
     dispatch of a Flax module and its vjp costs more than one compilation (measured in the report).
     """
+    fwd = forward(cfg)
+    return Compiled(jax.jit(case_function(fwd.apply, fwd.training)), fwd.stats_dtype)
+
+
+def forward(cfg: Config) -> Forward:
+    """The Flax module of ``cfg`` as an apply function (call it under ``precision(cfg.dtype)``)."""
     module = build(cfg)
-    return Compiled(jax.jit(case_function(module_apply(module, cfg.op), cfg.training)), _stats_dtype(module, cfg))
+    return Forward(module_apply(module, cfg.op), cfg.training, _stats_dtype(module, cfg))
 
 
 def module_apply(module: nn.Module, op: str) -> ApplyFn:
@@ -160,6 +175,11 @@ def jax_device(device: str) -> jax.Device:
     return jax.devices("gpu")[index]
 
 
+def check_layout(impl: Implementation, shape: tuple[int, ...], layout: str) -> None:
+    if layout not in impl.layouts(shape):
+        raise ValueError(f"{impl.name} cannot run {layout} for shape {shape}")
+
+
 class FlaxImplementation(Implementation):
     framework = "jax"
 
@@ -183,10 +203,14 @@ class FlaxImplementation(Implementation):
         return None
 
     def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
-        if layout not in self.layouts(problem.shape):
-            raise ValueError(f"{self.name} cannot run {layout} for shape {problem.shape}")
+        check_layout(self, problem.shape, layout)
         with precision(problem.dtype):
             return run_case(compiled(self.config(problem, layout)), problem, layout, jax_device(device))
+
+    def apply_fn(self, problem: Problem, layout: str) -> Forward:
+        """The case's forward on arrays in ``layout``, not compiled (under ``precision(problem.dtype)``)."""
+        check_layout(self, problem.shape, layout)
+        return forward(self.config(problem, layout))
 
     def config(self, problem: Problem, layout: str) -> Config:
         params = problem.params
@@ -207,24 +231,16 @@ class FlaxImplementation(Implementation):
             fast_variance=self.fast_variance,
         )
 
+
 def run_case(case: Compiled, problem: Problem, layout: str, device: jax.Device) -> RunOutput:
     """Run ``problem`` through ``case.run`` (see ``case_function``) on ``device``: arrays in ``layout``,
     weight and bias as params "scale" and "bias", running statistics "mean" and "var" in
     ``case.stats_dtype``; the outputs back in the canonical layout."""
     dtype = JAX_DTYPES[problem.dtype]
-
-    def put(a: np.ndarray, to: Any = dtype, move: bool = True) -> jax.Array:
-        # converted on the host: an eager jnp conversion would compile a kernel per shape
-        return jax.device_put((to_layout(a, layout) if move else np.array(a)).astype(to), device)
-
-    affine = (("scale", problem.weight), ("bias", problem.bias))
-    params = {name: put(value, move=False) for name, value in affine if value is not None}
-    stats = {}
-    if problem.params.running_stats:
-        stats = {"mean": put(problem.running_mean, case.stats_dtype, False),
-                 "var": put(problem.running_var, case.stats_dtype, False)}
-    steps = tuple(put(b) for b in problem.steps)
-    y, stats, dx, dparams = case.run(params, stats, steps, put(problem.x), put(problem.dy))
+    params, stats = variables(problem, case.stats_dtype if problem.params.running_stats else None, device)
+    steps = tuple(put(b, dtype, device, layout) for b in problem.steps)
+    y, stats, dx, dparams = case.run(params, stats, steps, put(problem.x, dtype, device, layout),
+                                     put(problem.dy, dtype, device, layout))
     out = RunOutput()
     add(out, "forward", y, layout)
     add(out, "grad_input", dx, layout)
@@ -235,6 +251,25 @@ def run_case(case: Compiled, problem: Problem, layout: str, device: jax.Device) 
         add(out, "running_mean", stats["mean"])
         add(out, "running_var", stats["var"])
     return out
+
+
+def put(a: np.ndarray, dtype: Any, device: jax.Device, layout: str = "contiguous") -> jax.Array:
+    """``a`` in ``layout`` and ``dtype`` on ``device``, converted on the host (an eager jnp
+    conversion would compile a kernel per shape)."""
+    return jax.device_put(to_layout(a, layout).astype(dtype), device)
+
+
+def variables(problem: Problem, stats_dtype: Any, device: jax.Device) -> tuple[Arrays, Arrays]:
+    """The params ("scale", "bias": the weight and bias) and running statistics ("mean", "var",
+    in ``stats_dtype``) of ``problem`` on ``device``; whichever the case has."""
+    dtype = JAX_DTYPES[problem.dtype]
+    affine = (("scale", problem.weight), ("bias", problem.bias))
+    params = {name: put(value, dtype, device) for name, value in affine if value is not None}
+    stats = {}
+    if problem.params.running_stats:
+        stats = {"mean": put(problem.running_mean, stats_dtype, device),
+                 "var": put(problem.running_var, stats_dtype, device)}
+    return params, stats
 
 
 def to_layout(a: np.ndarray, layout: str) -> np.ndarray:

@@ -75,7 +75,7 @@ class TensorFlowImplementation(Implementation):
     framework = "tensorflow"
 
     def __init__(self, op: str, name: str, bind: Binder, running_stats: bool) -> None:
-        self.op, self.name, self._bind, self._running_stats = op, name, bind, running_stats
+        self.op, self.name, self.bind, self._running_stats = op, name, bind, running_stats
 
     def layouts(self, shape: tuple[int, ...]) -> tuple[str, ...]:
         # channels-first with axis=1 and Keras's own channels-last; the two coincide for 2-D input
@@ -103,7 +103,7 @@ class TensorFlowImplementation(Implementation):
             raise
 
     def _run(self, problem: Problem, layout: str, device: str) -> RunOutput:
-        bound = self._bind(problem, layout, device)
+        bound = self.bind(problem, layout, device)
         params = problem.params
         if bound.running_mean is not None:
             for batch in problem.steps:

@@ -42,7 +42,7 @@ class TorchImplementation(Implementation):
     framework = "torch"
 
     def __init__(self, op: str, name: str, bind: Binder) -> None:
-        self.op, self.name, self._bind = op, name, bind
+        self.op, self.name, self.bind = op, name, bind
 
     def layouts(self, shape: tuple[int, ...]) -> tuple[str, ...]:
         return ("contiguous", "channels_last") if len(shape) in CHANNELS_LAST else ("contiguous",)
@@ -56,7 +56,7 @@ class TorchImplementation(Implementation):
             raise
 
     def _run(self, problem: Problem, layout: str, device: str) -> RunOutput:
-        bound = self._bind(problem, device)
+        bound = self.bind(problem, device)
         params = problem.params
         with torch.no_grad():
             for batch in problem.steps:

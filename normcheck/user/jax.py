@@ -21,10 +21,13 @@ from normcheck.frameworks.base import Implementation, RunOutput
 from normcheck.frameworks.jax import (
     JAX_DTYPES,
     MODULE_NAMES,
+    ApplyFn,
     Arrays,
     CaseFn,
     Compiled,
+    Forward,
     case_function,
+    check_layout,
     jax_device,
     module_apply,
     precision,
@@ -79,12 +82,15 @@ class UserImplementation(Implementation):
         self.label = getattr(obj, "__qualname__", None) or name  # in messages: the user's own name
 
     def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
-        if layout not in self.layouts(problem.shape):
-            raise ValueError(f"{self.name} cannot run {layout} for shape {problem.shape}")
+        check_layout(self, problem.shape, layout)
         with precision(problem.dtype):
             return run_case(self.prepare(problem, layout), problem, layout, jax_device(device))
 
     def prepare(self, problem: Problem, layout: str) -> Compiled:
+        raise NotImplementedError
+
+    def apply_fn(self, problem: Problem, layout: str) -> Forward:
+        """The case's forward on arrays in ``layout``, not compiled (under ``precision(problem.dtype)``)."""
         raise NotImplementedError
 
     def momentum(self, problem: Problem) -> float:
@@ -144,12 +150,26 @@ class FunctionImplementation(UserImplementation):
         )
 
     def prepare(self, problem: Problem, layout: str) -> Compiled:
-        stats_dtype = JAX_DTYPES["float32" if problem.dtype in HALF else problem.dtype]
-        return Compiled(_function_case(self.call(problem)), stats_dtype)
+        return Compiled(_function_case(self.call(problem)), _function_stats_dtype(problem))
+
+    def apply_fn(self, problem: Problem, layout: str) -> Forward:
+        check_layout(self, problem.shape, layout)
+        call = self.call(problem)
+        return Forward(_function_apply(call), call.training, _function_stats_dtype(problem))
+
+
+def _function_stats_dtype(problem: Problem) -> Any:
+    return JAX_DTYPES["float32" if problem.dtype in HALF else problem.dtype]
 
 
 @functools.lru_cache(maxsize=64)  # verify runs a configuration's input kinds one after another
 def _function_case(call: FunctionCall) -> JitOrEager:
+    return JitOrEager(case_function(_function_apply(call), call.training))
+
+
+def _function_apply(call: FunctionCall) -> ApplyFn:
+    """apply(params, stats, x, training) -> (y, stats) calling the user's function as ``call`` says."""
+
     def apply(params: Arrays, stats: Arrays, x: jax.Array, training: bool) -> tuple[jax.Array, Arrays]:
         kwargs = dict(call.kwargs)
         kwargs.update(zip(call.weight_names, (params.get("scale"), params.get("bias")), strict=False))
@@ -162,7 +182,7 @@ def _function_case(call: FunctionCall) -> JitOrEager:
             kwargs[call.flag] = training  # both flags mean: normalize with the batch statistics
         return _unpack(call, call.fn(*args, **kwargs), stats)
 
-    return JitOrEager(case_function(apply, call.training))
+    return apply
 
 
 def _unpack(call: FunctionCall, out: Any, stats: Arrays) -> tuple[Any, Arrays]:
@@ -268,6 +288,10 @@ class ModuleImplementation(UserImplementation):
     def prepare(self, problem: Problem, layout: str) -> Compiled:
         return _module_case(self.call(problem, layout))
 
+    def apply_fn(self, problem: Problem, layout: str) -> Forward:
+        check_layout(self, problem.shape, layout)
+        return _module_forward(self.call(problem, layout))
+
 
 def _required(field: dataclasses.Field | None) -> bool:
     missing = dataclasses.MISSING
@@ -276,12 +300,17 @@ def _required(field: dataclasses.Field | None) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _module_case(call: ModuleCall) -> Compiled:
+    fwd = _module_forward(call)
+    return Compiled(JitOrEager(case_function(fwd.apply, fwd.training)), fwd.stats_dtype)
+
+
+def _module_forward(call: ModuleCall) -> Forward:
+    """The user's module constructed as ``call`` says, its variables checked, as an apply function."""
     module = call.cls(**dict(call.fields))
     variables = _variable_shapes(module, call)
     _check_variables(call, variables)
-
     stats_dtype = variables["batch_stats"]["mean"].dtype if call.op == "bn" else None
-    return Compiled(JitOrEager(case_function(module_apply(module, call.op), call.training)), stats_dtype)
+    return Forward(module_apply(module, call.op), call.training, stats_dtype)
 
 
 def _variable_shapes(module: Any, call: ModuleCall) -> dict[str, Any]:

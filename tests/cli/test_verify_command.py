@@ -154,7 +154,7 @@ def test_internal_errors_are_one_line_without_traceback(monkeypatch, capsys):
     )
 
 
-FRAMEWORK_MODULES = ("torch", "tensorflow", "jax", "onnxruntime", "keras", "flax")
+FRAMEWORK_MODULES = ("torch", "tensorflow", "jax", "onnxruntime", "keras", "flax", "matplotlib", "pandas")
 PROBE = """
 import sys
 sys.argv = ["normcheck", *{args!r}]
@@ -168,7 +168,7 @@ print("LOADED", loaded, file=sys.stderr)
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["verify", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["verify", "--help"], ["bench", "--help"]])
 def test_help_imports_no_framework(args):
     code = PROBE.format(args=args, mods=FRAMEWORK_MODULES)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

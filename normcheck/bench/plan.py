@@ -1,0 +1,169 @@
+"""From what the user asked for to the list of cases to time. Never prints, never exits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from normcheck.bench.records import PASSES
+from normcheck.bench.shapes import BenchShape, default_shapes, shape_params
+from normcheck.errors import UsageError
+from normcheck.frameworks.base import Implementation
+from normcheck.names import DTYPE_NAMES, OP_NAMES
+from normcheck.parsing import choose, parse_shape, split_list
+
+BUILTIN = ("torch", "tensorflow", "jax", "onnxruntime", "numpy")
+MODES = ("eager", "compiled")
+PASS_CHOICES = (*PASSES, "both")
+DEFAULT_BASELINE = "torch"
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """A bench run as given: comma lists as strings, None for the defaults."""
+
+    ops: str | None = None
+    frameworks: str | None = None
+    impl: Any = None
+    backward: Any = None
+    style: str | None = None
+    device: str = "cpu"
+    dtypes: str | None = None
+    shapes: Sequence[str] = ()
+    passes: str | None = None
+    modes: str | None = None
+    threads: int = 1
+    baseline: str | None = None
+    seed: int = 0
+
+
+@dataclass
+class Source:
+    """One framework's implementations to time (a built-in framework, or the user's code)."""
+
+    name: str  # the framework column: torch, ..., numpy, or "user"
+    impls: dict[str, list[Implementation]]  # op -> implementations
+
+
+@dataclass
+class BenchPlan:
+    ops: tuple[str, ...]
+    shapes: dict[str, list[BenchShape]]
+    dtypes: tuple[str, ...]
+    passes: tuple[str, ...]
+    modes: tuple[str, ...]
+    sources: list[Source]
+    device: str
+    threads: int
+    baseline: str | None
+    notes: list[str] = field(default_factory=list)  # said once on stderr: frameworks left out, ...
+
+    @property
+    def total(self) -> int:
+        """An upper bound of the rows (variants per mode are known only once a framework is loaded)."""
+        per_case = sum(
+            len(impls) for s in self.sources for op, impls in s.impls.items() if op in self.ops
+        )
+        n_shapes = sum(len(v) for v in self.shapes.values()) / max(1, len(self.ops))
+        return int(per_case * n_shapes * len(self.dtypes) * len(self.passes) * len(self.modes))
+
+
+def parse_passes(value: str | None) -> tuple[str, ...]:
+    chosen = choose(value, PASS_CHOICES, "pass", ("both",))
+    return PASSES if "both" in chosen else chosen
+
+
+def _shapes(request: BenchRequest, ops: tuple[str, ...]) -> dict[str, list[BenchShape]]:
+    if not request.shapes:
+        return {op: default_shapes(op, request.device) for op in ops}
+    parsed = [parse_shape(s) for s in request.shapes]
+    out: dict[str, list[BenchShape]] = {}
+    from normcheck.ops import OPS
+
+    for op in ops:
+        out[op] = []
+        for shape in parsed:
+            params = shape_params(op, shape)
+            problem = OPS[op].validate(shape, params)
+            if problem:
+                raise UsageError(problem)
+            out[op].append(BenchShape(op, shape, params, ""))
+    return out
+
+
+def _device_check(names: list[str], explicit: bool, device: str) -> tuple[list[str], list[str]]:
+    """(frameworks that can use ``device``, notes); UsageError when none can, or an explicitly
+    requested one cannot."""
+    if device == "cpu":
+        return names, []
+    if not device.startswith("cuda"):
+        raise UsageError(f"unknown device {device!r}; choose from cpu, cuda")
+    from normcheck import frameworks as registry
+
+    problems = {}
+    for name in names:
+        problems[name] = "numpy runs on the CPU only" if name == "numpy" else registry.load(name).device_problem(device)
+    missing = {n: p for n, p in problems.items() if p}
+    usable = [n for n in names if not problems[n]]
+    if not usable or (explicit and missing):
+        raise UsageError(f"no GPU for {device}: " + "; ".join(missing.values()))
+    return usable, [f"left out on {device}: {p}" for p in missing.values()]
+
+
+def prepare(request: BenchRequest) -> BenchPlan:
+    """Validate and plan ``request``. Loads the frameworks it needs (after the threads are set)."""
+    from normcheck import frameworks as registry
+
+    r = request
+    dtypes = choose(r.dtypes, DTYPE_NAMES, "dtype", ("float32",))
+    passes = parse_passes(r.passes)
+    modes = choose(r.modes, MODES, "mode", ("eager",))
+    explicit = bool(split_list(r.frameworks))
+    installed = [*registry.installed(), "numpy"]
+    names = list(choose(r.frameworks, BUILTIN, "framework", installed))
+    for name in names:
+        if name != "numpy" and not registry.is_installed(name):
+            extra = registry.FRAMEWORKS[name].extra
+            raise UsageError(f"{name} is not installed; pip install 'normcheck[{extra}]'")
+    baseline = r.baseline if r.baseline is not None else (DEFAULT_BASELINE if DEFAULT_BASELINE in names else None)
+    if baseline is not None and baseline not in (*names, "user"):
+        raise UsageError(f"--baseline {baseline} is not among the frameworks timed ({', '.join(names)})")
+    names, notes = _device_check(names, explicit, r.device)
+    user = None
+    ops_given = split_list(r.ops)
+    if r.impl is not None:
+        ops, user = _user_source(r, names, ops_given)
+    else:
+        ops = choose(r.ops, OP_NAMES, "op", OP_NAMES)
+    sources = [user] if user is not None else []
+    for name in names:
+        sources.append(Source(name, {op: _builtin_impls(name, op) for op in ops}))
+    return BenchPlan(ops, _shapes(r, ops), dtypes, passes, modes, sources, r.device, r.threads, baseline, notes)
+
+
+def _builtin_impls(name: str, op: str) -> list[Implementation]:
+    if name == "numpy":
+        from normcheck.bench.targets.numpy import implementations
+
+        return implementations(op)
+    from normcheck import frameworks as registry
+
+    return registry.load(name).implementations(op)
+
+
+def _user_source(r: BenchRequest, names: list[str], ops_given: list[str]) -> tuple[tuple[str, ...], Source]:
+    """The user's implementation in its explicit call style (every argument given)."""
+    from normcheck.user.resolve import resolve_impl
+
+    written_for = [n for n in split_list(r.frameworks) if n in ("torch", "jax")]
+    hint = written_for[0] if len(written_for) == 1 else None
+    ops, fws, load_rows = resolve_impl(r, hint, ops_given)
+    if load_rows:
+        raise UsageError(load_rows[0].message)
+    explicit = fws[0]
+    if r.device != "cpu":
+        problem = explicit.device_problem(r.device)
+        if problem:
+            raise UsageError(f"{explicit.impl_name} cannot run on {r.device}: {problem}")
+    return ops, Source("user", {op: explicit.implementations(op) for op in ops})

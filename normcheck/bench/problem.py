@@ -1,0 +1,28 @@
+"""The inputs of a timed case: random data of the case's shape, affine parameters and, for
+batch norm, running statistics. Values do not matter for speed; shapes and dtypes do."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from normcheck.inputs import Problem, case_seed
+from normcheck.ops import OPS, OpParams
+
+EPS = 1e-5
+MOMENTUM = 0.1
+
+
+def bench_problem(op: str, shape: tuple[int, ...], params: OpParams, dtype: str, seed: int = 0) -> Problem:
+    rng = np.random.default_rng(case_seed(seed, "bench", op, shape, params))
+    pshape = OPS[op].param_shape(shape, params)
+    weight = bias = None
+    if params.affine:
+        weight = 1.0 + 0.5 * rng.standard_normal(pshape)
+        bias = None if op == "rms" else 0.5 * rng.standard_normal(pshape)
+    running = {}
+    if params.running_stats:
+        running = {"running_mean": np.zeros(shape[1]), "running_var": np.ones(shape[1])}
+    return Problem(
+        op=op, shape=tuple(shape), params=params, dtype=dtype, kind="normal", eps=EPS, momentum=MOMENTUM,
+        x=rng.standard_normal(shape), dy=rng.standard_normal(shape), weight=weight, bias=bias, **running,
+    )

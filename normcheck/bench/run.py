@@ -1,0 +1,183 @@
+"""Running a plan: every case built, timed and measured into a record, in a fixed order.
+
+A case that cannot run is a skip row, one that fails an error row, one that runs out of memory
+an "oom" row; the run goes on after each. Ctrl-C stops it and keeps what was measured.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from types import ModuleType
+from typing import Any
+
+from normcheck.bench import metrics, stats
+from normcheck.bench.bandwidth import CopyBandwidth, copy_bandwidth
+from normcheck.bench.env import environment, gpu_info
+from normcheck.bench.memory import WHAT as CPU_MEMORY
+from normcheck.bench.memory import rss_probe
+from normcheck.bench.plan import BenchPlan, Source
+from normcheck.bench.problem import bench_problem
+from normcheck.bench.records import ERROR, OK, OOM, SKIP, BenchCase, BenchReport, BenchResult
+from normcheck.bench.targets import Target, module, target_framework
+from normcheck.bench.timer import Measurement, TimerSettings, host_flush, measure_cuda_events, measure_host
+from normcheck.frameworks.base import Implementation, Unsupported
+from normcheck.inputs import Problem
+
+Progress = Callable[[BenchResult], None]
+
+
+def run(plan: BenchPlan, settings: TimerSettings, cpus: list[int], progress: Progress | None = None) -> BenchReport:
+    """Time every case of ``plan``; Ctrl-C ends the run early with ``interrupted`` set."""
+    start = time.perf_counter()
+    threads = _set_threads(plan)
+    gpu = gpu_info(plan.device)
+    report = BenchReport(
+        env=environment([s.name for s in plan.sources if s.name != "user"], plan.device, plan.threads, cpus, gpu),
+        settings={
+            "threads": plan.threads, "threads_in_effect": threads, "min_time_s": settings.min_time,
+            "max_time_s": settings.max_time, "threshold": settings.threshold, "baseline": plan.baseline,
+            "modes": list(plan.modes), "passes": list(plan.passes), "bytes_formula": metrics.FORMULA,
+            "memory": CPU_MEMORY if plan.device == "cpu" else "CUDA: the framework's allocator peak above the "
+                      "level before the call (torch, TensorFlow; none for JAX and ONNX Runtime)",
+            "notes": list(plan.notes),
+        },
+    )
+    try:
+        copy = copy_bandwidth(plan.device, settings)
+        report.settings["copy_bandwidth"] = {"gbps": copy.gbps, "how": copy.how}
+        dram = metrics.dram_gbps(gpu["name"]) if gpu else None
+        report.settings["dram_gbps"] = dram
+        for result in _cases(plan, settings, threads):
+            result = replace(result, copy_gbps=copy.gbps, dram_gbps=dram)
+            report.results.append(result)
+            if progress:
+                progress(result)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    report.results = with_baseline(report.results, plan.baseline)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _set_threads(plan: BenchPlan) -> dict[str, int | None]:
+    if plan.device != "cpu":
+        return {}
+    return {s.name: module(_fw(s)).set_threads(plan.threads) for s in plan.sources}
+
+
+def _fw(source: Source) -> str:
+    impls = [i for group in source.impls.values() for i in group]
+    return target_framework(impls[0]) if impls else source.name
+
+
+def _cases(plan: BenchPlan, settings: TimerSettings, threads: dict[str, int | None]) -> Iterator[BenchResult]:
+    for op in plan.ops:
+        for shape in plan.shapes[op]:
+            for dtype in plan.dtypes:
+                problem = bench_problem(op, shape.shape, shape.params, dtype)
+                for pass_ in plan.passes:
+                    for source in plan.sources:
+                        for impl in source.impls.get(op, []):
+                            fw = module(target_framework(impl))
+                            for variant in _variants(fw, plan.modes):
+                                case = BenchCase(
+                                    op, shape.shape, shape.params.label(), dtype, source.name, impl.name,
+                                    plan.device, pass_, variant, fw.layout(impl, shape.shape), shape.model,
+                                )
+                                yield time_case(case, fw, impl, problem, settings, threads.get(source.name))
+
+
+def _variants(fw: ModuleType, modes: tuple[str, ...]) -> list[str]:
+    return list(dict.fromkeys(v for mode in modes for v in fw.MODES[mode]))
+
+
+def time_case(case: BenchCase, fw: ModuleType, impl: Implementation, problem: Problem, settings: TimerSettings,
+              threads: int | None = None) -> BenchResult:
+    """One case into one record: measured, or a skip, error or oom row with the reason."""
+    base = BenchResult(case, threads=threads)
+    try:
+        target = fw.build(impl, problem, case.pass_, case.mode, case.device)
+        m = measure(target, settings, case.device)
+        peak = _peak_memory(target, case.device)
+        setup_compile = target.setup_compile_s
+        notes = target.notes
+    except Unsupported as e:
+        return replace(base, status=SKIP, reason=_line(e))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # a failing case is a row
+        kind = fw.classify(e)
+        _release(case.device)
+        status = {"oom": OOM, "skip": SKIP}.get(kind, ERROR)
+        reason = _line(e) if status != ERROR else f"{type(e).__name__}: {_line(e)}"
+        return replace(base, status=status, reason=reason)
+    compile_s = None
+    if case.mode != "eager":
+        compile_s = max(0.0, m.first_call_s - stats.median(m.samples)) + setup_compile
+    return replace(
+        base, status=OK, samples=m.samples, block=m.block, timer=m.timer, converged=m.converged,
+        first_call_s=m.first_call_s, compile_s=compile_s,
+        bytes_moved=metrics.model_bytes(case.op, problem.shape, problem.params, case.dtype, case.pass_).total,
+        peak_memory=peak, notes=notes,
+    )
+
+
+def _line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def measure(target: Target, settings: TimerSettings, device: str) -> Measurement:
+    if device == "cpu":
+        return measure_host(target, settings)
+    if target.cuda_stream:
+        return measure_cuda_events(target, settings, device)
+    return measure_host(target, settings, flush=host_flush(device) or _sync_only(target))
+
+
+def _sync_only(target: Target) -> Callable[[], None]:
+    return lambda: None
+
+
+def _peak_memory(target: Target, device: str) -> int | None:
+    probe = rss_probe() if device == "cpu" else target.memory
+    if probe is None:
+        return None
+    probe.reset()
+    out: Any = target.call()
+    target.sync(out)
+    peak = probe.peak_above()
+    del out
+    return peak
+
+
+def _release(device: str) -> None:
+    """After an out-of-memory error: give cached device memory back before the next case."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if device.startswith("cuda") and torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def with_baseline(results: list[BenchResult], baseline: str | None) -> list[BenchResult]:
+    """Each measured row with the median of the baseline framework's first implementation on the
+    same case, in the same mode where it ran in it, else its eager row."""
+    if baseline is None:
+        return results
+    index: dict[tuple, BenchResult] = {}
+    for r in results:
+        if r.case.framework == baseline and r.measured:
+            index.setdefault((*r.case.group(), r.case.mode), r)
+    out = []
+    for r in results:
+        ref = index.get((*r.case.group(), r.case.mode)) or index.get((*r.case.group(), "eager"))
+        out.append(replace(r, baseline_s=ref.median) if ref is not None and r.measured else r)
+    return out
+
+
+__all__ = ["CopyBandwidth", "run", "time_case", "with_baseline"]

@@ -1,0 +1,74 @@
+"""Default shapes: the activations these ops normalize in real models.
+
+CNN ops take (N, C, H, W) activations of a stage; layer and RMS norm take (tokens, hidden).
+The CPU set uses the batch (or token count) of CPU inference; the CUDA set that of training or
+batched serving on one GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from normcheck.ops import OpParams
+
+GROUPS = 32  # group norm's G in every model below
+
+
+@dataclass(frozen=True)
+class BenchShape:
+    op: str
+    shape: tuple[int, ...]
+    params: OpParams
+    model: str  # where it comes from
+
+
+def _cnn(op: str, batch: int, stages: list[tuple[int, int, str]], params: OpParams) -> list[BenchShape]:
+    return [BenchShape(op, (batch, c, hw, hw), params, model) for c, hw, model in stages]
+
+
+def _tokens(op: str, tokens: int, hiddens: list[tuple[int, str]]) -> list[BenchShape]:
+    return [BenchShape(op, (tokens, h), OpParams(normalized_ndim=1), model) for h, model in hiddens]
+
+
+# ResNet-50 at 224x224: the stem and the widest activation of three of its stages
+RESNET = [(64, 112, "ResNet-50 stem"), (256, 56, "ResNet-50 stage 1"), (512, 28, "ResNet-50 stage 2"),
+          (2048, 7, "ResNet-50 stage 4")]
+# Stable Diffusion 1.5's UNet at 512x512 (64x64 latents): its four resolutions
+UNET = [(320, 64, "SD-1.5 UNet 64x64"), (640, 32, "SD-1.5 UNet 32x32"), (1280, 16, "SD-1.5 UNet 16x16"),
+        (1280, 8, "SD-1.5 UNet 8x8")]
+VAE = [(128, 512, "SD-1.5 VAE decoder 512x512")]
+# Johnson et al.'s fast style transfer network at 256x256
+STYLE = [(32, 256, "style transfer 256x256"), (64, 128, "style transfer 128x128"),
+         (128, 64, "style transfer 64x64")]
+LN_HIDDEN = [(768, "BERT-base / GPT-2"), (1024, "BERT-large / ViT-L"), (4096, "Llama-2 7B"), (8192, "Llama-2 70B")]
+RMS_HIDDEN = [(768, "T5-base"), (4096, "Llama-2 7B"), (5120, "Llama-2 13B"), (8192, "Llama-2 70B")]
+
+BN = OpParams(running_stats=True, mode="train")
+GN = OpParams(groups=GROUPS)
+IN = OpParams()
+
+
+def default_shapes(op: str, device: str) -> list[BenchShape]:
+    cuda = device.startswith("cuda")
+    if op == "bn":
+        return _cnn("bn", 64 if cuda else 8, RESNET, BN)
+    if op == "gn":
+        shapes = _cnn("gn", 8 if cuda else 2, UNET, GN)
+        return shapes + (_cnn("gn", 1, VAE, GN) if cuda else [])
+    if op == "in":
+        return _cnn("in", 16 if cuda else 1, STYLE, IN)
+    tokens = 8192 if cuda else 512  # 4 sequences of 2048 tokens; one of 512
+    return _tokens(op, tokens, LN_HIDDEN if op == "ln" else RMS_HIDDEN)
+
+
+def shape_params(op: str, shape: tuple[int, ...], groups: int | None = None) -> OpParams:
+    """The params a user-given shape is timed with."""
+    if op in ("ln", "rms"):
+        return OpParams(normalized_ndim=1)
+    if op == "bn":
+        return BN
+    if op == "gn":
+        c = shape[1]
+        g = groups if groups is not None else max(d for d in range(1, min(GROUPS, c) + 1) if c % d == 0)
+        return OpParams(groups=g)
+    return IN

@@ -1,0 +1,161 @@
+"""normcheck bench: time each framework's normalization ops against the machine's bandwidth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from normcheck.cli._common import UsageError, emit, fail_usage, stderr_is_tty
+from normcheck.names import DTYPE_NAMES, OP_NAMES
+
+FORMATS = ("table", "csv", "json", "markdown")
+FRAMEWORKS = "torch, tensorflow, jax, onnxruntime, numpy"
+
+
+def bench(
+    op: Annotated[str | None, typer.Option(help=f"Ops, comma list of {', '.join(OP_NAMES)}. Default: all.")] = None,
+    framework: Annotated[
+        str | None,
+        typer.Option(help=f"Frameworks, comma list of {FRAMEWORKS}. Default: every installed one. With a function "
+                     "given to --impl, name the one it is written for (torch or jax) here."),
+    ] = None,
+    impl: Annotated[
+        str | None,
+        typer.Option(help="Your implementation, timed beside the built-ins: package.module:NAME or "
+                     "path/to/file.py:NAME (a function, a torch.nn.Module, keras Layer or flax Module class)."),
+    ] = None,
+    backward: Annotated[
+        str | None, typer.Option(help="With --style cs231n: the backward function, FILE:NAME.")
+    ] = None,
+    style: Annotated[str | None, typer.Option(help="cs231n: NumPy forward/backward functions.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda (cuda:N).")] = "cpu",
+    dtype: Annotated[
+        str | None, typer.Option(help=f"Dtypes, comma list of {', '.join(DTYPE_NAMES)}. Default: float32.")
+    ] = None,
+    shape: Annotated[
+        list[str] | None,
+        typer.Option(help="Input shape, e.g. 8,256,56,56 or 512,4096 (repeatable). Default: each op's shapes "
+                     "from real models."),
+    ] = None,
+    pass_: Annotated[
+        str, typer.Option("--pass", help="forward, backward, or both (each timed on its own).")
+    ] = "both",
+    mode: Annotated[
+        str,
+        typer.Option(help="eager, compiled, or both as a comma list. compiled: torch.compile, tf.function with "
+                     "and without XLA, jax.jit; compile time is reported apart."),
+    ] = "eager",
+    threads: Annotated[
+        int, typer.Option(help="CPU threads, the same for every framework (the process is pinned to that many "
+                          "CPUs).")
+    ] = 1,
+    baseline: Annotated[
+        str | None, typer.Option(help="Framework the speed column is relative to. Default: torch when timed.")
+    ] = None,
+    min_time: Annotated[float, typer.Option(help="Seconds each case is timed at least.")] = 0.2,
+    max_time: Annotated[
+        float, typer.Option(help="Seconds each case is timed at most; a case still noisy then is flagged.")
+    ] = 2.0,
+    format: Annotated[str, typer.Option("--format", help=f"{', '.join(FORMATS)}.")] = "table",
+    output: Annotated[Path | None, typer.Option(help="Write the report to this file instead of stdout.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Draw time and GB/s against input size into FILE.png or FILE.svg.")
+    ] = None,
+    compare: Annotated[
+        Path | None, typer.Option(help="A JSON of an earlier run (--format json): list the cases now slower.")
+    ] = None,
+    fail_if_slower: Annotated[
+        str,
+        typer.Option(help="With --compare: exit 1 when a case is slower by more than this (and beyond both runs' "
+                     "spread)."),
+    ] = "10%",
+) -> None:
+    """Time every framework's implementation of each op on the shapes real models use.
+
+    Exit code 0 when everything ran, 1 on an error row or (with --compare) a case slower than
+    the threshold, 2 on bad usage, 130 when interrupted (what was measured is still reported).
+    """
+    from normcheck.bench.plan import BenchRequest
+
+    try:
+        if format not in FORMATS:
+            raise UsageError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+        if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
+            raise UsageError(f"--plot takes a .png or .svg file, not {plot.name!r}")
+        if not 0 < min_time <= max_time:
+            raise UsageError(f"need 0 < --min-time <= --max-time, got {min_time:g} and {max_time:g}")
+        old, threshold = _baseline_run(compare, fail_if_slower)
+        from normcheck.bench.threads import apply_threads
+
+        cpus = apply_threads(threads)  # before any framework is imported
+        request = BenchRequest(
+            ops=op, frameworks=framework, impl=impl, backward=backward, style=style, device=device, dtypes=dtype,
+            shapes=tuple(shape or ()), passes=pass_, modes=mode, threads=threads, baseline=baseline,
+        )
+        from normcheck.bench.plan import prepare
+
+        plan = prepare(request)
+    except UsageError as e:
+        fail_usage(str(e))
+    _run(plan, cpus, min_time, max_time, format, output, plot, old, threshold)
+
+
+def _baseline_run(compare: Path | None, fail_if_slower: str):
+    from normcheck.bench.compare import parse_threshold
+    from normcheck.bench.load import load_report
+
+    threshold = parse_threshold(fail_if_slower)
+    return (load_report(compare) if compare is not None else None), threshold
+
+
+def _run(plan, cpus, min_time, max_time, fmt, output, plot, old, threshold) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from normcheck.bench.compare import compare
+    from normcheck.bench.run import run
+    from normcheck.bench.timer import TimerSettings
+    from normcheck.report import render_bench
+
+    err = Console(stderr=True)
+    for note in plan.notes:
+        err.print(f"normcheck bench: {note}", highlight=False)
+    settings = TimerSettings(min_time=min_time, max_time=max_time)
+    with Progress(
+        TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
+        console=err, transient=True, disable=not stderr_is_tty(),
+    ) as bar:
+        task = bar.add_task("", total=plan.total)
+
+        def progress(result) -> None:
+            c = result.case
+            bar.update(task, advance=1, description=f"{c.op} {c.framework} {c.impl} {c.pass_} {c.mode}")
+
+        report = run(plan, settings, cpus, progress)
+    comparison = None
+    if old is not None:
+        comparison = compare(old.results, report.results, threshold, old.env, report.env)
+    try:
+        emit(render_bench(fmt, report, comparison), output)
+        if plot is not None:
+            from normcheck.report.bench_plot import plot as draw
+
+            draw(report.results, plot)
+    except UsageError as e:
+        fail_usage(str(e))
+    counts = report.counts()
+    err.print(
+        f"normcheck bench: {counts['ok']} measured ({counts['noisy']} noisy), {counts['skip']} skipped, "
+        f"{counts['error']} errors, {counts['oom']} out of memory ({report.seconds:.1f}s)"
+        + (f"; report in {output}" if output else "") + (f"; plot in {plot}" if plot else ""),
+        highlight=False,
+    )
+    if comparison is not None and comparison.slower:
+        err.print(f"normcheck bench: {len(comparison.slower)} case(s) slower than {comparison.threshold:.0%} "
+                  "beyond the measured spread", style="bold red", highlight=False)
+    if report.interrupted:
+        err.print("normcheck bench: interrupted; the report holds what was measured", highlight=False)
+        raise typer.Exit(130)
+    raise typer.Exit(1 if counts["error"] or (comparison is not None and comparison.slower) else 0)
