@@ -101,8 +101,7 @@ def time_case(case: BenchCase, fw: ModuleType, impl: Implementation, problem: Pr
         target = fw.build(impl, problem, case.pass_, case.mode, case.device)
         m = measure(target, settings, case.device)
         peak = _peak_memory(target, case.device)
-        setup_compile = target.setup_compile_s
-        notes = target.notes
+        compiled, setup_compile, notes = target.compiled, target.setup_compile_s, target.notes
     except Unsupported as e:
         return replace(base, status=SKIP, reason=_line(e))
     except (KeyboardInterrupt, SystemExit):
@@ -114,7 +113,7 @@ def time_case(case: BenchCase, fw: ModuleType, impl: Implementation, problem: Pr
         reason = _line(e) if status != ERROR else f"{type(e).__name__}: {_line(e)}"
         return replace(base, status=status, reason=reason)
     compile_s = None
-    if case.mode != "eager":
+    if compiled:
         compile_s = max(0.0, m.first_call_s - stats.median(m.samples)) + setup_compile
     return replace(
         base, status=OK, samples=m.samples, block=m.block, timer=m.timer, converged=m.converged,
