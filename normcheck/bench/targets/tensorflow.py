@@ -38,6 +38,9 @@ from normcheck.frameworks.tensorflow import (
 from normcheck.inputs import Problem
 
 MODES = {"eager": ("eager",), "compiled": ("tf.function", "tf.function+XLA")}
+# Every compiled case traces its own tf.function, on purpose (its compile time is its own);
+# TensorFlow's warning about frequent retracing would only add noise to stderr.
+QUIET = "ERROR"
 OOM, SKIP = "oom", "skip"
 XLA = "tf.function+XLA"
 # a kernel missing for the dtype: eager placement, a graph's executor, XLA's compiler for its JIT devices
@@ -111,6 +114,7 @@ def _build(impl: TensorFlowImplementation, problem: Problem, pass_: str, variant
 
     fn: Callable[[tf.Tensor], tf.Tensor] = forward
     if variant != "eager":
+        tf.get_logger().setLevel(QUIET)  # set here: importing Keras or absl may reset it
         fn = tf.function(forward, jit_compile=variant == XLA)
     x = on_device(problem.x, problem.dtype, lay)
     cuda = device.startswith("cuda")
