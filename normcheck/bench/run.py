@@ -16,7 +16,7 @@ from normcheck.bench import metrics, stats
 from normcheck.bench.bandwidth import CopyBandwidth, copy_bandwidth
 from normcheck.bench.env import environment, gpu_info
 from normcheck.bench.memory import WHAT as CPU_MEMORY
-from normcheck.bench.memory import rss_probe
+from normcheck.bench.memory import rss_probe, steady_malloc
 from normcheck.bench.plan import BenchPlan, Source
 from normcheck.bench.problem import bench_problem
 from normcheck.bench.records import ERROR, OK, OOM, SKIP, BenchCase, BenchReport, BenchResult
@@ -31,6 +31,7 @@ Progress = Callable[[BenchResult], None]
 def run(plan: BenchPlan, settings: TimerSettings, cpus: list[int], progress: Progress | None = None) -> BenchReport:
     """Time every case of ``plan``; Ctrl-C ends the run early with ``interrupted`` set."""
     start = time.perf_counter()
+    steady = steady_malloc() if plan.device == "cpu" else None
     threads = _set_threads(plan)
     gpu = gpu_info(plan.device)
     report = BenchReport(
@@ -42,6 +43,8 @@ def run(plan: BenchPlan, settings: TimerSettings, cpus: list[int], progress: Pro
             "memory": CPU_MEMORY if plan.device == "cpu" else "CUDA: the framework's allocator peak above the "
                       "level before the call (torch, TensorFlow; none for JAX and ONNX Runtime)",
             "notes": list(plan.notes),
+            "malloc": {True: "glibc thresholds fixed: mmap 32 MiB, no trim", False: "as the C library sets it",
+                       None: "not set (CUDA run)"}[steady],
         },
     )
     try:
