@@ -84,12 +84,13 @@ def build_model(spec: ModelSpec) -> onnx.ModelProto:
     return model
 
 
-def session_options() -> ort.SessionOptions:
-    """A fixed, quiet configuration: errors only, one thread (the tensors are tiny, and the
-    reductions then sum in one fixed order), ORT's default (full) graph optimization."""
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """A fixed, quiet configuration: errors only, ``threads`` intra-op threads (verify uses one: the
+    tensors are tiny, and the reductions then sum in one fixed order), ORT's default (full) graph
+    optimization."""
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    so.intra_op_num_threads = 1
+    so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -104,21 +105,24 @@ def providers(device: str) -> list:
     return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 
 
-_SESSIONS: dict[ModelSpec, ort.InferenceSession | str] = {}
+_SESSIONS: dict[tuple[ModelSpec, int], ort.InferenceSession | str] = {}
 
 
-def session(spec: ModelSpec) -> ort.InferenceSession:
-    """The cached session for ``spec``; raises Unsupported (also cached) where ORT has no kernel."""
-    if spec not in _SESSIONS:
+def session(spec: ModelSpec, threads: int = 1) -> ort.InferenceSession:
+    """The cached session for ``spec`` with ``threads`` intra-op threads; raises Unsupported (also
+    cached) where ORT has no kernel."""
+    key = (spec, threads)
+    if key not in _SESSIONS:
         try:
             model = build_model(spec).SerializeToString()
-            _SESSIONS[spec] = ort.InferenceSession(model, session_options(), providers=providers(spec.device))
+            options = session_options(threads)
+            _SESSIONS[key] = ort.InferenceSession(model, options, providers=providers(spec.device))
         except Exception as e:
             reason = unsupported_reason(e, spec)
             if reason is None:
                 raise
-            _SESSIONS[spec] = reason
-    found = _SESSIONS[spec]
+            _SESSIONS[key] = reason
+    found = _SESSIONS[key]
     if isinstance(found, str):
         raise Unsupported(found)
     return found

@@ -20,12 +20,9 @@ from normcheck.frameworks.onnxruntime import (
     OrtFramework,
     OrtImplementation,
     affine_inputs,
-    build_model,
     ort_value,
-    providers,
-    session_options,
+    session,
     to_storage,
-    unsupported_reason,
 )
 from normcheck.inputs import Problem
 
@@ -35,7 +32,6 @@ RUNNING = ("Y", "running_mean", "running_var")
 OOM_MESSAGES = ("failed to allocate", "out of memory", "bad_alloc", "bad allocation")
 
 _threads = [1]
-_SESSIONS: dict[tuple[ModelSpec, int], ort.InferenceSession | str] = {}
 
 
 def set_threads(n: int) -> int:
@@ -56,27 +52,6 @@ def classify(e: BaseException) -> str | None:
     if isinstance(e, ort_errors.NotImplemented) or "NOT_IMPLEMENTED" in text:
         return SKIP
     return None
-
-
-def session(spec: ModelSpec, threads: int) -> ort.InferenceSession:
-    """The cached session of ``spec`` with ``threads`` intra-op threads; Unsupported (cached too)
-    where ORT has no kernel for the model."""
-    key = (spec, threads)
-    if key not in _SESSIONS:
-        options = session_options()
-        options.intra_op_num_threads = threads  # the rest as verify runs it: ORT_ENABLE_ALL, sequential
-        try:
-            model = build_model(spec).SerializeToString()
-            _SESSIONS[key] = ort.InferenceSession(model, options, providers=providers(spec.device))
-        except Exception as e:
-            reason = unsupported_reason(e, spec)
-            if reason is None:
-                raise
-            _SESSIONS[key] = reason
-    found = _SESSIONS[key]
-    if isinstance(found, str):
-        raise Unsupported(found)
-    return found
 
 
 def build(impl: Implementation, problem: Problem, pass_: str, variant: str, device: str) -> Target:
