@@ -34,11 +34,10 @@ class ModelBytes:
     total: int
 
 
-def model_bytes(op: str, shape: tuple[int, ...], params: OpParams, dtype: str, pass_: str,
-                affine: bool = True) -> ModelBytes:
+def model_bytes(op: str, shape: tuple[int, ...], params: OpParams, dtype: str, pass_: str) -> ModelBytes:
     size = ITEMSIZE[dtype]
     x = math.prod(shape) * size
-    weight = math.prod(OPS[op].param_shape(shape, params)) * size if params.affine and affine else 0
+    weight = math.prod(OPS[op].param_shape(shape, params)) * size if params.affine else 0
     bias = weight if op != "rms" else 0
     if pass_ == FORWARD:
         state = 4 * shape[1] * size if params.running_stats and params.mode == "train" else 0

@@ -59,15 +59,6 @@ class BenchPlan:
     baseline: str | None
     notes: list[str] = field(default_factory=list)  # said once on stderr: frameworks left out, ...
 
-    @property
-    def total(self) -> int:
-        """An upper bound of the rows (variants per mode are known only once a framework is loaded)."""
-        per_case = sum(
-            len(impls) for s in self.sources for op, impls in s.impls.items() if op in self.ops
-        )
-        n_shapes = sum(len(v) for v in self.shapes.values()) / max(1, len(self.ops))
-        return int(per_case * n_shapes * len(self.dtypes) * len(self.passes) * len(self.modes))
-
 
 def parse_passes(value: str | None) -> tuple[str, ...]:
     chosen = choose(value, PASS_CHOICES, "pass", ("both",))

@@ -20,6 +20,7 @@ from normcheck.bench.memory import rss_probe, steady_malloc
 from normcheck.bench.plan import BenchPlan, Source
 from normcheck.bench.problem import bench_problem
 from normcheck.bench.records import ERROR, OK, OOM, SKIP, BenchCase, BenchReport, BenchResult
+from normcheck.bench.shapes import BenchShape
 from normcheck.bench.targets import Target, module, target_framework
 from normcheck.bench.timer import Measurement, TimerSettings, host_flush, measure_cuda_events, measure_host
 from normcheck.frameworks.base import Implementation, Unsupported
@@ -75,11 +76,11 @@ def _fw(source: Source) -> str:
     return target_framework(impls[0]) if impls else source.name
 
 
-def _cases(plan: BenchPlan, settings: TimerSettings, threads: dict[str, int | None]) -> Iterator[BenchResult]:
+def _planned(plan: BenchPlan) -> Iterator[tuple[BenchCase, ModuleType, Implementation, BenchShape]]:
+    """Every row of ``plan`` in run order: the case, its target module, implementation and shape."""
     for op in plan.ops:
         for shape in plan.shapes[op]:
             for dtype in plan.dtypes:
-                problem = bench_problem(op, shape.shape, shape.params, dtype)
                 for pass_ in plan.passes:
                     for source in plan.sources:
                         for impl in source.impls.get(op, []):
@@ -89,7 +90,21 @@ def _cases(plan: BenchPlan, settings: TimerSettings, threads: dict[str, int | No
                                     op, shape.shape, shape.params.label(), dtype, source.name, impl.name,
                                     plan.device, pass_, variant, fw.layout(impl, shape.shape), shape.model,
                                 )
-                                yield time_case(case, fw, impl, problem, settings, threads.get(source.name))
+                                yield case, fw, impl, shape
+
+
+def planned_rows(plan: BenchPlan) -> int:
+    """How many rows ``run`` produces for ``plan`` (loads the target modules, not the inputs)."""
+    return sum(1 for _ in _planned(plan))
+
+
+def _cases(plan: BenchPlan, settings: TimerSettings, threads: dict[str, int | None]) -> Iterator[BenchResult]:
+    problems: dict[tuple, Problem] = {}  # one input set per op, shape and dtype, shared by its rows
+    for case, fw, impl, shape in _planned(plan):
+        key = (case.op, case.shape, case.dtype)
+        if key not in problems:
+            problems = {key: bench_problem(case.op, shape.shape, shape.params, case.dtype)}
+        yield time_case(case, fw, impl, problems[key], settings, threads.get(case.framework))
 
 
 def _variants(fw: ModuleType, modes: tuple[str, ...]) -> list[str]:
@@ -136,11 +151,8 @@ def measure(target: Target, settings: TimerSettings, device: str) -> Measurement
         return measure_host(target, settings)
     if target.cuda_stream:
         return measure_cuda_events(target, settings, device)
-    return measure_host(target, settings, flush=host_flush(device) or _sync_only(target))
-
-
-def _sync_only(target: Target) -> Callable[[], None]:
-    return lambda: None
+    # without torch there is nothing to flush the L2 with; the calls are still timed one per sample
+    return measure_host(target, settings, flush=host_flush(device) or (lambda: None))
 
 
 def _peak_memory(target: Target, device: str) -> int | None:
@@ -182,4 +194,4 @@ def with_baseline(results: list[BenchResult], baseline: str | None) -> list[Benc
     return out
 
 
-__all__ = ["CopyBandwidth", "run", "time_case", "with_baseline"]
+__all__ = ["CopyBandwidth", "planned_rows", "run", "time_case", "with_baseline"]

@@ -86,7 +86,7 @@ def bench(
             raise UsageError(f"--plot takes a .png or .svg file, not {plot.name!r}")
         if not 0 < min_time <= max_time:
             raise UsageError(f"need 0 < --min-time <= --max-time, got {min_time:g} and {max_time:g}")
-        old, threshold = _baseline_run(compare, fail_if_slower)
+        old, threshold = _earlier_run(compare, fail_if_slower)
         from normcheck.bench.threads import apply_threads
 
         cpus = apply_threads(threads)  # before any framework is imported
@@ -102,7 +102,7 @@ def bench(
     _run(plan, cpus, min_time, max_time, format, output, plot, old, threshold)
 
 
-def _baseline_run(compare: Path | None, fail_if_slower: str):
+def _earlier_run(compare: Path | None, fail_if_slower: str):
     from normcheck.bench.compare import parse_threshold
     from normcheck.bench.load import load_report
 
@@ -115,7 +115,7 @@ def _run(plan, cpus, min_time, max_time, fmt, output, plot, old, threshold) -> N
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from normcheck.bench.compare import compare
-    from normcheck.bench.run import run
+    from normcheck.bench.run import planned_rows, run
     from normcheck.bench.timer import TimerSettings
     from normcheck.report import render_bench
 
@@ -127,7 +127,7 @@ def _run(plan, cpus, min_time, max_time, fmt, output, plot, old, threshold) -> N
         TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
         console=err, transient=True, disable=not stderr_is_tty(),
     ) as bar:
-        task = bar.add_task("", total=plan.total)
+        task = bar.add_task("", total=planned_rows(plan))
 
         def progress(result) -> None:
             c = result.case

@@ -7,7 +7,7 @@ from _require import require
 
 from normcheck.bench.plan import BenchRequest, parse_passes, prepare
 from normcheck.bench.records import BenchCase, BenchResult
-from normcheck.bench.run import run, with_baseline
+from normcheck.bench.run import planned_rows, run, with_baseline
 from normcheck.bench.shapes import default_shapes
 from normcheck.bench.timer import TimerSettings
 from normcheck.errors import UsageError
@@ -70,6 +70,7 @@ def test_run_numpy_makes_one_record_per_case_with_metrics():
         assert r.status == "ok", r.reason
         assert r.median > 0 and r.gbps > 0 and r.copy_gbps > 0
         assert r.case.framework == "numpy"
+    assert planned_rows(plan) == len(report.results)
     assert report.env["versions"]["numpy"]
     assert report.settings["copy_bandwidth"]["gbps"] > 0
     assert not report.interrupted
@@ -82,7 +83,7 @@ def test_run_torch_rows_are_relative_to_the_baseline():
     by_impl = {r.case.impl: r for r in report.results}
     assert by_impl["F.rms_norm"].speedup == pytest.approx(1.0)
     assert by_impl["numpy reference"].baseline_s == by_impl["F.rms_norm"].median
-    assert by_impl["F.rms_norm"].threads == 1 or by_impl["F.rms_norm"].threads is not None
+    assert by_impl["F.rms_norm"].threads == 1  # torch.set_num_threads(1), as the plan asked
 
 
 def test_baseline_prefers_the_same_mode_then_eager():
@@ -93,3 +94,10 @@ def test_baseline_prefers_the_same_mode_then_eager():
     rows = with_baseline([r("torch", "eager", 2.0), r("torch", "torch.compile", 1.0), r("jax", "jax.jit", 0.5),
                           r("jax", "eager", 4.0)], "torch")
     assert [x.baseline_s for x in rows] == [2.0, 1.0, 2.0, 2.0]
+
+
+def test_planned_rows_count_every_variant_of_every_mode():
+    require("tensorflow")
+    plan = prepare(BenchRequest(frameworks="tensorflow,numpy", ops="rms", shapes=("4,8",), modes="eager,compiled"))
+    # Keras RMSNormalization: eager, tf.function, tf.function+XLA; NumPy: eager once; two passes
+    assert planned_rows(plan) == (3 + 1) * 2
