@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _require import require
+from _target_cases import GRAD_CASES
 
 jax = require("jax")
 require("jax", "flax")
@@ -27,12 +28,7 @@ from normcheck.user import jax as user_jax  # noqa: E402
 target = module("jax")
 VARIANTS = ("eager", "jax.jit")
 TINY = TimerSettings(min_time=0.002, max_time=0.02, warmup=0.001)
-CASES = {
-    "gn": ((2, 4, 3, 3), OpParams(groups=2)),
-    "bn": ((3, 4, 5), OpParams(running_stats=True)),
-    "ln": ((2, 3, 8), OpParams(normalized_ndim=1)),
-    "rms": ((2, 3, 8), OpParams(normalized_ndim=1)),
-}
+CASES = GRAD_CASES
 USER = {
     "function": ("jax_function", {"gn": jf.group_norm, "bn": jf.batch_norm, "rms": jf.rms_norm}),
     "module": ("flax_module", {"gn": fm.GroupNorm, "bn": fm.BatchNorm, "rms": fm.RMSNorm}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _target_cases import OP_CASES
 
 from fixtures import cs231n_layers as layers
 from normcheck.bench.problem import bench_problem
@@ -17,14 +18,7 @@ from normcheck.user.cs231n import build as build_cs231n
 
 target = module("numpy")
 
-CASES = {
-    "bn train": ("bn", (4, 6, 3, 3), OpParams(mode="train", running_stats=True)),
-    "bn eval": ("bn", (4, 6, 3, 3), OpParams(mode="eval", running_stats=True)),
-    "ln": ("ln", (3, 4, 8), OpParams(normalized_ndim=1)),
-    "in": ("in", (2, 6, 4, 4), OpParams()),
-    "gn": ("gn", (2, 8, 4, 4), OpParams(groups=4)),
-    "rms": ("rms", (3, 4, 8), OpParams(normalized_ndim=2)),
-}
+CASES = OP_CASES
 DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16}
 TOLERANCE = {"float64": 1e-12, "float32": 1e-4, "float16": 3e-2}
 

@@ -4,6 +4,7 @@ forward only."""
 from __future__ import annotations
 
 from _require import require
+from _target_cases import OP_CASES
 
 ort = require("onnxruntime")
 
@@ -21,14 +22,7 @@ from normcheck.ops import OPS, OpParams, reference  # noqa: E402
 
 target = module("onnxruntime")
 
-CASES = {
-    "bn train": ("bn", (4, 6, 3, 3), OpParams(mode="train", running_stats=True)),
-    "bn eval": ("bn", (4, 6, 3, 3), OpParams(mode="eval", running_stats=True)),
-    "ln": ("ln", (3, 4, 8), OpParams(normalized_ndim=1)),
-    "in": ("in", (2, 6, 4, 4), OpParams()),
-    "gn": ("gn", (2, 8, 4, 4), OpParams(groups=4)),
-    "rms": ("rms", (3, 4, 8), OpParams(normalized_ndim=2)),
-}
+CASES = OP_CASES
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
 
 

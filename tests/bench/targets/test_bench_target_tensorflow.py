@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _require import require
+from _target_cases import GRAD_CASES
 
 tf = require("tensorflow")
 
@@ -23,12 +24,7 @@ from normcheck.user import keras as user_keras  # noqa: E402
 target = module("tensorflow")
 VARIANTS = ("eager", "tf.function", "tf.function+XLA")
 TINY = TimerSettings(min_time=0.002, max_time=0.02, warmup=0.001)
-CASES = {
-    "gn": ((2, 4, 3, 3), OpParams(groups=2)),
-    "bn": ((3, 4, 5), OpParams(running_stats=True)),
-    "ln": ((2, 3, 8), OpParams(normalized_ndim=1)),
-    "rms": ((2, 3, 8), OpParams(normalized_ndim=1)),
-}
+CASES = GRAD_CASES
 USER_CLASSES = {"gn": keras_layers.GroupNorm, "bn": keras_layers.BatchNorm, "rms": keras_layers.RMSNorm}
 
 
