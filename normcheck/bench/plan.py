@@ -10,6 +10,7 @@ from normcheck.bench.records import PASSES
 from normcheck.bench.shapes import BenchShape, default_shapes, shape_params
 from normcheck.errors import UsageError
 from normcheck.frameworks.base import Implementation
+from normcheck.memory_estimate import memory_problem
 from normcheck.names import DTYPE_NAMES, OP_NAMES
 from normcheck.parsing import choose, parse_shape, split_list
 
@@ -80,6 +81,10 @@ def _shapes(request: BenchRequest, ops: tuple[str, ...]) -> dict[str, list[Bench
             if problem:
                 raise UsageError(problem)
             out[op].append(BenchShape(op, shape, params, ""))
+    for shape in parsed:
+        problem = memory_problem(shape)
+        if problem:
+            raise UsageError(problem)
     return out
 
 
@@ -127,10 +132,11 @@ def prepare(request: BenchRequest) -> BenchPlan:
         ops, user = _user_source(r, names, ops_given)
     else:
         ops = choose(r.ops, OP_NAMES, "op", OP_NAMES)
+    shapes = _shapes(r, ops)  # before the frameworks load: a bad shape fails fast
     sources = [user] if user is not None else []
     for name in names:
         sources.append(Source(name, {op: _builtin_impls(name, op) for op in ops}))
-    return BenchPlan(ops, _shapes(r, ops), dtypes, passes, modes, sources, r.device, r.threads, baseline, notes)
+    return BenchPlan(ops, shapes, dtypes, passes, modes, sources, r.device, r.threads, baseline, notes)
 
 
 def _builtin_impls(name: str, op: str) -> list[Implementation]:

@@ -68,6 +68,8 @@ def shape_params(op: str, shape: tuple[int, ...], groups: int | None = None) -> 
     if op == "bn":
         return BN
     if op == "gn":
+        if len(shape) < 2:  # no channel axis: validate() names what group norm needs
+            return OpParams(groups=groups if groups is not None else 1)
         c = shape[1]
         g = groups if groups is not None else max(d for d in range(1, min(GROUPS, c) + 1) if c % d == 0)
         return OpParams(groups=g)

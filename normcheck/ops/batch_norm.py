@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from normcheck.ops._generic import Grads, Normalization
-from normcheck.ops._op import Op, OpParams, broadcast_channels, spatial_axes
+from normcheck.ops._op import Op, OpParams, broadcast_channels, fmt_shape, spatial_axes
 
 
 class BatchNorm(Op):
@@ -19,7 +19,7 @@ class BatchNorm(Op):
     def validate(self, shape: tuple[int, ...], params: OpParams) -> str | None:
         problem = super().validate(shape, params)
         if problem is None and params.mode == "train" and self.normalization(shape, params).count < 2:
-            problem = f"batch norm in training needs more than one value per channel, shape {shape}"
+            problem = f"batch norm in training needs more than one value per channel, got shape {fmt_shape(shape)}"
         return problem
 
     def default_cases(self):

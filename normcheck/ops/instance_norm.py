@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from normcheck.ops._generic import Grads, Normalization
-from normcheck.ops._op import Op, OpParams, broadcast_channels, spatial_axes
+from normcheck.ops._op import Op, OpParams, broadcast_channels, fmt_shape, spatial_axes
 
 
 class InstanceNorm(Op):
@@ -20,7 +20,8 @@ class InstanceNorm(Op):
         problem = super().validate(shape, params)
         tracked = params.running_stats and params.mode == "train"
         if problem is None and tracked and self.normalization(shape, params).count < 2:
-            problem = f"instance norm with running statistics needs more than one spatial value, shape {shape}"
+            problem = (f"instance norm with running statistics needs more than one spatial value, "
+                       f"got shape {fmt_shape(shape)}")
         return problem
 
     def default_cases(self):
