@@ -97,7 +97,7 @@ def test_plot_writes_a_png(tmp_path):
     (["--fail-if-slower", "lots"], "malformed threshold"),
     (["--threads", "0"], "--threads must be at least 1"),
     (["--pass", "sideways"], "unknown pass"),
-    (["--compare", "missing.json"], "cannot read missing.json"),
+    (["--compare", "missing.json"], "--compare missing.json: cannot read it"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message):
     proc = bench("--framework", "numpy", *args)
