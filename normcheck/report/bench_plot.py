@@ -17,6 +17,7 @@ from typing import Any
 from normcheck.bench.records import PASSES, BenchResult
 from normcheck.errors import UsageError
 from normcheck.names import OP_NAMES
+from normcheck.report._xml import xml_safe
 
 FORMATS = {".png": "png", ".svg": "svg"}
 ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
@@ -66,7 +67,7 @@ def input_bytes(result: BenchResult) -> int:
 
 def line_label(result: BenchResult) -> str:
     c = result.case
-    return f"{c.framework} {c.impl} {c.mode} {c.dtype}"
+    return xml_safe(f"{c.framework} {c.impl} {c.mode} {c.dtype}")  # SVG keeps labels as XML text
 
 
 # -- grouping -----------------------------------------------------------------------
@@ -120,7 +121,7 @@ def _title(key: tuple[str, str], results: list[BenchResult]) -> str:
     name = OPS[op].title if op in OPS else op
     dtypes = ", ".join(sorted({r.case.dtype for r in results}))
     devices = ", ".join(sorted({r.case.device for r in results}))
-    return f"{name} {pass_} · {dtypes} · {devices}"
+    return xml_safe(f"{name} {pass_} · {dtypes} · {devices}")
 
 
 def _draw_row(key: tuple[str, str], results: list[BenchResult], ax_time: Any, ax_bw: Any,

@@ -6,6 +6,8 @@ from collections import defaultdict
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from normcheck.report._xml import make_tree_safe
+
 CASE_FIELDS = ("shape", "params", "dtype", "layout", "input", "device")
 
 
@@ -61,5 +63,6 @@ def render_junit(records: list[dict[str, Any]], summary: dict[str, Any]) -> str:
         root.set(key, str(totals[key]))
     if "seconds" in summary:
         root.set("time", f"{summary['seconds']:.3f}")
+    make_tree_safe(root)  # messages quote what implementations raised: any character at all
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

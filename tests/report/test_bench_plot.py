@@ -135,3 +135,11 @@ def test_input_bytes_and_format() -> None:
     assert input_bytes(result(shape=(2, 32, 8, 8))) == 2 * 32 * 8 * 8 * 4
     assert input_bytes(result(shape=(16, 64), dtype="bfloat16")) == 16 * 64 * 2
     assert plot_format(Path("x.svg")) == "svg"
+
+
+def test_svg_parses_when_a_label_holds_control_characters(tmp_path: Path) -> None:
+    out = tmp_path / "bench.svg"
+    plot(sweep(impl="my\x07impl\x1b[31m", device="cpu\x00"), out)
+    texts = svg_texts(out)  # parses
+    assert any("my\\x07impl\\x1b[31m" in t for t in texts)
+    assert any("cpu\\x00" in t for t in texts)
