@@ -18,12 +18,14 @@ Unknown keys and values of the wrong type are UsageErrors naming the file, the k
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from normcheck.errors import UsageError
+from normcheck.parsing import parse_shape, split_list
 from normcheck.request import Request
 
 CONFIG_FILES = ("normcheck.toml", "pyproject.toml")
@@ -44,6 +46,27 @@ KEYS: dict[str, tuple[str, str]] = {
     "against": ("against", STR), "timeout": ("timeout", NUM),
 }
 assert {f for f, _ in KEYS.values()} <= {f.name for f in fields(Request)}
+# a check must name what it verifies: an empty [[check]] table would otherwise run every op on
+# every framework, the default matrix, which is never what a config entry means
+SELECTING_KEYS = ("op", "impl")
+SELECTING = {KEYS[k][0] for k in SELECTING_KEYS}
+# number keys -> (what the value must satisfy, in words; the test); 0 is a value like any other
+RANGES = {
+    "rtol": ("not negative", lambda v: v >= 0), "atol": ("not negative", lambda v: v >= 0),
+    "eps": ("positive", lambda v: v > 0), "momentum": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "timeout": ("positive", lambda v: v > 0),
+    "groups": ("positive", lambda v: all(n > 0 for n in _as_list(v))),
+    "normalized_ndim": ("positive", lambda v: all(n > 0 for n in _as_list(v))),
+}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _selects(value: Any) -> bool:
+    """Whether an op or impl value names anything: "" and [] select nothing, like absence."""
+    return any(split_list(v) for v in _as_list(value))
 
 
 def find_config(directory: Path) -> Path | None:
@@ -61,6 +84,9 @@ def _read(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:  # tomllib decodes the whole file before parsing it
+        raise UsageError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                         "TOML files must be UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{path}: not valid TOML: {e}") from None
 
@@ -89,6 +115,8 @@ def load_config(path: Path) -> list[Request]:
     for i, check in enumerate(checks, 1):
         given = _fields(path, f"{_key(where, 'check')}[{i}]", check)
         merged = {**defaults, **given}
+        if not any(_selects(merged.get(field)) for field in SELECTING):
+            raise UsageError(f"{path}: check {i} selects nothing; give at least {' or '.join(SELECTING_KEYS)}")
         merged.setdefault("name", f"check {i}")
         requests.append(Request(**merged))
     return requests
@@ -107,8 +135,24 @@ def _fields(path: Path, where: str, table: dict[str, Any]) -> dict[str, Any]:
         field, expected = KEYS[key]
         if not _fits(value, expected):
             raise UsageError(f"{at}: expected {expected}, got {_show(value)}")
+        if expected == NUM and not math.isfinite(value):  # TOML has nan and inf
+            raise UsageError(f"{at}: must be a finite number, got {value!r}")
+        if key in RANGES and not RANGES[key][1](value):
+            raise UsageError(f"{at}: must be {RANGES[key][0]}, got {value!r}")
+        if key == "shapes":
+            _check_shapes(at, value)
         out[field] = value
     return out
+
+
+def _check_shapes(at: str, shapes: list[Any]) -> None:
+    """Shapes written as strings ("2,64,8,8") are parsed here, so a bad one names the file."""
+    for shape in shapes:
+        if isinstance(shape, str):
+            try:
+                parse_shape(shape)
+            except UsageError as e:
+                raise UsageError(f"{at}: {e}") from None
 
 
 def _fits(value: Any, expected: str) -> bool:
