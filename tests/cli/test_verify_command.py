@@ -141,10 +141,10 @@ def test_an_unwritable_output_is_a_usage_error(runner, numpy_framework, tmp_path
 def test_internal_errors_are_one_line_without_traceback(monkeypatch, capsys):
     from normcheck import cli
 
-    def explode():
+    def explode(args):
         raise RuntimeError("unexpected state")
 
-    monkeypatch.setattr(cli, "app", explode)
+    monkeypatch.setattr(cli, "_run", explode)
     with pytest.raises(SystemExit) as exc:
         cli.main()
     assert exc.value.code == 1
