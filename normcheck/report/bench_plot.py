@@ -8,8 +8,6 @@ lines. One line per framework, implementation, mode and dtype. Only measured row
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from normcheck.bench.records import PASSES, BenchResult
 from normcheck.errors import UsageError
 from normcheck.names import OP_NAMES
 from normcheck.report._xml import xml_safe
+from normcheck.report.output_file import write_output
 
 FORMATS = {".png": "png", ".svg": "svg"}
 ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
@@ -48,7 +47,7 @@ def plot(results: list[BenchResult], path: Path) -> None:
         _draw_row(key, rs, ax_time, ax_bw, colors)
     # SVG text stays text (legend labels can be searched and selected)
     with matplotlib.rc_context({"svg.fonttype": "none"}):
-        _save_atomically(path, lambda f: fig.savefig(f, format=fmt, dpi=120, bbox_inches="tight"))
+        write_output(path, lambda f: fig.savefig(f, format=fmt, dpi=120, bbox_inches="tight"))
 
 
 def plot_format(path: Path) -> str:
@@ -216,26 +215,3 @@ def _fmt_seconds(v: float) -> str:
         if v >= scale:
             return f"{v / scale:.3g} {unit}"
     return f"{v / 1e-9:.3g} ns"
-
-
-# -- output --------------------------------------------------------------------------
-def _save_atomically(path: Path, save: Callable[[Any], None]) -> None:
-    """``save(file)`` into a temporary file next to ``path``, renamed into place when complete."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise UsageError(f"cannot write {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            save(f)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's file is private; the plot gets the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
