@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from normcheck.errors import UsageError
 from normcheck.request import Report, Request, execute
 
 __all__ = ["Report", "assert_matches", "check", "mismatch_report"]
@@ -19,12 +20,21 @@ def check(op: str | list[str] | None = None, impl: Any = None, **options: Any) -
     """Verify ``impl`` (a SPEC string like "pkg/mod.py:Name", or the function or class itself)
     for ``op``; with no ``impl``, the built-in frameworks. ``options`` are the keyword forms of
     verify's flags: framework, backward, style, shapes, groups, normalized_ndim, dtypes, kinds,
-    device, seed, rtol, atol, eps, momentum, against, shard, timeout, strict.
+    device, seed, rtol, atol, eps, momentum, against, shard, timeout, strict, jobs, compile_cache.
+
+    Cases run in worker processes (``jobs`` of them; default one per usable CPU), so the
+    code checked cannot end, crash or hang the caller; the caller's signal handlers are left alone.
+    An ``impl`` given as an object must be importable by name (a module-level function or class)
+    for a worker to load it.
 
     Raises normcheck.errors.UsageError for options that make no sense; a failing or broken
     implementation is never an exception here, only records in the report.
     """
-    strict = bool(options.pop("strict", False))
+    strict = options.pop("strict", False)
+    if not isinstance(strict, bool):
+        raise UsageError(f"strict must be True or False, got {strict!r}")
+    jobs = options.pop("jobs", None)
+    compile_cache = bool(options.pop("compile_cache", False))
     aliases = {"framework": "frameworks", "dtype": "dtypes", "kind": "kinds", "shape": "shapes"}
     fields = {aliases.get(k, k): v for k, v in options.items()}
     if "shapes" in fields and fields["shapes"] and isinstance(fields["shapes"][0], int):
@@ -34,7 +44,7 @@ def check(op: str | list[str] | None = None, impl: Any = None, **options: Any) -
     except TypeError:
         unknown = sorted(set(fields) - set(Request.__dataclass_fields__))
         raise TypeError(f"unknown option(s) {', '.join(unknown)}") from None
-    return execute(request, strict=strict)
+    return execute(request, strict=strict, jobs=jobs, compile_cache=compile_cache)
 
 
 def assert_matches(op: str | list[str] | None = None, impl: Any = None, **options: Any) -> Report:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from normcheck.compare import compare, tolerance_for
-from normcheck.frameworks.base import Framework, RunOutput
+from normcheck.frameworks.base import FrameworkFacts, RunOutput
 from normcheck.inputs import Problem
 from normcheck.records import FAIL, KNOWN, PASS, RUN, SKIP, Case, CheckResult, Tolerance
 
@@ -18,7 +18,7 @@ from normcheck.records import FAIL, KNOWN, PASS, RUN, SKIP, Case, CheckResult, T
 class Baseline:
     """The baseline framework's outputs on one problem (its first implementation, native layout)."""
 
-    framework: Framework
+    framework: FrameworkFacts
     case: Case
     out: RunOutput
     missing: dict[str, str]

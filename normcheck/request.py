@@ -3,6 +3,8 @@ into the engine's Options and frameworks, and run into a Report. Never prints, n
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -10,6 +12,7 @@ from typing import Any
 
 from normcheck.errors import UsageError
 from normcheck.frameworks.base import Framework
+from normcheck.memory_estimate import memory_problem
 from normcheck.names import DEFAULT_DTYPES, DTYPE_NAMES, KIND_NAMES, OP_NAMES
 from normcheck.ops import OpParams
 from normcheck.parsing import choose, parse_ints, parse_shape, split_list
@@ -68,6 +71,7 @@ class Report:
     results: list[CheckResult]
     summary: dict[str, Any]
     strict: bool = False
+    interrupted: bool = False  # Ctrl-C: the results are those finished before it
 
     @property
     def records(self) -> list[dict[str, Any]]:
@@ -119,43 +123,56 @@ def parse_shard(value: str | tuple[int, int] | None) -> tuple[int, int] | None:
     return (k, n)
 
 
-def prepare(request: Request) -> Prepared:
-    """Validate ``request`` and plan it. UsageError for anything the user must fix first."""
+def validate(request: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The checks that need nothing loaded: (framework names, baseline). UsageError otherwise."""
     from normcheck import frameworks as registry
-    from normcheck.verify import Options, invalid_cases, plan
 
     r = request
     if (r.rtol is None) != (r.atol is None):
         raise UsageError("give rtol and atol together, or neither")
+    for name in ("rtol", "atol", "eps", "momentum", "timeout"):
+        value = getattr(r, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise UsageError(f"{name} must be a number, got {value!r}")
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{name} must be a finite number, got {value:g}")
     if r.rtol is not None and (r.rtol < 0 or r.atol < 0):
         raise UsageError("rtol and atol must not be negative")
-    if r.eps is not None and not r.eps > 0:
-        raise UsageError(f"eps must be positive, got {r.eps:g}")
+    if r.rtol is not None and r.rtol >= 1:
+        raise UsageError(f"rtol {r.rtol:g} allows any value of the right sign; give a relative tolerance below 1")
+    if r.eps is not None and not r.eps >= sys.float_info.min:
+        raise UsageError(f"eps must be positive and at least the smallest normal float64 ({sys.float_info.min:.3g}), "
+                         f"got {r.eps:g}")
     if r.momentum is not None and not 0 <= r.momentum <= 1:
         raise UsageError(f"momentum must lie in [0, 1] (the weight of the new batch), got {r.momentum:g}")
     if r.timeout is not None and not r.timeout > 0:
         raise UsageError(f"timeout must be positive, got {r.timeout:g}")
+    if not isinstance(r.seed, int) or isinstance(r.seed, bool) or r.seed < 0:
+        raise UsageError(f"seed must be a non-negative integer, got {r.seed!r}")
     if r.device != "cpu" and not r.device.startswith("cuda"):
         raise UsageError(f"unknown device {r.device!r}; choose from cpu, cuda")
     if (r.backward is not None or r.style is not None) and r.impl is None:
         raise UsageError("--backward and --style describe an --impl; give --impl too")
+    _ints(r.groups, "groups")
+    _ints(r.normalized_ndim, "normalized_ndim")
+    if (r.groups is not None or r.normalized_ndim is not None) and not r.shapes:
+        what = "groups" if r.groups is not None else "normalized_ndim"
+        raise UsageError(f"{what} applies to the shapes given with shape; give shape too (the default grid "
+                         "chooses its own)")
+    for shape in r.shapes or ():
+        reason = memory_problem(_shape(shape))
+        if reason:
+            raise UsageError(reason)
+    parse_shard(r.shard)
     fw_names = choose(_items(r.frameworks), registry.FRAMEWORKS, "framework", ())
     baseline = choose(r.against, registry.FRAMEWORKS, "framework", ())
     if len(baseline) > 1:
         raise UsageError("--against takes one framework")
-
-    user_fws: list[Framework] = []
-    load_rows: list[CheckResult] = []
-    ops_given = split_list(_items(r.ops))
     if r.impl is not None:
-        from normcheck.user.resolve import resolve_impl
-
         if len(fw_names) > 1:
             raise UsageError("with --impl, --framework names the one framework a function is written for")
-        ops, user_fws, load_rows = resolve_impl(r, fw_names[0] if fw_names else None, ops_given)
         names: tuple[str, ...] = ()
     else:
-        ops = choose(_items(r.ops), OP_NAMES, "op", OP_NAMES)
         names = fw_names or tuple(registry.installed())
         if not names:
             raise UsageError(
@@ -165,8 +182,19 @@ def prepare(request: Request) -> Prepared:
         if not registry.is_installed(name):
             extra = registry.FRAMEWORKS[name].extra
             raise UsageError(f"framework {name!r} is not installed; pip install 'normcheck[{extra}]'")
+    if r.impl is None:
+        opts = _options(r, choose(_items(r.ops), OP_NAMES, "op", OP_NAMES))
+        problems = invalid_cases(opts)
+        if problems:
+            raise UsageError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return names, baseline
+
+
+def _options(r: Request, ops: tuple[str, ...]) -> Any:
+    from normcheck.verify import Options
+
     dtype_text = _items(r.dtypes)
-    opts = Options(
+    return Options(
         ops=ops,
         dtypes=choose(dtype_text, DTYPE_NAMES, "dtype", DEFAULT_DTYPES),
         shapes=tuple(_shape(s) for s in r.shapes or ()),
@@ -182,6 +210,33 @@ def prepare(request: Request) -> Prepared:
         shard=parse_shard(r.shard),
         timeout=r.timeout,
     )
+
+
+def invalid_cases(opts: Any) -> list[str]:
+    from normcheck.verify import invalid_cases as invalid
+
+    return invalid(opts)
+
+
+def prepare(request: Request) -> Prepared:
+    """Validate ``request``, load what it names and plan it, in this process (a worker's job:
+    this imports frameworks and the user's code). UsageError for anything the user must fix."""
+    from normcheck import frameworks as registry
+    from normcheck.verify import plan
+
+    r = request
+    names, baseline = validate(r)
+    fw_names = choose(_items(r.frameworks), registry.FRAMEWORKS, "framework", ())
+    user_fws: list[Framework] = []
+    load_rows: list[CheckResult] = []
+    ops_given = split_list(_items(r.ops))
+    if r.impl is not None:
+        from normcheck.user.resolve import resolve_impl
+
+        ops, user_fws, load_rows = resolve_impl(r, fw_names[0] if fw_names else None, ops_given)
+    else:
+        ops = choose(_items(r.ops), OP_NAMES, "op", OP_NAMES)
+    opts = _options(r, ops)
     problems = invalid_cases(opts)
     if problems:
         raise UsageError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
@@ -198,35 +253,71 @@ def prepare(request: Request) -> Prepared:
     return Prepared(request, opts, fws, plan(opts, fws), load_rows)
 
 
-def load_error_row(op: str, impl: str, message: str) -> CheckResult:
+def load_error_row(op: str, impl: str, message: str, framework: str = "user") -> CheckResult:
     """The one row that stands for every case of an implementation that could not be loaded."""
-    return CheckResult(Case(op, "user", impl, (), OpParams(), "-", "-"), RUN, ERROR, message=message)
+    return CheckResult(Case(op, framework, impl, (), OpParams(), "-", "-"), RUN, ERROR, message=message)
 
 
-def run_prepared(prepared: Prepared, progress: Callable[[int], None] | None = None, strict: bool = False) -> Report:
-    from normcheck.verify import run, summarize, translations
+def parts(request: Request) -> tuple[list[str], Any]:
+    """The request checked here (nothing loaded), as the parts the engine plans, and options that
+    stand in where no part could be planned."""
+    from normcheck.engine.tasks import USER_PART
 
+    names, _ = validate(request)
+    ops = split_list(_items(request.ops))
+    if request.impl is not None and not ops:
+        from normcheck.user import guess_op
+
+        label = request.impl if isinstance(request.impl, str) else getattr(request.impl, "__name__", "")
+        guessed = guess_op(label.rpartition(":")[2])
+        ops = [guessed] if guessed else []
+    opts = _options(request, tuple(o for o in ops if o in OP_NAMES))
+    return ([USER_PART] if request.impl is not None else list(names)), opts
+
+
+def plan_request(engine: Any, request: Request) -> Any:
+    """Validate here, then load and plan in the engine's workers: an engine Plan."""
+    names, fallback = parts(request)
+    try:
+        return engine.plan(request, names, fallback)
+    except UsageError as e:
+        raise UsageError(f"{request.name}: {e}" if request.name else str(e)) from None
+
+
+def run_plan(engine: Any, plan: Any, progress: Callable[[int], None] | None = None, strict: bool = False) -> Report:
     start = time.perf_counter()
-    results = list(prepared.load_rows)
-    results += run(prepared.units, prepared.opts, progress)
+    outcome = engine.run(plan, progress)
     elapsed = time.perf_counter() - start
+    results = outcome.results
+    from normcheck.verify import summarize
+
     summary: dict[str, Any] = {
         **summarize(results),
-        "cases": prepared.total,
+        "cases": plan.total,
         "seconds": round(elapsed, 2),
-        "translations": translations(prepared.units, prepared.opts),
+        "translations": plan.translations,
     }
-    if prepared.opts.against is not None:
-        summary["against"] = prepared.opts.against.name
-    if prepared.opts.shard is not None:
-        summary["shard"] = "{}/{}".format(*prepared.opts.shard)
-    if prepared.request.name:
-        summary["name"] = prepared.request.name
-    return Report(results, summary, strict)
+    if plan.against is not None:
+        summary["against"] = plan.against.name
+    if plan.opts.shard is not None:
+        summary["shard"] = "{}/{}".format(*plan.opts.shard)
+    if plan.request.name:
+        summary["name"] = plan.request.name
+    if outcome.interrupted:
+        summary["interrupted"] = True
+    return Report(results, summary, strict, outcome.interrupted)
 
 
-def execute(request: Request, progress: Callable[[int], None] | None = None, strict: bool = False) -> Report:
-    return run_prepared(prepare(request), progress, strict)
+def execute(
+    request: Request, progress: Callable[[int], None] | None = None, strict: bool = False, jobs: int | None = None,
+    compile_cache: bool = False,
+) -> Report:
+    """Plan and run one request in worker processes (in this process when the implementation is an
+    object that cannot be sent to one, such as a lambda: then without isolation)."""
+    from normcheck.engine.pool import Engine, can_send
+
+    with Engine(jobs, inline=not can_send(request), compile_cache=compile_cache) as engine:
+        return run_plan(engine, plan_request(engine, request), progress, strict)
 
 
 def merge_reports(reports: list[Report], strict: bool = False) -> Report:
@@ -238,4 +329,7 @@ def merge_reports(reports: list[Report], strict: bool = False) -> Report:
     summary["seconds"] = round(sum(rep.summary.get("seconds", 0.0) for rep in reports), 2)
     summary["translations"] = list(dict.fromkeys(t for rep in reports for t in rep.summary.get("translations", ())))
     summary["checks"] = [rep.summary.get("name", "") for rep in reports]
-    return Report(results, summary, strict)
+    interrupted = any(rep.interrupted for rep in reports)
+    if interrupted:
+        summary["interrupted"] = True
+    return Report(results, summary, strict, interrupted)

@@ -5,18 +5,20 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from normcheck.compare import compare, out_of_range, tolerance_for, witness_errors
 from normcheck.conventions import Settings
 from normcheck.crosscheck import Baseline, compare_frameworks
-from normcheck.deadline import CaseTimeout, deadline
+from normcheck.engine.deaths import escaped
 from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported
 from normcheck.inputs import KINDS, Problem, make_problem
 from normcheck.ops import OPS, OpParams, fmt_shape, reference
 from normcheck.records import ERROR, FAIL, KNOWN, PASS, RUN, SKIP, STATUSES, Case, CheckResult
 
+T = TypeVar("T")
 MAX_TIMEOUTS = 2  # after this many cases of one implementation time out, the rest are not run
 
 
@@ -51,6 +53,7 @@ class Unit:
     kind: str
     framework: Framework
     runs: list[tuple[Case, Implementation]] = field(default_factory=list)
+    order: tuple[int, int] = (0, 0)  # (op, case) position in the plan: parts planned apart merge by it
 
 
 def op_cases(op: str, opts: Options) -> list[tuple[tuple[int, ...], OpParams]]:
@@ -79,8 +82,8 @@ def invalid_cases(opts: Options) -> list[str]:
 def plan(opts: Options, frameworks: list[Framework]) -> list[Unit]:
     units: list[Unit] = []
     seen: dict[int, set] = {}
-    for op in opts.ops:
-        for shape, params in op_cases(op, opts):
+    for op_i, op in enumerate(opts.ops):
+        for case_i, (shape, params) in enumerate(op_cases(op, opts)):
             if OPS[op].validate(shape, params):
                 continue
             for fw in frameworks:
@@ -91,7 +94,7 @@ def plan(opts: Options, frameworks: list[Framework]) -> list[Unit]:
                 impls = fw.implementations(op)
                 for dtype in opts.dtypes:
                     for kind in opts.kinds:
-                        unit = Unit(op, shape, fw_params, dtype, kind, fw)
+                        unit = Unit(op, shape, fw_params, dtype, kind, fw, order=(op_i, case_i))
                         for impl in impls:
                             for layout in impl.layouts(shape):
                                 case = Case(op, fw.name, impl.name, shape, fw_params, dtype, kind, layout, opts.device)
@@ -116,43 +119,102 @@ def shard(units: list[Unit], spec: tuple[int, int]) -> list[Unit]:
     return kept
 
 
-def count_cases(units: list[Unit]) -> int:
-    return sum(len(u.runs) for u in units)
+def shard_cases(units: list[T], spec: tuple[int, int]) -> list[T]:
+    """``shard`` for the engine's planned units (their cases in ``cases``)."""
+    k, n = spec
+    index, kept = 0, []
+    for unit in units:
+        cases = []
+        for case in unit.cases:  # type: ignore[attr-defined]
+            if index % n == k - 1:
+                cases.append(case)
+            index += 1
+        if cases:
+            kept.append(replace(unit, cases=tuple(cases)))  # type: ignore[type-var]
+    return kept
 
 
 def run(units: list[Unit], opts: Options, progress: Callable[[int], None] | None = None) -> Iterator[CheckResult]:
-    """Check every planned case, yielding records as they come."""
-    baselines: dict[tuple, RunOutput | str] = {}
+    """Check every planned case in this process, yielding records as they come. The engine
+    (normcheck.engine) does the same with the cases run in worker processes."""
+    baselines: dict[tuple, Baseline | str] = {}
     timeouts: dict[tuple[str, str], int] = {}
     for unit in units:
         problem = problem_for(unit, opts)
-        expected = reference(problem)
-        errs = witness_errors(problem, expected)
-        unheld = unrepresentable_statistics(problem, expected)
+        truth = Truth.of(problem)
         for case, impl in unit.runs:
             who = (case.framework, case.impl)
-            if unheld:
-                yield CheckResult(case, RUN, SKIP, message=unheld)
+            if truth.unheld:
+                yield CheckResult(case, RUN, SKIP, message=truth.unheld)
             elif timeouts.get(who, 0) >= MAX_TIMEOUTS:
                 yield CheckResult(case, RUN, ERROR, message=f"not run: {MAX_TIMEOUTS} earlier cases timed out")
             else:
-                out, rows = execute(case, impl, problem, opts)
-                if out is None and rows[0].message.startswith("timed out"):
+                outcome = run_case(case, impl, problem, opts)
+                if outcome.out is None and outcome.rows[0].message.startswith("timed out"):
                     timeouts[who] = timeouts.get(who, 0) + 1
-                if out is not None:
-                    rows = judge(case, impl, problem, out, expected, errs, opts)
-                rows = [mark_known(r, unit.framework) for r in rows]
-                if out is not None and opts.diagnose:
-                    rows = with_diagnosis(rows, problem, expected, out)
-                yield from rows
-                if out is not None and opts.against is not None and unit.framework.name != opts.against.name:
+                baseline = None
+                if outcome.out is not None and opts.against is not None and unit.framework.name != opts.against.name:
                     key = (unit.op, unit.shape, unit.params, unit.dtype, unit.kind)
                     if key not in baselines:
                         baselines[key] = run_baseline(opts.against, problem, case.device, opts)
-                    direct = compare_frameworks(case, problem, out, baselines[key], expected, errs, opts.tolerance)
-                    yield from (mark_known(r, unit.framework) for r in direct)
+                    baseline = baselines[key]
+                yield from judge_outcome(case, problem, truth, outcome, opts, unit.framework, baseline)
             if progress:
                 progress(1)
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The reference outputs of one problem, and what judging against them needs."""
+
+    expected: dict[str, np.ndarray]
+    witness_errs: dict[str, float]
+    unheld: str | None  # why no implementation in this dtype can be checked, or None
+
+    @classmethod
+    def of(cls, problem: Problem) -> Truth:
+        expected = reference(problem)
+        return cls(expected, witness_errors(problem, expected), unrepresentable_statistics(problem, expected))
+
+
+@dataclass
+class Outcome:
+    """What running one case produced: its outputs, or the rows that say why there are none."""
+
+    out: RunOutput | None
+    rows: list[CheckResult]
+    missing: dict[str, str] = field(default_factory=dict)  # checks it does not produce by design
+
+
+class KnownIssues(Protocol):
+    name: str
+
+    def known_issue(self, case: Case, check: str) -> object | None: ...
+
+
+def run_case(case: Case, impl: Implementation, problem: Problem, opts: Options) -> Outcome:
+    """Run one case (framework and user code: this is what a worker does)."""
+    out, rows = execute(case, impl, problem, opts)
+    return Outcome(out, rows, impl.missing_checks(problem) if out is not None else {})
+
+
+def judge_outcome(
+    case: Case, problem: Problem, truth: Truth, outcome: Outcome, opts: Options, framework: KnownIssues,
+    baseline: Baseline | str | None = None,
+) -> list[CheckResult]:
+    """Records for one case: every check against the reference, known defects marked, failures
+    diagnosed, and (with --against) the direct comparison with the baseline's outputs."""
+    out = outcome.out
+    if out is None:
+        return [mark_known(r, framework) for r in outcome.rows]
+    rows = judge(case, problem, out, truth.expected, truth.witness_errs, opts, outcome.missing)
+    rows = [mark_known(r, framework) for r in rows]
+    if opts.diagnose:
+        rows = with_diagnosis(rows, problem, truth.expected, out)
+    if baseline is not None:
+        direct = compare_frameworks(case, problem, out, baseline, truth.expected, truth.witness_errs, opts.tolerance)
+        rows += [mark_known(r, framework) for r in direct]
+    return rows
 
 
 def aligned_settings(unit: Unit, opts: Options) -> Settings:
@@ -204,7 +266,7 @@ def with_diagnosis(
     return [replace(r, diagnosis=found.get(r.check)) if r.status == FAIL else r for r in rows]
 
 
-def mark_known(result: CheckResult, framework: Framework) -> CheckResult:
+def mark_known(result: CheckResult, framework: KnownIssues) -> CheckResult:
     if result.status != FAIL:
         return result
     issue = framework.known_issue(result.case, result.check)
@@ -221,16 +283,16 @@ def execute(
     if unsupported:
         return None, [CheckResult(case, RUN, SKIP, message=unsupported)]
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"), deadline(opts.timeout):
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             return impl.run(problem, case.layout, case.device), []
-    except CaseTimeout as e:
-        return None, [CheckResult(case, RUN, ERROR, message=f"{e} (the limit is --timeout)")]
     except Unsupported as e:
         status = ERROR if opts.explicit_dtypes else SKIP
         return None, [CheckResult(case, RUN, status, message=f"{case.dtype} not supported: {e}")]
     except Exception as e:  # a failing implementation is a row, never a crash
         return None, [CheckResult(case, RUN, ERROR, message=describe_error(e))]
+    except BaseException as e:  # sys.exit, KeyboardInterrupt, ... raised by the code: a row too
+        return None, [CheckResult(case, RUN, ERROR, message=escaped(e))]
 
 
 def check_case(
@@ -243,7 +305,8 @@ def check_case(
 ) -> Iterator[CheckResult]:
     """Run one case and check every output against the reference."""
     out, rows = execute(case, impl, problem, opts)
-    yield from rows if out is None else judge(case, impl, problem, out, expected, witness_errs, opts)
+    yield from rows if out is None else judge(case, problem, out, expected, witness_errs, opts,
+                                              impl.missing_checks(problem))
 
 
 def run_baseline(framework: Framework, problem: Problem, device: str, opts: Options) -> Baseline | str:
@@ -257,19 +320,18 @@ def run_baseline(framework: Framework, problem: Problem, device: str, opts: Opti
     out, rows = execute(case, impl, problem, replace(opts, explicit_dtypes=False))
     if out is None:
         return f"{framework.name}:{impl.name}: {rows[0].message}"
-    return Baseline(framework, case, out, impl.missing_checks(problem))
+    return Baseline(framework.facts(), case, out, impl.missing_checks(problem))
 
 
 def judge(
     case: Case,
-    impl: Implementation,
     problem: Problem,
     out: RunOutput,
     expected: dict[str, np.ndarray],
     witness_errs: dict[str, float],
     opts: Options,
+    missing: dict[str, str],
 ) -> list[CheckResult]:
-    missing = impl.missing_checks(problem)
     return [
         check_one(case, check, out.values.get(check), out.dtypes.get(check), want, witness_errs[check], opts,
                   missing.get(check))

@@ -107,6 +107,28 @@ def _device_check(names: list[str], explicit: bool, device: str) -> tuple[list[s
     return usable, [f"left out on {device}: {p}" for p in missing.values()]
 
 
+def validate(request: BenchRequest) -> None:
+    """The checks ``prepare`` makes that load nothing (no framework, no user code), so the parent
+    process refuses a bad request at once. UsageError otherwise."""
+    from normcheck import frameworks as registry
+
+    r = request
+    choose(r.dtypes, DTYPE_NAMES, "dtype", ("float32",))
+    parse_passes(r.passes)
+    choose(r.modes, MODES, "mode", ("eager",))
+    names = list(choose(r.frameworks, BUILTIN, "framework", [*registry.installed(), "numpy"]))
+    for name in names:
+        if name != "numpy" and not registry.is_installed(name):
+            extra = registry.FRAMEWORKS[name].extra
+            raise UsageError(f"{name} is not installed; pip install 'normcheck[{extra}]'")
+    if r.device != "cpu" and not r.device.startswith("cuda"):
+        raise UsageError(f"unknown device {r.device!r}; choose from cpu, cuda")
+    if r.impl is None:
+        _shapes(r, choose(r.ops, OP_NAMES, "op", OP_NAMES))
+    else:
+        choose(r.ops, OP_NAMES, "op", ())
+
+
 def prepare(request: BenchRequest) -> BenchPlan:
     """Validate and plan ``request``. Loads the frameworks it needs (after the threads are set)."""
     from normcheck import frameworks as registry

@@ -30,8 +30,26 @@ Progress = Callable[[BenchResult], None]
 
 
 def run(plan: BenchPlan, settings: TimerSettings, cpus: list[int], progress: Progress | None = None) -> BenchReport:
-    """Time every case of ``plan``; Ctrl-C ends the run early with ``interrupted`` set."""
+    """Time every case of ``plan`` in this process; Ctrl-C ends the run early with ``interrupted``
+    set. (``normcheck bench`` runs the same steps in a worker process: engine/bench_tasks.py.)"""
     start = time.perf_counter()
+    report, threads = header(plan, settings, cpus)
+    try:
+        for _, result in results(plan, settings, threads, report):
+            report.results.append(result)
+            if progress:
+                progress(result)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    report.results = with_baseline(report.results, plan.baseline)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def header(plan: BenchPlan, settings: TimerSettings, cpus: list[int],
+           copy: CopyBandwidth | None = None) -> tuple[BenchReport, dict[str, int | None]]:
+    """The report without results: the environment, the settings and the copy bandwidth (measured
+    here unless ``copy`` is given), and the thread count in effect per framework."""
     steady = steady_malloc() if plan.device == "cpu" else None
     threads = _set_threads(plan)
     gpu = gpu_info(plan.device)
@@ -48,21 +66,18 @@ def run(plan: BenchPlan, settings: TimerSettings, cpus: list[int], progress: Pro
                        None: "not set (CUDA run)"}[steady],
         },
     )
-    try:
-        copy = copy_bandwidth(plan.device, settings)
-        report.settings["copy_bandwidth"] = {"gbps": copy.gbps, "how": copy.how}
-        dram = metrics.dram_gbps(gpu["name"]) if gpu else None
-        report.settings["dram_gbps"] = dram
-        for result in _cases(plan, settings, threads):
-            result = replace(result, copy_gbps=copy.gbps, dram_gbps=dram)
-            report.results.append(result)
-            if progress:
-                progress(result)
-    except KeyboardInterrupt:
-        report.interrupted = True
-    report.results = with_baseline(report.results, plan.baseline)
-    report.seconds = time.perf_counter() - start
-    return report
+    copy = copy or copy_bandwidth(plan.device, settings)
+    report.settings["copy_bandwidth"] = {"gbps": copy.gbps, "how": copy.how}
+    report.settings["dram_gbps"] = metrics.dram_gbps(gpu["name"]) if gpu else None
+    return report, threads
+
+
+def results(plan: BenchPlan, settings: TimerSettings, threads: dict[str, int | None], report: BenchReport,
+            start: int = 0) -> Iterator[tuple[int, BenchResult]]:
+    """(row number, record) for every row of ``plan`` from row ``start`` on, in run order."""
+    copy, dram = report.settings["copy_bandwidth"]["gbps"], report.settings["dram_gbps"]
+    for i, result in _cases(plan, settings, threads, start):
+        yield i, replace(result, copy_gbps=copy, dram_gbps=dram)
 
 
 def _set_threads(plan: BenchPlan) -> dict[str, int | None]:
@@ -98,13 +113,21 @@ def planned_rows(plan: BenchPlan) -> int:
     return sum(1 for _ in _planned(plan))
 
 
-def _cases(plan: BenchPlan, settings: TimerSettings, threads: dict[str, int | None]) -> Iterator[BenchResult]:
+def planned_cases(plan: BenchPlan) -> list[BenchCase]:
+    """The rows ``run`` produces for ``plan``, in order (loads the target modules, not the inputs)."""
+    return [case for case, *_ in _planned(plan)]
+
+
+def _cases(plan: BenchPlan, settings: TimerSettings, threads: dict[str, int | None],
+           start: int = 0) -> Iterator[tuple[int, BenchResult]]:
     problems: dict[tuple, Problem] = {}  # one input set per op, shape and dtype, shared by its rows
-    for case, fw, impl, shape in _planned(plan):
+    for i, (case, fw, impl, shape) in enumerate(_planned(plan)):
+        if i < start:
+            continue
         key = (case.op, case.shape, case.dtype)
         if key not in problems:
             problems = {key: bench_problem(case.op, shape.shape, shape.params, case.dtype)}
-        yield time_case(case, fw, impl, problems[key], settings, threads.get(case.framework))
+        yield i, time_case(case, fw, impl, problems[key], settings, threads.get(case.framework))
 
 
 def _variants(fw: ModuleType, modes: tuple[str, ...]) -> list[str]:
@@ -117,18 +140,22 @@ def time_case(case: BenchCase, fw: ModuleType, impl: Implementation, problem: Pr
     base = BenchResult(case, threads=threads)
     try:
         target = fw.build(impl, problem, case.pass_, case.mode, case.device)
+        if case.framework == "user":
+            target = _checked(target)
         m = measure(target, settings, case.device)
         peak = _peak_memory(target, case.device)
         compiled, setup_compile, notes = target.compiled, target.setup_compile_s, target.notes
     except Unsupported as e:
         return replace(base, status=SKIP, reason=_line(e))
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as e:  # a failing case is a row
+    except BaseException as e:  # a failing case is a row (sys.exit and KeyboardInterrupt from the code too)
         kind = fw.classify(e)
         _release(case.device)
         status = {"oom": OOM, "skip": SKIP}.get(kind, ERROR)
         reason = _line(e) if status != ERROR else f"{type(e).__name__}: {_line(e)}"
+        if not isinstance(e, Exception):
+            from normcheck.engine.deaths import escaped
+
+            reason = escaped(e)
         return replace(base, status=status, reason=reason)
     compile_s = None
     if compiled:
@@ -139,6 +166,23 @@ def time_case(case: BenchCase, fw: ModuleType, impl: Implementation, problem: Pr
         bytes_moved=metrics.model_bytes(case.op, problem.shape, problem.params, case.dtype, case.pass_).total,
         peak_memory=peak, notes=notes,
     )
+
+
+class NoOutput(Exception):
+    """The user's implementation returned None: there is nothing it computed to time."""
+
+
+def _checked(target: Target) -> Target:
+    """The user's call, refusing a None result (an implementation that forgot its return)."""
+    call = target.call
+
+    def checked() -> Any:
+        out = call()
+        if out is None:
+            raise NoOutput("the implementation returned None instead of its output")
+        return out
+
+    return replace(target, call=checked)
 
 
 def _line(e: BaseException) -> str:
@@ -194,4 +238,4 @@ def with_baseline(results: list[BenchResult], baseline: str | None) -> list[Benc
     return out
 
 
-__all__ = ["CopyBandwidth", "planned_rows", "run", "time_case", "with_baseline"]
+__all__ = ["CopyBandwidth", "header", "planned_cases", "planned_rows", "results", "run", "time_case", "with_baseline"]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from normcheck.cli._common import UsageError, emit, fail_usage, stderr_is_tty
+from normcheck.cli._common import UsageError, emit, fail_usage, say, stderr_is_tty
 from normcheck.names import DTYPE_NAMES, OP_NAMES
 
 FORMATS = ("table", "csv", "json", "markdown")
@@ -47,6 +47,14 @@ def bench(
         typer.Option(help="eager, compiled, or both as a comma list. compiled: torch.compile, tf.function with "
                      "and without XLA, jax.jit; compile time is reported apart."),
     ] = "eager",
+    timeout: Annotated[
+        float, typer.Option(help="Seconds one row may take (building, compiling and timing it) before its worker is "
+                            "stopped and the row is an error.")
+    ] = 300.0,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Let the worker's output (framework logs, the code's prints) through "
+                           "to stderr.")
+    ] = False,
     threads: Annotated[
         int, typer.Option(help="CPU threads, the same for every framework (the process is pinned to that many "
                           "CPUs).")
@@ -77,29 +85,40 @@ def bench(
     Exit code 0 when everything ran, 1 on an error row or (with --compare) a case slower than
     the threshold, 2 on bad usage, 130 when interrupted (what was measured is still reported).
     """
+    import math
+
     from normcheck.bench.plan import BenchRequest
+    from normcheck.cli.output import check_output
 
     try:
         if format not in FORMATS:
             raise UsageError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
         if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
             raise UsageError(f"--plot takes a .png or .svg file, not {plot.name!r}")
-        if not 0 < min_time <= max_time:
-            raise UsageError(f"need 0 < --min-time <= --max-time, got {min_time:g} and {max_time:g}")
+        for name, value in (("--min-time", min_time), ("--max-time", max_time), ("--timeout", timeout)):
+            if not (math.isfinite(value) and value > 0):
+                raise UsageError(f"{name} must be a positive finite number of seconds, got {value:g}")
+        if not min_time <= max_time:
+            raise UsageError(f"need --min-time <= --max-time, got {min_time:g} and {max_time:g}")
+        output = check_output(output, plot=plot)
+        plot = check_output(plot) if plot is not None else None
         old, threshold = _earlier_run(compare, fail_if_slower)
-        from normcheck.bench.threads import apply_threads
+        from normcheck.bench.threads import available_cpus
 
-        cpus = apply_threads(threads)  # before any framework is imported
+        if threads < 1:
+            raise UsageError(f"--threads must be at least 1, not {threads}")
+        if threads > len(available_cpus()):
+            raise UsageError(f"--threads {threads}: this process may use {len(available_cpus())} CPU(s)")
         request = BenchRequest(
             ops=op, frameworks=framework, impl=impl, backward=backward, style=style, device=device, dtypes=dtype,
             shapes=tuple(shape or ()), passes=pass_, modes=mode, threads=threads, baseline=baseline,
         )
-        from normcheck.bench.plan import prepare
+        from normcheck.bench.plan import validate
 
-        plan = prepare(request)
+        validate(request)
     except UsageError as e:
         fail_usage(str(e))
-    _run(plan, cpus, min_time, max_time, format, output, plot, old, threshold)
+    _run(request, min_time, max_time, timeout, verbose, format, output, plot, old, threshold)
 
 
 def _earlier_run(compare: Path | None, fail_if_slower: str):
@@ -110,30 +129,39 @@ def _earlier_run(compare: Path | None, fail_if_slower: str):
     return (load_report(compare) if compare is not None else None), threshold
 
 
-def _run(plan, cpus, min_time, max_time, fmt, output, plot, old, threshold) -> None:
+def _run(request, min_time, max_time, timeout, verbose, fmt, output, plot, old, threshold) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from normcheck.bench.compare import compare
-    from normcheck.bench.run import planned_rows, run
     from normcheck.bench.timer import TimerSettings
+    from normcheck.engine.stream import run_bench
     from normcheck.report import render_bench
 
     err = Console(stderr=True)
-    for note in plan.notes:
-        err.print(f"normcheck bench: {note}", highlight=False)
     settings = TimerSettings(min_time=min_time, max_time=max_time)
     with Progress(
         TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
         console=err, transient=True, disable=not stderr_is_tty(),
     ) as bar:
-        task = bar.add_task("", total=planned_rows(plan))
+        task = bar.add_task("", total=None)
+
+        def on_plan(notes: list[str], rows: int) -> None:
+            for note in notes:
+                bar.console.print(f"normcheck bench: {note}", highlight=False, soft_wrap=True)
+            bar.update(task, total=rows)
 
         def progress(result) -> None:
             c = result.case
             bar.update(task, advance=1, description=f"{c.op} {c.framework} {c.impl} {c.pass_} {c.mode}")
 
-        report = run(plan, settings, cpus, progress)
+        try:
+            report = run_bench(request, settings, timeout, verbose, on_plan, progress).report
+        except UsageError as e:
+            fail_usage(str(e))
+        except KeyboardInterrupt:
+            say("normcheck bench: interrupted before anything was measured; no report written")
+            raise typer.Exit(130) from None
     comparison = None
     if old is not None:
         comparison = compare(old.results, report.results, threshold, old.env, report.env)
@@ -146,16 +174,16 @@ def _run(plan, cpus, min_time, max_time, fmt, output, plot, old, threshold) -> N
     except UsageError as e:
         fail_usage(str(e))
     counts = report.counts()
-    err.print(
+    shown = output is not None and str(output) != "-"
+    say(
         f"normcheck bench: {counts['ok']} measured ({counts['noisy']} noisy), {counts['skip']} skipped, "
         f"{counts['error']} errors, {counts['oom']} out of memory ({report.seconds:.1f}s)"
-        + (f"; report in {output}" if output else "") + (f"; plot in {plot}" if plot else ""),
-        highlight=False,
+        + (f"; report in {output}" if shown else "") + (f"; plot in {plot}" if plot else "")
     )
     if comparison is not None and comparison.slower:
-        err.print(f"normcheck bench: {len(comparison.slower)} case(s) slower than {comparison.threshold:.0%} "
-                  "beyond the measured spread", style="bold red", highlight=False)
+        say(f"normcheck bench: {len(comparison.slower)} case(s) slower than {comparison.threshold:.0%} beyond the "
+            "measured spread")
     if report.interrupted:
-        err.print("normcheck bench: interrupted; the report holds what was measured", highlight=False)
+        say("normcheck bench: interrupted; the report holds what was measured")
         raise typer.Exit(130)
     raise typer.Exit(1 if counts["error"] or (comparison is not None and comparison.slower) else 0)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from normcheck.cli._common import UsageError, emit, fail_usage, stderr_is_tty
+from normcheck.cli._common import UsageError, emit, fail_usage, say, stderr_is_tty
 from normcheck.names import DTYPE_NAMES, KIND_NAMES, OP_NAMES
 
 FORMATS = ("table", "csv", "json", "junit", "markdown")
@@ -15,12 +15,13 @@ FORMATS = ("table", "csv", "json", "junit", "markdown")
 
 def verify(
     op: Annotated[
-        str | None, typer.Option(help=f"Ops to check, comma list of {', '.join(OP_NAMES)}. Default: all.")
+        list[str] | None,
+        typer.Option(help=f"Ops to check, comma list of {', '.join(OP_NAMES)} (repeatable). Default: all."),
     ] = None,
     framework: Annotated[
-        str | None,
-        typer.Option(help="Frameworks, comma list. Default: every installed one. With --impl: the framework a "
-                     "function is written for (torch or jax)."),
+        list[str] | None,
+        typer.Option(help="Frameworks, comma list (repeatable). Default: every installed one. With --impl: the "
+                     "framework a function is written for (torch or jax)."),
     ] = None,
     impl: Annotated[
         str | None,
@@ -39,10 +40,12 @@ def verify(
         str | None, typer.Option(help="Layer/RMS norm: how many trailing dims to normalize, for --shape.")
     ] = None,
     dtype: Annotated[
-        str | None, typer.Option(help=f"Dtypes, comma list of {', '.join(DTYPE_NAMES)}. Default: all four.")
+        list[str] | None,
+        typer.Option(help=f"Dtypes, comma list of {', '.join(DTYPE_NAMES)} (repeatable). Default: all four."),
     ] = None,
     input: Annotated[
-        str | None, typer.Option("--input", help=f"Input kinds, comma list of {', '.join(KIND_NAMES)}. Default: all.")
+        list[str] | None,
+        typer.Option("--input", help=f"Input kinds, comma list of {', '.join(KIND_NAMES)} (repeatable). Default: all."),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     eps: Annotated[
@@ -57,13 +60,30 @@ def verify(
         str | None,
         typer.Option(help="Also compare every framework directly with this one, under its eps and momentum."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of every generated input.")] = 0,
+    seed: Annotated[int | None, typer.Option(help="Seed of every generated input. Default: 0.")] = None,
     rtol: Annotated[float | None, typer.Option(help="Relative tolerance (give --atol too).")] = None,
     atol: Annotated[float | None, typer.Option(help="Absolute tolerance (give --rtol too).")] = None,
     shard: Annotated[
         str | None, typer.Option(help="K/N: run slice K of N of the case matrix (for parallel CI jobs).")
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds one case may run before it is an error.")] = 60.0,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds one case may run before its worker is stopped and the case is an error. "
+                     "Default: 60."),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(help="Worker processes running cases at once. Default: the CPUs this process may use; 1 runs "
+                     "everything in one worker."),
+    ] = None,
+    compile_cache: Annotated[
+        bool, typer.Option("--compile-cache", help="Keep JAX's compiled functions in normcheck's cache folder "
+                           "(~/.cache/normcheck/jax), so a second run skips compiling them.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Let the workers' output (framework logs, the code's prints) through "
+                           "to stderr.")
+    ] = False,
     config: Annotated[
         Path | None,
         typer.Option(help="Run the checks of this config file (pyproject.toml [tool.normcheck] or normcheck.toml). "
@@ -78,29 +98,49 @@ def verify(
 
     Exit code 0 when every check passes, 1 on any failure or error, 2 on bad usage.
     """
+    from normcheck.cli.output import check_output
     from normcheck.request import Request
 
+    lists = {"op": _joined(op), "framework": _joined(framework), "dtype": _joined(dtype), "input": _joined(input)}
     selection = {
-        "--op": op, "--framework": framework, "--impl": impl, "--backward": backward, "--style": style,
-        "--shape": shape, "--groups": groups, "--normalized-ndim": normalized_ndim, "--dtype": dtype,
-        "--input": input, "--eps": eps, "--momentum": momentum, "--against": against, "--rtol": rtol, "--atol": atol,
+        "--op": lists["op"], "--framework": lists["framework"], "--impl": impl, "--backward": backward,
+        "--style": style, "--shape": shape, "--groups": groups, "--normalized-ndim": normalized_ndim,
+        "--dtype": lists["dtype"], "--input": lists["input"], "--eps": eps, "--momentum": momentum,
+        "--against": against, "--rtol": rtol, "--atol": atol,
     }
     try:
         if format not in FORMATS:
             raise UsageError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
-        given = [flag for flag, value in selection.items() if value]
+        output = check_output(output)
+        given = [flag for flag, value in selection.items() if value is not None and value != []]
         requests = _config_requests(config, given)
         if requests is None:
             requests = [Request(
-                ops=op, frameworks=framework, shapes=tuple(shape or ()), groups=groups,
-                normalized_ndim=normalized_ndim, dtypes=dtype, kinds=input, device=device, seed=seed, rtol=rtol,
-                atol=atol, eps=eps, momentum=momentum, against=against, impl=impl, backward=backward, style=style,
+                ops=lists["op"], frameworks=lists["framework"], shapes=tuple(shape or ()), groups=groups,
+                normalized_ndim=normalized_ndim, dtypes=lists["dtype"], kinds=lists["input"], device=device,
+                rtol=rtol, atol=atol, eps=eps, momentum=momentum, against=against, impl=impl, backward=backward,
+                style=style,
             )]
         requests = [_with_run_options(r, device, seed, shard, timeout) for r in requests]
-        prepared = _prepare_all(requests)
+        for r in requests:
+            _validate(r)
     except UsageError as e:
         fail_usage(str(e))
-    _run(prepared, format, output, all_rows, strict)
+    _run(requests, format, output, all_rows, strict, jobs, verbose, compile_cache)
+
+
+def _joined(values: list[str] | None) -> str | None:
+    """A repeatable list option as one comma list (``--op gn --op ln`` is ``--op gn,ln``)."""
+    return ",".join(values) if values else None
+
+
+def _validate(request) -> None:
+    from normcheck.request import validate
+
+    try:
+        validate(request)
+    except UsageError as e:
+        raise UsageError(f"{request.name}: {e}" if request.name else str(e)) from None
 
 
 def _config_requests(config: Path | None, given: list[str]):
@@ -118,49 +158,48 @@ def _config_requests(config: Path | None, given: list[str]):
     return load_config(config)
 
 
-def _with_run_options(request, device: str, seed: int, shard: str | None, timeout: float):
+def _with_run_options(request, device: str, seed: int | None, shard: str | None, timeout: float | None):
+    """Flags that apply to every check, a config's included: given flags win, 0 included."""
     from dataclasses import replace
 
-    changes = {"shard": shard}
-    if request.timeout == 60.0 or timeout != 60.0:
+    changes: dict = {"shard": shard}
+    if timeout is not None:
         changes["timeout"] = timeout
     if device != "cpu":
         changes["device"] = device
-    if seed:
+    if seed is not None:
         changes["seed"] = seed
     return replace(request, **changes)
 
 
-def _prepare_all(requests):
-    from normcheck.request import prepare
-
-    prepared = []
-    for r in requests:
-        try:
-            prepared.append(prepare(r))
-        except UsageError as e:
-            raise UsageError(f"{r.name}: {e}" if r.name else str(e)) from None
-    return prepared
-
-
-def _run(prepared, fmt, output, all_rows, strict) -> None:
+def _run(requests, fmt, output, all_rows, strict, jobs, verbose, compile_cache) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from normcheck.engine.pool import Engine
     from normcheck.records import ERROR, FAIL, KNOWN
     from normcheck.report import render
-    from normcheck.request import merge_reports, run_prepared
+    from normcheck.request import merge_reports, plan_request, run_plan
 
     err = Console(stderr=True)
-    total = sum(p.total for p in prepared)
     reports = []
-    with Progress(
-        TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=True, disable=not stderr_is_tty(),
-    ) as bar:
-        task = bar.add_task("verify", total=total)
-        for p in prepared:
-            reports.append(run_prepared(p, progress=lambda n: bar.advance(task, n), strict=strict))
+    try:
+        with Engine(jobs, verbose, compile_cache=compile_cache) as engine:
+            plans = [plan_request(engine, r) for r in requests]
+            with Progress(
+                TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=err, transient=True, disable=not stderr_is_tty(),
+            ) as bar:
+                task = bar.add_task("verify", total=sum(p.total for p in plans))
+                for p in plans:
+                    reports.append(run_plan(engine, p, progress=lambda n: bar.advance(task, n), strict=strict))
+                    if reports[-1].interrupted:
+                        break
+    except UsageError as e:
+        fail_usage(str(e))
+    except KeyboardInterrupt:  # while planning: nothing ran yet
+        say("normcheck verify: interrupted before any case ran; no report written")
+        raise typer.Exit(130) from None
     report = merge_reports(reports, strict)
     counts = report.counts
     summary = {**report.summary, "strict": strict}
@@ -170,10 +209,13 @@ def _run(prepared, fmt, output, all_rows, strict) -> None:
     except UsageError as e:
         fail_usage(str(e))
     failing = counts[FAIL] + counts[ERROR] + (counts[KNOWN] if strict else 0)
-    err.print(
+    where = f"; report in {output}" if output is not None and str(output) != "-" else ""
+    say(
         f"normcheck verify: {counts['pass']} passed, {counts[FAIL]} failed, {counts[ERROR]} errors, "
-        f"{counts[KNOWN]} known defects, {counts['skip']} skipped "
-        f"({summary['cases']} cases, {summary['seconds']:.1f}s)" + (f"; report in {output}" if output else ""),
-        highlight=False,
+        f"{counts[KNOWN]} known defects, {counts['skip']} skipped ({summary['cases']} cases, "
+        f"{summary['seconds']:.1f}s){where}"
     )
+    if report.interrupted:
+        say("normcheck verify: interrupted; the report holds the cases finished before it")
+        raise typer.Exit(130)
     raise typer.Exit(1 if failing else 0)

@@ -87,6 +87,23 @@ class KnownIssue:
         )
 
 
+@dataclass(frozen=True)
+class FrameworkFacts:
+    """What judging needs of a framework, without the framework: its name, whose conventions it
+    follows and its documented defects. Small and picklable, so the parent process that judges
+    never imports a framework or the user's code."""
+
+    name: str
+    conventions_of: str | None
+    known_issues: tuple[KnownIssue, ...] = ()
+
+    def convention(self, op: str) -> Convention:
+        return CONVENTIONS[self.conventions_of or self.name][op]
+
+    def known_issue(self, case: Case, check: str) -> KnownIssue | None:
+        return next((k for k in self.known_issues if k.matches(case, check)), None)
+
+
 class Framework(ABC):
     name: str
     conventions_of: str | None = None  # whose conventions it follows; None: its own name
@@ -101,7 +118,10 @@ class Framework(ABC):
         return settings(self.convention(op), dtype, eps, momentum)
 
     def known_issue(self, case: Case, check: str) -> KnownIssue | None:
-        return next((k for k in self.known_issues if k.matches(case, check)), None)
+        return self.facts().known_issue(case, check)
+
+    def facts(self) -> FrameworkFacts:
+        return FrameworkFacts(self.name, self.conventions_of, tuple(self.known_issues))
 
     @abstractmethod
     def implementations(self, op: str) -> list[Implementation]:

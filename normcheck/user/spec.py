@@ -54,7 +54,9 @@ def load_object(spec: ImplSpec) -> object:
 
 def _import_module(spec: ImplSpec):
     if str(Path.cwd()) not in sys.path and "" not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))  # as `python -m` would: the project's own packages
+        # the project's own packages, after everything else: a module of the project named like
+        # a library (pandas.py) must not replace the library for normcheck or the frameworks
+        sys.path.append(str(Path.cwd()))
     try:
         return importlib.import_module(spec.target)
     except ModuleNotFoundError as e:
@@ -78,7 +80,7 @@ def _import_path(spec: ImplSpec):
         root = root.parent
     name = ".".join(parts)
     if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
+        sys.path.append(str(root))  # last, as above
     loaded = sys.modules.get(name)
     if loaded is not None:
         if Path(getattr(loaded, "__file__", "") or "").resolve() == path:

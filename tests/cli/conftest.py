@@ -46,6 +46,7 @@ def numpy_framework(monkeypatch):
     """Install the stand-ins as the only frameworks (--framework numpy by default, the only one
     installed); returns a setter for the bug of "numpy"."""
     state = {"bug": None}
+    monkeypatch.setenv("NORMCHECK_INLINE", "1")  # the stand-ins live in this process only
     for name in STAND_INS:
         monkeypatch.setitem(frameworks.FRAMEWORKS, name, FrameworkInfo(name, "-", ("numpy",), name))
     monkeypatch.setattr(frameworks, "installed", lambda: ["numpy"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,12 @@ SMALL = ["--op", "ln,gn", "--shape", "4,32,4,4", *QUICK]
 def bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "normcheck", "bench", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
+
+
+def bench_in_workers(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``bench`` as in normal use, timing in a worker process (the suite runs inline by default)."""
+    return subprocess.run([sys.executable, "-m", "normcheck", "bench", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env={**os.environ, "NORMCHECK_INLINE": "0"})
 
 
 @pytest.fixture(scope="module")
@@ -129,13 +136,54 @@ def test_out_of_memory_marks_the_row_and_the_run_goes_on():
 
 def test_ctrl_c_reports_what_was_measured_and_exits_130():
     require("torch")
-    proc = bench("--impl", "fixtures/bench_impls.py:group_norm_interrupted_when_large", "--framework", "torch",
+    proc = bench_in_workers("--impl", "fixtures/bench_impls.py:group_norm_interrupted_when_large", "--framework",
+                            "torch",
                  "--shape", "1,32,8,8", "--shape", "4,64,32,32", "--pass", "forward", *QUICK, "--format", "json")
     assert proc.returncode == 130, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["interrupted"] is True
     assert [r["shape"] for r in doc["results"]] == ["1x32x8x8"] * 3
     assert "interrupted" in proc.stderr
+
+
+def test_keyboard_interrupt_raised_by_the_code_is_an_error_row_not_a_ctrl_c():
+    require("torch")
+    proc = bench_in_workers("--impl", "fixtures/hostile.py:group_norm_keyboard_interrupt", "--framework", "torch",
+                 "--shape", "1,32,8,8", "--pass", "forward", *QUICK, "--format", "json")
+    assert proc.returncode == 1, proc.stderr
+    rows = {r["impl"]: r for r in json.loads(proc.stdout)["results"]}
+    assert rows["group_norm_keyboard_interrupt"]["status"] == "error"
+    assert "KeyboardInterrupt" in rows["group_norm_keyboard_interrupt"]["reason"]
+    assert rows["F.group_norm"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("name, needle", [
+    ("group_norm_segfault", "SIGSEGV"),
+    ("group_norm_os_exit", "exit status 0"),
+    ("group_norm_returns_none", "returned None"),
+])
+def test_a_row_that_kills_its_worker_or_returns_nothing_is_an_error_and_the_run_goes_on(name, needle):
+    require("torch")
+    proc = bench_in_workers("--impl", f"fixtures/hostile.py:{name}", "--op", "gn", "--framework", "torch",
+                            "--shape", "1,32,8,8",
+                 "--shape", "2,32,8,8", "--pass", "forward", *QUICK, "--format", "json")
+    assert proc.returncode == 1, proc.stderr
+    rows = json.loads(proc.stdout)["results"]
+    mine = [r for r in rows if r["impl"] == name]
+    assert len(mine) == 2 and all(r["status"] == "error" and needle in r["reason"] for r in mine), mine
+    assert [r["status"] for r in rows if r["impl"] == "F.group_norm"] == ["ok", "ok"]
+
+
+def test_bench_timeout_stops_a_hung_row():
+    require("torch")
+    proc = bench_in_workers("--impl", "fixtures/hostile.py:group_norm_hangs_catching_everything", "--framework",
+                            "torch",
+                 "--shape", "1,32,8,8", "--pass", "forward", "--timeout", "3", *QUICK, "--format", "json")
+    assert proc.returncode == 1, proc.stderr
+    rows = {r["impl"]: r for r in json.loads(proc.stdout)["results"]}
+    assert rows["group_norm_hangs_catching_everything"]["status"] == "error"
+    assert "timed out after 3 s" in rows["group_norm_hangs_catching_everything"]["reason"]
+    assert rows["F.group_norm"]["status"] == "ok"
 
 
 def test_user_implementation_is_timed_beside_the_builtins():
