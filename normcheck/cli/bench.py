@@ -101,7 +101,7 @@ def bench(
         if not min_time <= max_time:
             raise UsageError(f"need --min-time <= --max-time, got {min_time:g} and {max_time:g}")
         output = check_output(output, plot=plot)
-        plot = check_output(plot) if plot is not None else None
+        plot = check_output(plot, option="--plot") if plot is not None else None
         old, threshold = _earlier_run(compare, fail_if_slower)
         from normcheck.bench.threads import available_cpus
 

@@ -25,7 +25,7 @@ from normcheck.records import ERROR, RUN, SKIP, Case, CheckResult
 
 MAX_TIMEOUTS = 2  # after this many cases of one implementation time out, its other cases are not run
 MAX_DEATHS = 3  # likewise for cases that crash their worker
-SPAWN_MIN_CASES = 100  # a further worker starts only while this many cases wait: starting one costs seconds
+SPAWN_MIN_CASES = 400  # a further worker starts only while this many cases wait: starting one costs seconds
 LOAD_TIMEOUT = 120.0  # seconds a worker may take to import the frameworks and the user's code
 # every verify worker alike (one thread per framework), so records do not depend on --jobs
 VERIFY_ENV = {

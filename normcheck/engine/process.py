@@ -54,6 +54,8 @@ class Worker:
         from_child_r, from_child_w = os.pipe()
         self.log = tempfile.TemporaryFile(prefix="normcheck-worker-")  # noqa: SIM115 (lives as long as the worker)
         child_env = {**os.environ, **({} if verbose else QUIET_ENV), **(env or {})}
+        if env and "XLA_FLAGS" in env and os.environ.get("XLA_FLAGS"):  # the caller's flags, then ours
+            child_env["XLA_FLAGS"] = f"{os.environ['XLA_FLAGS']} {env['XLA_FLAGS']}"
         child_env["NORMCHECK_WORKER_PATH"] = json.dumps([_normcheck_root(), *[p for p in sys.path if p]])
         try:
             self.proc = subprocess.Popen(

@@ -123,6 +123,8 @@ def test_keras_backend_in_the_environment_does_not_break_the_tensorflow_adapter(
     proc = verify("--framework", "tensorflow", "--op", "ln", "--shape", "2,8", "--dtype", "float32", "--input",
                   "normal", env={"KERAS_BACKEND": "jax"})
     assert proc.returncode == 0, proc.stderr
+    # no TensorFlow, oneDNN or absl log line: stderr is the summary alone
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_ctrl_c_writes_the_finished_cases_marked_interrupted_and_exits_130(tmp_path):
