@@ -34,7 +34,11 @@ def check(op: str | list[str] | None = None, impl: Any = None, **options: Any) -
     if not isinstance(strict, bool):
         raise UsageError(f"strict must be True or False, got {strict!r}")
     jobs = options.pop("jobs", None)
-    compile_cache = bool(options.pop("compile_cache", False))
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int)):
+        raise UsageError(f"jobs must be a whole number of workers, got {jobs!r}")
+    compile_cache = options.pop("compile_cache", False)
+    if not isinstance(compile_cache, bool):
+        raise UsageError(f"compile_cache must be True or False, got {compile_cache!r}")
     aliases = {"framework": "frameworks", "dtype": "dtypes", "kind": "kinds", "shape": "shapes"}
     fields = {aliases.get(k, k): v for k, v in options.items()}
     if "shapes" in fields and fields["shapes"] and isinstance(fields["shapes"][0], int):

@@ -81,13 +81,13 @@ class Report:
     def counts(self) -> dict[str, int]:
         return {s: self.summary.get(s, 0) for s in STATUSES}
 
-    def failing(self) -> list[CheckResult]:
+    def failing(self) -> list[CheckResult]:  # (an interrupted report is never ok either)
         bad = (FAIL, ERROR, KNOWN) if self.strict else (FAIL, ERROR)
         return [r for r in self.results if r.status in bad]
 
     @property
     def ok(self) -> bool:
-        return not self.failing()
+        return not self.interrupted and not self.failing()
 
 
 def _items(value: ListLike) -> str | None:
@@ -317,7 +317,23 @@ def execute(
     from normcheck.engine.pool import Engine, can_send
 
     with Engine(jobs, inline=not can_send(request), compile_cache=compile_cache) as engine:
-        return run_plan(engine, plan_request(engine, request), progress, strict)
+        plan = plan_request(engine, request)
+        check_shards([plan])
+        report = run_plan(engine, plan, progress, strict)
+    if report.interrupted:  # the caller's Ctrl-C: raise it in the caller, after the workers are gone
+        engine.restore_ctrl_c()
+        raise KeyboardInterrupt
+    return report
+
+
+def check_shards(plans: list[Any]) -> None:
+    """UsageError when --shard leaves nothing to run in the whole run (one small check of a
+    config may rightly hold no case of a slice)."""
+    sharded = [p for p in plans if p.opts.shard is not None]
+    if sharded and not any(p.units for p in sharded):
+        k, n = sharded[0].opts.shard
+        total = sum(p.unsharded for p in sharded)
+        raise UsageError(f"shard {k}/{n} holds no cases: the matrix has {total}, so N may be at most {max(total, 1)}")
 
 
 def merge_reports(reports: list[Report], strict: bool = False) -> Report:

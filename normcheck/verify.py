@@ -292,6 +292,10 @@ def execute(
     except Exception as e:  # a failing implementation is a row, never a crash
         return None, [CheckResult(case, RUN, ERROR, message=describe_error(e))]
     except BaseException as e:  # sys.exit, KeyboardInterrupt, ... raised by the code: a row too
+        from normcheck.engine import worker
+
+        if isinstance(e, KeyboardInterrupt) and not worker.IN_WORKER:
+            raise  # run in the caller's own process: this may be the caller's Ctrl-C
         return None, [CheckResult(case, RUN, ERROR, message=escaped(e))]
 
 

@@ -147,6 +147,12 @@ def time_case(case: BenchCase, fw: ModuleType, impl: Implementation, problem: Pr
         compiled, setup_compile, notes = target.compiled, target.setup_compile_s, target.notes
     except Unsupported as e:
         return replace(base, status=SKIP, reason=_line(e))
+    except KeyboardInterrupt:
+        from normcheck.engine import worker
+
+        if not worker.IN_WORKER:
+            raise  # timed in the caller's own process: this may be the caller's Ctrl-C
+        return replace(base, status=ERROR, reason=_escaped(KeyboardInterrupt()))
     except BaseException as e:  # a failing case is a row (sys.exit and KeyboardInterrupt from the code too)
         kind = fw.classify(e)
         _release(case.device)
@@ -183,6 +189,12 @@ def _checked(target: Target) -> Target:
         return out
 
     return replace(target, call=checked)
+
+
+def _escaped(e: BaseException) -> str:
+    from normcheck.engine.deaths import escaped
+
+    return escaped(e)
 
 
 def _line(e: BaseException) -> str:

@@ -175,8 +175,10 @@ def _run(request, min_time, max_time, timeout, verbose, fmt, output, plot, old, 
         fail_usage(str(e))
     counts = report.counts()
     shown = output is not None and str(output) != "-"
+    head = "normcheck bench: interrupted; the report holds what was measured: " if report.interrupted \
+        else "normcheck bench: "
     say(
-        f"normcheck bench: {counts['ok']} measured ({counts['noisy']} noisy), {counts['skip']} skipped, "
+        f"{head}{counts['ok']} measured ({counts['noisy']} noisy), {counts['skip']} skipped, "
         f"{counts['error']} errors, {counts['oom']} out of memory ({report.seconds:.1f}s)"
         + (f"; report in {output}" if shown else "") + (f"; plot in {plot}" if plot else "")
     )
@@ -184,6 +186,5 @@ def _run(request, min_time, max_time, timeout, verbose, fmt, output, plot, old, 
         say(f"normcheck bench: {len(comparison.slower)} case(s) slower than {comparison.threshold:.0%} beyond the "
             "measured spread")
     if report.interrupted:
-        say("normcheck bench: interrupted; the report holds what was measured")
         raise typer.Exit(130)
     raise typer.Exit(1 if counts["error"] or (comparison is not None and comparison.slower) else 0)

@@ -179,13 +179,14 @@ def _run(requests, fmt, output, all_rows, strict, jobs, verbose, compile_cache) 
     from normcheck.engine.pool import Engine
     from normcheck.records import ERROR, FAIL, KNOWN
     from normcheck.report import render
-    from normcheck.request import merge_reports, plan_request, run_plan
+    from normcheck.request import check_shards, merge_reports, plan_request, run_plan
 
     err = Console(stderr=True)
     reports = []
     try:
         with Engine(jobs, verbose, compile_cache=compile_cache) as engine:
             plans = [plan_request(engine, r) for r in requests]
+            check_shards(plans)
             with Progress(
                 TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 console=err, transient=True, disable=not stderr_is_tty(),
@@ -210,12 +211,13 @@ def _run(requests, fmt, output, all_rows, strict, jobs, verbose, compile_cache) 
         fail_usage(str(e))
     failing = counts[FAIL] + counts[ERROR] + (counts[KNOWN] if strict else 0)
     where = f"; report in {output}" if output is not None and str(output) != "-" else ""
+    head = "normcheck verify: interrupted; the report holds the cases finished before it: " if report.interrupted \
+        else "normcheck verify: "
     say(
-        f"normcheck verify: {counts['pass']} passed, {counts[FAIL]} failed, {counts[ERROR]} errors, "
+        f"{head}{counts['pass']} passed, {counts[FAIL]} failed, {counts[ERROR]} errors, "
         f"{counts[KNOWN]} known defects, {counts['skip']} skipped ({summary['cases']} cases, "
         f"{summary['seconds']:.1f}s){where}"
     )
     if report.interrupted:
-        say("normcheck verify: interrupted; the report holds the cases finished before it")
         raise typer.Exit(130)
     raise typer.Exit(1 if failing else 0)

@@ -56,11 +56,20 @@ def compile_cache_env() -> dict[str, str]:
 def can_send(request: Any) -> bool:
     """Whether a worker can receive ``request``: an implementation object goes by its importable
     name, so a lambda or a function defined inside another cannot."""
+    import importlib.util
     import pickle
 
     for obj in (getattr(request, "impl", None), getattr(request, "backward", None)):
-        if obj is not None and not isinstance(obj, str) and getattr(obj, "__module__", None) == "__main__":
+        if obj is None or isinstance(obj, str):
+            continue
+        module = getattr(obj, "__module__", None)
+        if module == "__main__":
             return False  # a worker's __main__ is not the caller's script
+        try:  # a module loaded from a file by path (pytest's importlib mode) has no name to import by
+            if module is None or importlib.util.find_spec(module) is None:
+                return False
+        except (ImportError, ValueError):
+            return False
     try:
         pickle.dumps(request)
     except Exception:
@@ -94,6 +103,7 @@ class _Slot:
     task: Task | None = None
     loading: bool = False
     deadline: float = float("inf")
+    user_of: str | None = None  # the request whose user code it has run
 
 
 @dataclass
@@ -115,12 +125,15 @@ class Engine:
         self.env = {**VERIFY_ENV, **(compile_cache_env() if compile_cache else {})}
         self.slots: list[_Slot] = []
         self._last_id = ""
+        self._ids: list[str] = []
+        self._sigint: Any = None
 
     def _new_id(self) -> str:
         """An id no other request of any engine shares (an inline worker's cache outlives engines)."""
         import uuid
 
         self._last_id = uuid.uuid4().hex
+        self._ids.append(self._last_id)
         return self._last_id
 
     def __enter__(self) -> Engine:
@@ -130,26 +143,75 @@ class Engine:
         self.close()
 
     def close(self) -> None:
+        """Ask every idle worker to leave at once, give them a moment together, then kill all."""
+        import contextlib
+
         for slot in self.slots:
-            slot.worker.kill() if slot.task is not None else slot.worker.stop()
+            if slot.task is None:
+                with contextlib.suppress(WorkerDied):
+                    slot.worker.send(("exit", None))
+        deadline = time.monotonic() + 1.0
+        leaving = [s for s in self.slots if s.task is None and not s.worker.inline]
+        while any(s.worker.alive() for s in leaving) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for slot in self.slots:
+            slot.worker.kill()
         self.slots = []
+        if self.inline:
+            from normcheck.engine.tasks import forget
+
+            forget(self._ids)
+
+    def ignore_ctrl_c(self) -> None:
+        """After a first Ctrl-C: a second one must not cut the writing of the partial report.
+        ``restore_ctrl_c`` undoes it (the Python API, which then raises KeyboardInterrupt)."""
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread() and self._sigint is None:
+            self._sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def restore_ctrl_c(self) -> None:
+        import signal
+
+        if self._sigint is not None:
+            signal.signal(signal.SIGINT, self._sigint)
+            self._sigint = None
 
     # -- workers ---------------------------------------------------------------------------
 
-    def _idle_slot(self, part: str, waiting: int | None = None) -> _Slot | None:
-        """An idle worker that has ``part`` loaded, else a new one while fewer than ``jobs`` run
-        (and, when ``waiting`` cases are known, enough of them wait to be worth its start-up),
-        else any idle one; None when all are busy."""
-        idle = [s for s in self.slots if s.task is None]
+    def _idle_slot(self, part: str, req_id: str, waiting: int | None = None) -> _Slot | None:
+        """An idle worker for ``part``: one that has it loaded, else a new one while fewer than
+        ``jobs`` run (when ``waiting`` cases are known, only if enough wait to be worth its
+        start-up), else any idle one; None when the work must wait for a busy worker. A worker
+        that has run user code serves only that request's user part (the code may have changed
+        its process); a dead one is replaced."""
+        for dead in [s for s in self.slots if s.task is None and not s.worker.alive()]:
+            self._replace(dead)
+        idle = [s for s in self.slots if s.task is None and self._serves(s, part, req_id)]
         match = next((s for s in idle if part in s.worker.tags), None)
         if match is not None:
             return match
+        busy = any(s.task is not None for s in self.slots)
+        if not idle and not busy and len(self.slots) >= self.jobs:
+            self._retire_one()
         worth = waiting is None or not self.slots or waiting >= SPAWN_MIN_CASES
-        if len(self.slots) < self.jobs and worth:
+        if len(self.slots) < self.jobs and (worth or (not idle and not busy)):
             slot = _Slot(make_worker(env=self.env, verbose=self.verbose, inline=self.inline))
             self.slots.append(slot)
             return slot
         return idle[0] if idle else None
+
+    @staticmethod
+    def _serves(slot: _Slot, part: str, req_id: str) -> bool:
+        return slot.user_of is None or (part == USER_PART and slot.user_of == req_id)
+
+    def _retire_one(self) -> None:
+        """Stop an idle worker that ran another request's user code, to make room."""
+        for s in self.slots:
+            if s.task is None and s.user_of is not None:
+                self._replace(s)
+                return
 
     def _replace(self, slot: _Slot) -> None:
         slot.worker.kill()
@@ -162,24 +224,32 @@ class Engine:
         req_id = self._new_id()
         done: dict[str, PartPlan | str] = {}
         waiting: dict[int, tuple[_Slot, str, float]] = {}
+        retries: dict[str, int] = {}
         todo = list(parts)
         try:
             while todo or waiting:
                 while todo:
-                    slot = self._idle_slot(todo[0])
+                    slot = self._idle_slot(todo[0], req_id)
                     if slot is None:
                         break
                     part = todo.pop(0)
                     slot.task = Task(part, req_id, request, deque())
+                    if part == USER_PART:
+                        slot.user_of = req_id
                     try:
                         slot.worker.send(("verify.plan", (req_id, request, part)))
                     except WorkerDied as e:
-                        done[part] = f"the worker died ({e.how})"
                         slot.task = None
                         self._replace(slot)
+                        retries[part] = retries.get(part, 0) + 1
+                        if retries[part] > 1:
+                            done[part] = f"the worker died ({e.how})"
+                        else:
+                            todo.insert(0, part)
                         continue
                     waiting[id(slot)] = (slot, part, time.monotonic() + LOAD_TIMEOUT)
-                self._collect_plans(waiting, done)
+                if waiting:
+                    self._collect_plans(waiting, done)
         except BaseException:
             for slot, _, _ in waiting.values():
                 self._replace(slot)
@@ -191,8 +261,15 @@ class Engine:
         soonest = min(d for _, _, d in waiting.values())
         ready = _ready([s for s, _, _ in waiting.values()], max(0.0, soonest - now))
         for key, (slot, part, deadline) in list(waiting.items()):
+            if slot not in ready and not slot.worker.inline and slot.worker.from_child.poll(0):
+                ready.append(slot)  # it answered while others were being read
             if slot not in ready:
-                if time.monotonic() >= deadline:
+                how = slot.worker.death()
+                if how is not None:
+                    done[part] = f"the worker died while loading ({how})"
+                    del waiting[key]
+                    self._replace(slot)
+                elif time.monotonic() >= deadline:
                     done[part] = f"loading did not finish within {LOAD_TIMEOUT:g} s"
                     del waiting[key]
                     self._replace(slot)
@@ -259,13 +336,10 @@ def _merge(request: Any, req_id: str, parts: list[str], done: dict[str, PartPlan
         opts = opts or got.opts
     units.sort(key=lambda u: u.order[:3])  # stable: within a part, the part's own order
     opts = replace(opts or fallback_opts, shard=fallback_opts.shard)  # parts are planned unsharded
+    unsharded = sum(len(u.cases) for u in units)
     if opts.shard is not None:
-        total = sum(len(u.cases) for u in units)
         units = shard_cases(units, opts.shard)
-        if total and not units:
-            k, n = opts.shard
-            raise UsageError(f"shard {k}/{n} holds no cases: the matrix has {total}, so N may be at most {total}")
-    return Plan(request, req_id, opts, frameworks, units, load_rows, list(dict.fromkeys(notes)), against)
+    return Plan(request, req_id, opts, frameworks, units, load_rows, list(dict.fromkeys(notes)), against, unsharded)
 
 
 class _Run:
@@ -294,16 +368,22 @@ class _Run:
                 self._wait()
         except KeyboardInterrupt:
             interrupted = True
+            self.engine.ignore_ctrl_c()
             for slot in list(self.engine.slots):
                 if slot.task is not None:
                     self.engine._replace(slot)
-        return RunResult(self._in_order(), interrupted)
+        return RunResult(self._in_order(interrupted), interrupted)
 
-    def _in_order(self) -> list[CheckResult]:
+    def _in_order(self, interrupted: bool) -> list[CheckResult]:
+        """Every planned case's rows in plan order. A case without rows after a whole run is an
+        error row (never silently left out); after Ctrl-C it is simply not in the report."""
         out = list(self.plan.load_rows)
         for u, unit in enumerate(self.plan.units):
             for case in unit.cases:
-                out += self.rows.get((u, case), [])
+                rows = self.rows.get((u, case))
+                if rows is None and not interrupted:
+                    rows = [CheckResult(case, RUN, ERROR, message="normcheck lost this case: no worker reported it")]
+                out += rows or []
         return out
 
     def _queue_groups(self) -> None:
@@ -354,15 +434,16 @@ class _Run:
         return None
 
     def _next_task(self, slot: _Slot) -> Task | None:
-        for i, task in enumerate(self.queue):
-            if task.part in slot.worker.tags:
-                del self.queue[i]
-                return task
-        return self.queue.popleft() if self.queue else None
+        """The first queued task of a part the worker has loaded, else the first it may serve."""
+        usable = [t for t in self.queue if Engine._serves(slot, t.part, self.req_id)]
+        task = next((t for t in usable if t.part in slot.worker.tags), usable[0] if usable else None)
+        if task is not None:
+            self.queue.remove(task)
+        return task
 
     def _dispatch(self) -> None:
         while self.queue:
-            slot = self.engine._idle_slot(self.queue[0].part, sum(len(t.pending) for t in self.queue))
+            slot = self.engine._idle_slot(self.queue[0].part, self.req_id, sum(len(t.pending) for t in self.queue))
             if slot is None:
                 return
             task = self._next_task(slot)
@@ -386,6 +467,8 @@ class _Run:
                 self.queue.appendleft(task)
                 continue
             slot.task, slot.loading = task, True
+            if task.part == USER_PART:
+                slot.user_of = self.req_id
             slot.deadline = time.monotonic() + max(LOAD_TIMEOUT, self._case_timeout())
 
     def _case_timeout(self) -> float:
@@ -397,11 +480,16 @@ class _Run:
         if not busy:
             return
         soonest = min(s.deadline for s in busy)
-        timeout = None if soonest == float("inf") else max(0.0, soonest - time.monotonic())
+        # at most a second: a worker whose pipe a forked child keeps open ends without an EOF
+        timeout = min(1.0, max(0.0, soonest - time.monotonic()))
         ready = _ready(busy, timeout)
         for slot in busy:
-            if slot in ready:
+            if slot in ready or (not slot.worker.inline and slot.worker.from_child.poll(0)):
                 self._receive(slot)
+                continue
+            how = slot.worker.death()
+            if how is not None:
+                self._lost(slot, f"the worker died: {how}", death=True)
             elif time.monotonic() >= slot.deadline:
                 self._overran(slot)
 
@@ -424,16 +512,21 @@ class _Run:
             self.baselines[payload[0]] = payload[1]
         elif kind == "case":
             u, case, outcome = payload
-            if task.pending and task.pending[0] == (u, case):
-                task.pending.popleft()
+            if not task.pending or task.pending[0] != (u, case):  # out of order: trust it no further
+                self._lost(slot, "the worker answered for a case it was not running", death=True)
+                return
+            task.pending.popleft()
             self._judge(u, case, outcome)
         elif kind == "done":
+            for u, case in task.pending:
+                self._error(u, case, "the worker finished without running this case")
             slot.task = None
             slot.deadline = float("inf")
         else:  # "usage" or "fail": the worker could not run the task at all
             for u, case in task.pending:
                 self._error(u, case, f"could not run: {payload}")
             slot.task = None
+            slot.deadline = float("inf")
 
     def _judge(self, u: int, case: Case, outcome: Any) -> None:
         from normcheck.verify import judge_outcome

@@ -19,7 +19,7 @@ from normcheck.engine.deaths import describe_exit, last_frame
 
 # Framework chatter (TensorFlow's C++ log, oneDNN, absl, XLA) goes to the worker's log, and
 # these keep most of it from being produced at all.
-QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "GRPC_VERBOSITY": "ERROR"}
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "ERROR"}  # logs only: nothing that changes results
 LOG_TAIL_BYTES = 64 * 1024
 
 
@@ -35,12 +35,20 @@ class WorkerTimeout(Exception):
     """The worker sent nothing within the deadline (it has been killed)."""
 
 
+# The worker imports the very normcheck the parent runs (a source checkout, not some installed
+# copy), then takes that folder off its import path again so it shadows nothing.
+BOOTSTRAP = (
+    "import sys; sys.path.insert(0, {root!r}); import normcheck.engine.worker as w; "
+    "sys.path.remove({root!r}); w.main()"
+)
+
+
 def _normcheck_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
 class Worker:
-    """A ``python -m normcheck.engine.worker`` child.
+    """A ``python -P -c <BOOTSTRAP>`` child running normcheck.engine.worker.main.
 
     Its stdout and stderr go to a private log file (or, with ``verbose``, to the parent's stderr),
     so nothing it prints reaches a report on stdout. It runs in a session of its own, so a Ctrl-C
@@ -59,7 +67,8 @@ class Worker:
         child_env["NORMCHECK_WORKER_PATH"] = json.dumps([_normcheck_root(), *[p for p in sys.path if p]])
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-P", "-m", "normcheck.engine.worker", str(to_child_r), str(from_child_w)],
+                [sys.executable, "-P", "-c", BOOTSTRAP.format(root=_normcheck_root()), str(to_child_r),
+                 str(from_child_w)],
                 pass_fds=(to_child_r, from_child_w),
                 stdin=subprocess.DEVNULL,
                 stdout=2 if verbose else self.log,  # never the report stream, even verbose
@@ -123,6 +132,10 @@ class Worker:
         frame = last_frame(self.log_tail())
         return how + (f"; last Python frame {frame}" if frame else "")
 
+    def death(self) -> str | None:
+        """How it ended, when it has (its pipe may stay open in a process it forked), else None."""
+        return None if self.alive() else self._death()
+
     def log_tail(self) -> str:
         try:
             size = self.log.seek(0, os.SEEK_END)
@@ -143,10 +156,10 @@ class Worker:
         self.kill()
 
     def kill(self) -> None:
-        if self.alive():
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # its children too
-            except (ProcessLookupError, PermissionError):
+        try:  # its whole process group: children it started too, even after it has died itself
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            if self.alive():
                 self.proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
@@ -172,6 +185,9 @@ class InlineWorker:
 
     def alive(self) -> bool:
         return True
+
+    def death(self) -> str | None:
+        return None
 
     def ready(self) -> bool:
         return bool(self.queue)

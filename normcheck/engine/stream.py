@@ -42,16 +42,19 @@ def run_bench(
     interrupted = False
     try:
         while start == 0 or start < len(cases):
+            started = False
             worker = make_worker(verbose=verbose)
-            worker.send(("bench.run", (request, settings, start, copy)))
-            deadline = LOAD_TIMEOUT + (timeout or 0.0)
+            deadline: float | None = LOAD_TIMEOUT + (timeout or 0.0)
             finished = False
             while not finished:
                 try:
+                    if not started:
+                        started = True
+                        worker.send(("bench.run", (request, settings, start, copy)))
                     kind, payload = worker.receive(deadline)
                 except (WorkerDied, WorkerTimeout) as e:
                     if not cases:  # lost while loading: nothing planned to blame it on
-                        how = e.how if isinstance(e, WorkerDied) else f"loading took over {deadline:g} s"
+                        how = e.how if isinstance(e, WorkerDied) else f"loading took over {LOAD_TIMEOUT:g} s"
                         raise UsageError(f"bench could not start: its worker died ({how})") from None
                     how = (f"the worker died: {e.how}" if isinstance(e, WorkerDied)
                            else f"timed out after {timeout:g} s (the limit is --timeout); the worker was stopped")
@@ -84,6 +87,8 @@ def run_bench(
                     if not cases:
                         raise UsageError(f"bench could not start: {payload}")
                     done[start] = BenchResult(cases[start], status=ERROR, reason=payload)
+                    if progress:
+                        progress(done[start])
                     start += 1
                     break
                 elif kind == "done":

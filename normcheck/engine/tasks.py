@@ -74,6 +74,7 @@ class Plan:
     load_rows: list[CheckResult] = field(default_factory=list)
     translations: list[str] = field(default_factory=list)
     against: FrameworkFacts | None = None
+    unsharded: int = 0  # cases before --shard took its slice
 
     @property
     def total(self) -> int:
@@ -83,6 +84,12 @@ class Plan:
 # ---- the worker's side ---------------------------------------------------------------------
 
 _prepared: dict[tuple[str, str], tuple[Any, dict[tuple, Any]]] = {}
+
+
+def forget(req_ids: list[str]) -> None:
+    """Drop what this process loaded for these requests (inline: the caller's process lives on)."""
+    for key in [k for k in _prepared if k[0] in req_ids]:
+        del _prepared[key]
 
 
 def part_request(request: Any, part: str) -> Any:

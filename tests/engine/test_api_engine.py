@@ -49,3 +49,20 @@ def test_an_object_that_no_worker_can_load_runs_in_this_process():
 def test_jobs_is_an_option():
     with pytest.raises(normcheck.errors.UsageError, match="--jobs must be at least 1"):
         normcheck.check("gn", "fixtures/torch_functional.py:group_norm", jobs=0, **SMALL)
+
+
+def test_ctrl_c_during_check_is_raised_in_the_caller_with_its_handler_restored():
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        normcheck.check("gn", "fixtures/hostile.py:group_norm_ctrl_c_at_the_caller", **SMALL)
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+@pytest.mark.parametrize("options, needle", [
+    ({"jobs": "2"}, "jobs must be a whole number"),
+    ({"jobs": True}, "jobs must be a whole number"),
+    ({"compile_cache": "yes"}, "compile_cache must be True or False"),
+])
+def test_api_options_are_checked(options, needle):
+    with pytest.raises(normcheck.errors.UsageError, match=needle):
+        normcheck.check("gn", "fixtures/torch_functional.py:group_norm", **options, **SMALL)
