@@ -29,7 +29,6 @@ def run_bench(
 ) -> BenchRun:
     """Every row of ``request`` timed in a worker; UsageError for a request the worker refused."""
     from normcheck.bench.bandwidth import CopyBandwidth
-    from normcheck.bench.records import ERROR, BenchResult
     from normcheck.bench.run import with_baseline
 
     began = time.perf_counter()
@@ -58,10 +57,7 @@ def run_bench(
                         raise UsageError(f"bench could not start: its worker died ({how})") from None
                     how = (f"the worker died: {e.how}" if isinstance(e, WorkerDied)
                            else f"timed out after {timeout:g} s (the limit is --timeout); the worker was stopped")
-                    done[start] = BenchResult(cases[start], status=ERROR, reason=how)
-                    if progress:
-                        progress(done[start])
-                    start += 1
+                    start = _lose_row(done, cases, start, how, progress)
                     break
                 if kind == "plan":
                     notes, cases, baseline = payload
@@ -86,10 +82,7 @@ def run_bench(
                 elif kind == "fail":
                     if not cases:
                         raise UsageError(f"bench could not start: {payload}")
-                    done[start] = BenchResult(cases[start], status=ERROR, reason=payload)
-                    if progress:
-                        progress(done[start])
-                    start += 1
+                    start = _lose_row(done, cases, start, payload, progress)
                     break
                 elif kind == "done":
                     finished = True
@@ -113,3 +106,14 @@ def run_bench(
     report.interrupted = interrupted
     report.seconds = time.perf_counter() - began
     return BenchRun(report, notes=[] if not cases else list(report.settings.get("notes", [])))
+
+
+def _lose_row(done: dict[int, Any], cases: list[Any], start: int, reason: str,
+              progress: Callable[[Any], None] | None) -> int:
+    """Row ``start`` ended without a result: an error row with ``reason``; the row to resume at."""
+    from normcheck.bench.records import ERROR, BenchResult
+
+    done[start] = BenchResult(cases[start], status=ERROR, reason=reason)
+    if progress:
+        progress(done[start])
+    return start + 1
