@@ -81,7 +81,7 @@ class Report:
     def counts(self) -> dict[str, int]:
         return {s: self.summary.get(s, 0) for s in STATUSES}
 
-    def failing(self) -> list[CheckResult]:  # (an interrupted report is never ok either)
+    def failing(self) -> list[CheckResult]:
         bad = (FAIL, ERROR, KNOWN) if self.strict else (FAIL, ERROR)
         return [r for r in self.results if r.status in bad]
 
@@ -183,11 +183,21 @@ def validate(request: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
             extra = registry.FRAMEWORKS[name].extra
             raise UsageError(f"framework {name!r} is not installed; pip install 'normcheck[{extra}]'")
     if r.impl is None:
-        opts = _options(r, choose(_items(r.ops), OP_NAMES, "op", OP_NAMES))
-        problems = invalid_cases(opts)
-        if problems:
-            raise UsageError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        _refuse_invalid_cases(_options(r, choose(_items(r.ops), OP_NAMES, "op", OP_NAMES)))
     return names, baseline
+
+
+def _refuse_invalid_cases(opts: Any) -> None:
+    from normcheck.verify import invalid_cases
+
+    problems = invalid_cases(opts)
+    if problems:
+        raise UsageError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+
+
+def named(request: Request, error: UsageError) -> UsageError:
+    """A config check's usage error, prefixed with the check's name."""
+    return UsageError(f"{request.name}: {error}") if request.name else error
 
 
 def _options(r: Request, ops: tuple[str, ...]) -> Any:
@@ -212,12 +222,6 @@ def _options(r: Request, ops: tuple[str, ...]) -> Any:
     )
 
 
-def invalid_cases(opts: Any) -> list[str]:
-    from normcheck.verify import invalid_cases as invalid
-
-    return invalid(opts)
-
-
 def prepare(request: Request) -> Prepared:
     """Validate ``request``, load what it names and plan it, in this process (a worker's job:
     this imports frameworks and the user's code). UsageError for anything the user must fix."""
@@ -234,12 +238,10 @@ def prepare(request: Request) -> Prepared:
         from normcheck.user.resolve import resolve_impl
 
         ops, user_fws, load_rows = resolve_impl(r, fw_names[0] if fw_names else None, ops_given)
+        _refuse_invalid_cases(_options(r, ops))  # (validate checked the built-ins' ops)
     else:
         ops = choose(_items(r.ops), OP_NAMES, "op", OP_NAMES)
     opts = _options(r, ops)
-    problems = invalid_cases(opts)
-    if problems:
-        raise UsageError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     loaded: dict[str, Framework] = {}
     for name in dict.fromkeys((*names, *baseline)):
         loaded[name] = registry.load(name)
@@ -267,9 +269,9 @@ def parts(request: Request) -> tuple[list[str], Any]:
     ops = split_list(_items(request.ops))
     if request.impl is not None and not ops:
         from normcheck.user import guess_op
+        from normcheck.user.resolve import impl_label
 
-        label = request.impl if isinstance(request.impl, str) else getattr(request.impl, "__name__", "")
-        guessed = guess_op(label.rpartition(":")[2])
+        guessed = guess_op(impl_label(request.impl)[1])
         ops = [guessed] if guessed else []
     opts = _options(request, tuple(o for o in ops if o in OP_NAMES))
     return ([USER_PART] if request.impl is not None else list(names)), opts
@@ -281,7 +283,7 @@ def plan_request(engine: Any, request: Request) -> Any:
     try:
         return engine.plan(request, names, fallback)
     except UsageError as e:
-        raise UsageError(f"{request.name}: {e}" if request.name else str(e)) from None
+        raise named(request, e) from None
 
 
 def run_plan(engine: Any, plan: Any, progress: Callable[[int], None] | None = None, strict: bool = False) -> Report:

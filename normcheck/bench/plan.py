@@ -110,17 +110,11 @@ def _device_check(names: list[str], explicit: bool, device: str) -> tuple[list[s
 def validate(request: BenchRequest) -> None:
     """The checks ``prepare`` makes that load nothing (no framework, no user code), so the parent
     process refuses a bad request at once. UsageError otherwise."""
-    from normcheck import frameworks as registry
-
     r = request
     choose(r.dtypes, DTYPE_NAMES, "dtype", ("float32",))
     parse_passes(r.passes)
     choose(r.modes, MODES, "mode", ("eager",))
-    names = list(choose(r.frameworks, BUILTIN, "framework", [*registry.installed(), "numpy"]))
-    for name in names:
-        if name != "numpy" and not registry.is_installed(name):
-            extra = registry.FRAMEWORKS[name].extra
-            raise UsageError(f"{name} is not installed; pip install 'normcheck[{extra}]'")
+    _baseline(r, _timed_frameworks(r))
     if r.device != "cpu" and not r.device.startswith("cuda"):
         raise UsageError(f"unknown device {r.device!r}; choose from cpu, cuda")
     if r.impl is None:
@@ -129,24 +123,35 @@ def validate(request: BenchRequest) -> None:
         choose(r.ops, OP_NAMES, "op", ())
 
 
-def prepare(request: BenchRequest) -> BenchPlan:
-    """Validate and plan ``request``. Loads the frameworks it needs (after the threads are set)."""
+def _timed_frameworks(r: BenchRequest) -> list[str]:
+    """The frameworks asked for (default: every installed one and NumPy); UsageError for one that
+    is not installed."""
     from normcheck import frameworks as registry
 
+    names = list(choose(r.frameworks, BUILTIN, "framework", [*registry.installed(), "numpy"]))
+    for name in names:
+        if name != "numpy" and not registry.is_installed(name):
+            extra = registry.FRAMEWORKS[name].extra
+            raise UsageError(f"{name} is not installed; pip install 'normcheck[{extra}]'")
+    return names
+
+
+def _baseline(r: BenchRequest, names: list[str]) -> str | None:
+    baseline = r.baseline if r.baseline is not None else (DEFAULT_BASELINE if DEFAULT_BASELINE in names else None)
+    if baseline is not None and baseline not in (*names, "user"):
+        raise UsageError(f"--baseline {baseline} is not among the frameworks timed ({', '.join(names)})")
+    return baseline
+
+
+def prepare(request: BenchRequest) -> BenchPlan:
+    """Validate and plan ``request``. Loads the frameworks it needs (after the threads are set)."""
     r = request
     dtypes = choose(r.dtypes, DTYPE_NAMES, "dtype", ("float32",))
     passes = parse_passes(r.passes)
     modes = choose(r.modes, MODES, "mode", ("eager",))
     explicit = bool(split_list(r.frameworks))
-    installed = [*registry.installed(), "numpy"]
-    names = list(choose(r.frameworks, BUILTIN, "framework", installed))
-    for name in names:
-        if name != "numpy" and not registry.is_installed(name):
-            extra = registry.FRAMEWORKS[name].extra
-            raise UsageError(f"{name} is not installed; pip install 'normcheck[{extra}]'")
-    baseline = r.baseline if r.baseline is not None else (DEFAULT_BASELINE if DEFAULT_BASELINE in names else None)
-    if baseline is not None and baseline not in (*names, "user"):
-        raise UsageError(f"--baseline {baseline} is not among the frameworks timed ({', '.join(names)})")
+    names = _timed_frameworks(r)
+    baseline = _baseline(r, names)
     names, notes = _device_check(names, explicit, r.device)
     user = None
     ops_given = split_list(r.ops)

@@ -27,19 +27,24 @@ def available_cpus() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def apply_threads(n: int) -> list[int]:
-    """Set every framework's thread variables to ``n`` and pin the process to ``n`` CPUs; the CPUs."""
+def check_threads(n: int) -> list[int]:
+    """The CPUs a run on ``n`` threads is pinned to; UsageError when ``n`` cannot be had."""
     cpus = available_cpus()
     if n < 1:
         raise UsageError(f"--threads must be at least 1, not {n}")
     if n > len(cpus):
         raise UsageError(f"--threads {n}: this process may use {len(cpus)} CPU(s)")
+    return cpus[:n]
+
+
+def apply_threads(n: int) -> list[int]:
+    """Set every framework's thread variables to ``n`` and pin the process to ``n`` CPUs; the CPUs."""
+    chosen = check_threads(n)
     for var in THREAD_VARIABLES:
         os.environ[var] = str(n)
     flags = os.environ.get("XLA_FLAGS", "")
     if n == 1 and XLA_ONE_THREAD not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {XLA_ONE_THREAD}".strip()
-    chosen = cpus[:n]
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, chosen)
     return chosen

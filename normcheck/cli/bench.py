@@ -103,12 +103,9 @@ def bench(
         output = check_output(output, plot=plot)
         plot = check_output(plot, option="--plot") if plot is not None else None
         old, threshold = _earlier_run(compare, fail_if_slower)
-        from normcheck.bench.threads import available_cpus
+        from normcheck.bench.threads import check_threads
 
-        if threads < 1:
-            raise UsageError(f"--threads must be at least 1, not {threads}")
-        if threads > len(available_cpus()):
-            raise UsageError(f"--threads {threads}: this process may use {len(available_cpus())} CPU(s)")
+        check_threads(threads)  # here, before the worker that applies them starts
         request = BenchRequest(
             ops=op, frameworks=framework, impl=impl, backward=backward, style=style, device=device, dtypes=dtype,
             shapes=tuple(shape or ()), passes=pass_, modes=mode, threads=threads, baseline=baseline,

@@ -135,12 +135,12 @@ def _joined(values: list[str] | None) -> str | None:
 
 
 def _validate(request) -> None:
-    from normcheck.request import validate
+    from normcheck.request import named, validate
 
     try:
         validate(request)
     except UsageError as e:
-        raise UsageError(f"{request.name}: {e}" if request.name else str(e)) from None
+        raise named(request, e) from None
 
 
 def _config_requests(config: Path | None, given: list[str]):

@@ -18,6 +18,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from normcheck.bench.threads import THREAD_VARIABLES, XLA_ONE_THREAD, available_cpus
 from normcheck.engine.process import InlineWorker, Worker, WorkerDied, WorkerTimeout, make_worker
 from normcheck.engine.tasks import USER_PART, PartPlan, Plan, PlannedUnit
 from normcheck.errors import UsageError
@@ -28,10 +29,7 @@ MAX_DEATHS = 3  # likewise for cases that crash their worker
 SPAWN_MIN_CASES = 400  # a further worker starts only while this many cases wait: starting one costs seconds
 LOAD_TIMEOUT = 120.0  # seconds a worker may take to import the frameworks and the user's code
 # every verify worker alike (one thread per framework), so records do not depend on --jobs
-VERIFY_ENV = {
-    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
-    "TF_NUM_INTEROP_THREADS": "1", "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-}
+VERIFY_ENV = {**dict.fromkeys(THREAD_VARIABLES, "1"), "XLA_FLAGS": XLA_ONE_THREAD}
 
 
 def cache_dir() -> Path:
@@ -78,8 +76,6 @@ def can_send(request: Any) -> bool:
 
 
 def default_jobs() -> int:
-    from normcheck.bench.threads import available_cpus
-
     return max(1, len(available_cpus()))
 
 
@@ -550,9 +546,9 @@ class _Run:
             self._lost(slot, f"loading did not finish within {LOAD_TIMEOUT:g} s", death=False, all_pending=True)
             return
         if task.pending:
-            self.timeouts[(task.pending[0][1].framework, task.pending[0][1].impl)] = (
-                self.timeouts.get((task.pending[0][1].framework, task.pending[0][1].impl), 0) + 1
-            )
+            case = task.pending[0][1]
+            who = (case.framework, case.impl)
+            self.timeouts[who] = self.timeouts.get(who, 0) + 1
         self._lost(slot, f"timed out after {self._case_timeout():g} s (the limit is --timeout); the worker was "
                    "stopped", death=False)
 

@@ -12,7 +12,7 @@ from normcheck.user import FORMS, FormError, LoadError, SpecError, detect_form, 
 from normcheck.user.spec import ImplSpec, load_object, parse_spec
 
 
-def _label(value: Any) -> tuple[ImplSpec | None, str]:
+def impl_label(value: Any) -> tuple[ImplSpec | None, str]:
     if isinstance(value, str):
         try:
             spec = parse_spec(value)
@@ -24,7 +24,7 @@ def _label(value: Any) -> tuple[ImplSpec | None, str]:
 
 
 def _load(value: Any) -> tuple[str, object]:
-    spec, name = _label(value)
+    spec, name = impl_label(value)
     return name, (value if spec is None else load_object(spec))
 
 
@@ -33,8 +33,8 @@ def resolve_impl(request: Any, framework: str | None, ops_given: list[str]) -> t
     from normcheck import frameworks as registry
     from normcheck.request import load_error_row
 
-    spec_label = request.impl if isinstance(request.impl, str) else _label(request.impl)[1]
-    _, name = _label(request.impl)
+    spec_label = request.impl if isinstance(request.impl, str) else impl_label(request.impl)[1]
+    _, name = impl_label(request.impl)
     ops = choose(",".join(ops_given), OP_NAMES, "op", ())
     if not ops:
         guessed = guess_op(name)

@@ -17,15 +17,14 @@ QUICK = ["--min-time", "0.005", "--max-time", "0.03"]
 SMALL = ["--op", "ln,gn", "--shape", "4,32,4,4", *QUICK]
 
 
-def bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def bench(*args: str, timeout: float = 240, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "normcheck", "bench", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+                          timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
-def bench_in_workers(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def bench_in_workers(*args: str) -> subprocess.CompletedProcess:
     """``bench`` as in normal use, timing in a worker process (the suite runs inline by default)."""
-    return subprocess.run([sys.executable, "-m", "normcheck", "bench", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env={**os.environ, "NORMCHECK_INLINE": "0"})
+    return bench(*args, env={"NORMCHECK_INLINE": "0"})
 
 
 @pytest.fixture(scope="module")
