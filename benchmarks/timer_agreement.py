@@ -72,10 +72,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per case (default 3)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N where torch sees a GPU")
     parser.add_argument("--max-time", type=float, default=2.0, help="seconds of samples at most per measurement")
-    parser.add_argument("--malloc", choices=("default", "steady"), default="steady",
-                        help="steady: fix glibc malloc's trim and mmap thresholds (see steady_malloc)")
-    parser.add_argument("--verbose", action="store_true",
-                        help="print every measurement: median, block size, page faults per call")
+    parser.add_argument(
+        "--malloc",
+        choices=("default", "steady"),
+        default="steady",
+        help="steady: fix glibc malloc's trim and mmap thresholds (see steady_malloc)",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="print every measurement: median, block size, page faults per call"
+    )
     args = parser.parse_args()
     if args.rounds < 1 or args.threads < 1:
         parser.error("--rounds and --threads take a positive integer")
@@ -112,8 +117,9 @@ def tub_timer(threads: int, settings: Any) -> Measure:
 
     def measure(target: Any) -> tuple[float, int, str]:
         t = Timer(stmt="target.call()", globals={"target": target}, num_threads=threads)
-        m = t.adaptive_autorange(threshold=settings.threshold, min_run_time=settings.min_time,
-                                 max_run_time=settings.max_time)
+        m = t.adaptive_autorange(
+            threshold=settings.threshold, min_run_time=settings.min_time, max_run_time=settings.max_time
+        )
         n = len(m.raw_times)
         return m.median, m.number_per_run * n, f"block {m.number_per_run} x {n} samples"
 
@@ -149,8 +155,7 @@ def build_target(op: str, shape: tuple[int, ...], pass_: str, device: str) -> tu
     return module("torch").build(impl, problem, pass_, "eager", device), params.label()
 
 
-def run_case(op: str, shape: tuple[int, ...], pass_: str, device: str, rounds: int,
-             timers: dict[str, Measure]) -> Row:
+def run_case(op: str, shape: tuple[int, ...], pass_: str, device: str, rounds: int, timers: dict[str, Measure]) -> Row:
     target, params = build_target(op, shape, pass_, device)
     names = [n for n in timers if n != "normcheck"]
     row = Row(op, shape, params, pass_, [], {n: [] for n in names}, [])
@@ -191,8 +196,10 @@ def busy_machine(threads: int) -> str:
     """A warning when other processes ran beside this one (then neither timer can be trusted)."""
     load, cpus = os.getloadavg()[0], os.cpu_count() or 1
     if load - threads > 0.5:
-        return (f"warning: 1-minute load average {load:.1f} on {cpus} CPUs while timing with {threads} thread(s): "
-                "other processes compete for the CPUs, caches and memory bandwidth")
+        return (
+            f"warning: 1-minute load average {load:.1f} on {cpus} CPUs while timing with {threads} thread(s): "
+            "other processes compete for the CPUs, caches and memory bandwidth"
+        )
     return ""
 
 
@@ -256,11 +263,16 @@ def main() -> int:
             rows.append(run_case(op, shape, pass_, device, args.rounds, timers))
             if args.verbose:
                 print("\n".join(details(rows[-1])), flush=True)
-    where = (f"{device}, {torch.get_num_threads()} thread(s)" if device == "cpu"
-             else f"{device} ({torch.cuda.get_device_name(device)})")
-    print(f"torch {torch.__version__}, float32, eager, {where}, malloc {args.malloc}; "
-          f"median of {args.rounds} interleaved rounds; "
-          f"ratio = normcheck / reference, agreement within [{LOW}, {HIGH}] of {judged(list(rows[0].references))}")
+    where = (
+        f"{device}, {torch.get_num_threads()} thread(s)"
+        if device == "cpu"
+        else f"{device} ({torch.cuda.get_device_name(device)})"
+    )
+    print(
+        f"torch {torch.__version__}, float32, eager, {where}, malloc {args.malloc}; "
+        f"median of {args.rounds} interleaved rounds; "
+        f"ratio = normcheck / reference, agreement within [{LOW}, {HIGH}] of {judged(list(rows[0].references))}"
+    )
     print("\n".join(table(rows)))
     busy = busy_machine(args.threads) if device == "cpu" else ""
     if busy:

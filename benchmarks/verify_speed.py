@@ -33,8 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(args: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
     """(wall seconds, cases, exit code) of one verify run."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "normcheck", "verify", *args, "--format", "json"],
-                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, "-m", "normcheck", "verify", *args, "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
     wall = time.perf_counter() - start
     if proc.returncode not in (0, 1):
         sys.exit(f"verify {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -47,8 +52,11 @@ def report(label: str, args: list[str], repeat: int, env: dict[str, str] | None 
         wall, cases, rc = run(args, env)
         walls.append(wall)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
-    print(f"{label:<28} {statistics.median(walls):7.1f} s  {cases:6d} cases  exit {rc}  "
-          f"max RSS of one process so far {peak:.2f} GB", flush=True)
+    print(
+        f"{label:<28} {statistics.median(walls):7.1f} s  {cases:6d} cases  exit {rc}  "
+        f"max RSS of one process so far {peak:.2f} GB",
+        flush=True,
+    )
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """The Python API, for pytest and notebooks: the same checks as ``normcheck verify``.
 
-    import normcheck
+import normcheck
 
-    def test_my_group_norm():
-        normcheck.assert_matches("gn", "mypkg/layers.py:MyGroupNorm")
+def test_my_group_norm():
+    normcheck.assert_matches("gn", "mypkg/layers.py:MyGroupNorm")
 """
 
 from __future__ import annotations

@@ -34,16 +34,28 @@ STR_LIST, INT_LIST = "a string or a list of strings", "an integer or a list of i
 # key -> (Request field, expected type)
 KEYS: dict[str, tuple[str, str]] = {
     "name": ("name", STR),
-    "op": ("ops", STR_LIST), "ops": ("ops", STR_LIST),
-    "impl": ("impl", STR), "backward": ("backward", STR), "style": ("style", STR),
-    "framework": ("frameworks", STR_LIST), "frameworks": ("frameworks", STR_LIST),
+    "op": ("ops", STR_LIST),
+    "ops": ("ops", STR_LIST),
+    "impl": ("impl", STR),
+    "backward": ("backward", STR),
+    "style": ("style", STR),
+    "framework": ("frameworks", STR_LIST),
+    "frameworks": ("frameworks", STR_LIST),
     "shapes": ("shapes", "a list of shapes, each a list of positive integers"),
-    "groups": ("groups", INT_LIST), "normalized_ndim": ("normalized_ndim", INT_LIST),
-    "dtype": ("dtypes", STR_LIST), "dtypes": ("dtypes", STR_LIST),
-    "input": ("kinds", STR_LIST), "inputs": ("kinds", STR_LIST),
-    "device": ("device", STR), "seed": ("seed", INT),
-    "rtol": ("rtol", NUM), "atol": ("atol", NUM), "eps": ("eps", NUM), "momentum": ("momentum", NUM),
-    "against": ("against", STR), "timeout": ("timeout", NUM),
+    "groups": ("groups", INT_LIST),
+    "normalized_ndim": ("normalized_ndim", INT_LIST),
+    "dtype": ("dtypes", STR_LIST),
+    "dtypes": ("dtypes", STR_LIST),
+    "input": ("kinds", STR_LIST),
+    "inputs": ("kinds", STR_LIST),
+    "device": ("device", STR),
+    "seed": ("seed", INT),
+    "rtol": ("rtol", NUM),
+    "atol": ("atol", NUM),
+    "eps": ("eps", NUM),
+    "momentum": ("momentum", NUM),
+    "against": ("against", STR),
+    "timeout": ("timeout", NUM),
 }
 assert {f for f, _ in KEYS.values()} <= {f.name for f in fields(Request)}
 # a check must name what it verifies: an empty [[check]] table would otherwise run every op on
@@ -52,8 +64,10 @@ SELECTING_KEYS = ("op", "impl")
 SELECTING = {KEYS[k][0] for k in SELECTING_KEYS}
 # number keys -> (what the value must satisfy, in words; the test); 0 is a value like any other
 RANGES = {
-    "rtol": ("not negative", lambda v: v >= 0), "atol": ("not negative", lambda v: v >= 0),
-    "eps": ("positive", lambda v: v > 0), "momentum": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "rtol": ("not negative", lambda v: v >= 0),
+    "atol": ("not negative", lambda v: v >= 0),
+    "eps": ("positive", lambda v: v > 0),
+    "momentum": ("in [0, 1]", lambda v: 0 <= v <= 1),
     "timeout": ("positive", lambda v: v > 0),
     "groups": ("positive", lambda v: all(n > 0 for n in _as_list(v))),
     "normalized_ndim": ("positive", lambda v: all(n > 0 for n in _as_list(v))),
@@ -85,8 +99,9 @@ def _read(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
     except UnicodeDecodeError as e:  # tomllib decodes the whole file before parsing it
-        raise UsageError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
-                         "TOML files must be UTF-8") from None
+        raise UsageError(
+            f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); TOML files must be UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{path}: not valid TOML: {e}") from None
 

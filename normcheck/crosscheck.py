@@ -75,11 +75,18 @@ def compare_frameworks(
                 yield row(check, PASS, comparison=cmp, tolerance=tol)
                 continue
             idx = cmp.worst_index
-            message = (f"{cmp.mismatched}/{cmp.numel} elements differ beyond tolerance; worst at {list(idx)}: "
-                       f"{mine[idx]:.7g} against {theirs[idx]:.7g} (reference {want[idx]:.7g})")
+            message = (
+                f"{cmp.mismatched}/{cmp.numel} elements differ beyond tolerance; worst at {list(idx)}: "
+                f"{mine[idx]:.7g} against {theirs[idx]:.7g} (reference {want[idx]:.7g})"
+            )
             issue = baseline.framework.known_issue(baseline.case, check)
             if issue is not None:
-                yield row(check, KNOWN, comparison=cmp, tolerance=tol,
-                          message=f"known defect of the baseline: {issue.cause}. {message}")
+                yield row(
+                    check,
+                    KNOWN,
+                    comparison=cmp,
+                    tolerance=tol,
+                    message=f"known defect of the baseline: {issue.cause}. {message}",
+                )
             else:
                 yield row(check, FAIL, comparison=cmp, tolerance=tol, message=message)

@@ -88,9 +88,20 @@ def make_problem(
         if a is not None:
             a.setflags(write=False)  # an implementation that writes into its inputs fails loudly
     return Problem(
-        op=op, shape=tuple(shape), params=params, dtype=dtype, kind=kind, eps=eps, momentum=momentum,
-        x=batches[-1], dy=dy, weight=weight, bias=bias, steps=tuple(batches[:-1]),
-        unbiased_running_var=unbiased_running_var, **running,
+        op=op,
+        shape=tuple(shape),
+        params=params,
+        dtype=dtype,
+        kind=kind,
+        eps=eps,
+        momentum=momentum,
+        x=batches[-1],
+        dy=dy,
+        weight=weight,
+        bias=bias,
+        steps=tuple(batches[:-1]),
+        unbiased_running_var=unbiased_running_var,
+        **running,
     )
 
 

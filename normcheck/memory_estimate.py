@@ -65,5 +65,7 @@ def memory_problem(shape: Sequence[int], available: int | None = None) -> str | 
     if available is None or need <= available:
         return None
     shape_text = ",".join(str(n) for n in shape)
-    return (f"shape {shape_text} needs about {format_bytes(need)} for its tensors; "
-            f"this machine has {format_bytes(available)} available")
+    return (
+        f"shape {shape_text} needs about {format_bytes(need)} for its tensors; "
+        f"this machine has {format_bytes(available)} available"
+    )

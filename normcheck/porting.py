@@ -60,15 +60,21 @@ def _rule(prop: str, convs: dict[str, Convention]) -> str:
     if prop == "momentum":
         old, new = by(lambda c: c.momentum_weights == OLD), by(lambda c: c.momentum_weights == NEW)
         if old and new:
-            return (f"{old}: momentum weighs the old value, {new}: the new batch; "
-                    "momentum_old = 1 - momentum_new (PyTorch 0.1 = Keras/Flax/ONNX 0.9); defaults differ too")
+            return (
+                f"{old}: momentum weighs the old value, {new}: the new batch; "
+                "momentum_old = 1 - momentum_new (PyTorch 0.1 = Keras/Flax/ONNX 0.9); defaults differ too"
+            )
         return "defaults differ: pass momentum explicitly"
     if prop == "running variance":
-        return ("PyTorch tracks the Bessel-corrected batch variance, the others the biased one: "
-                "per update var_unbiased = var_biased * n / (n - 1), n = values per channel in the batch")
+        return (
+            "PyTorch tracks the Bessel-corrected batch variance, the others the biased one: "
+            "per update var_unbiased = var_biased * n / (n - 1), n = values per channel in the batch"
+        )
     if prop == "layout":
-        return ("channels-last APIs want x.permute(0, 2, ..., 1) (NCHW -> NHWC) or the channel axis set to 1; "
-                "parameters keep shape (C,)")
+        return (
+            "channels-last APIs want x.permute(0, 2, ..., 1) (NCHW -> NHWC) or the channel axis set to 1; "
+            "parameters keep shape (C,)"
+        )
     if prop == "affine":
         rule = "match affine on both sides"
         off, required = by(lambda c: "off" in c.affine), by(lambda c: "required" in c.affine)
@@ -99,7 +105,12 @@ def convention_rows(ops: tuple[str, ...], frameworks: tuple[str, ...] = FRAMEWOR
                 continue  # the property does not apply to this op (or no framework asked for has it)
             differs = prop not in NOT_COMPARED and len(set(values.values())) > 1
             rows.append(
-                {"op": op, "property": prop, **{fw: values.get(fw, NO_SUCH_OP) for fw in frameworks},
-                 "differs": differs, "when porting": _rule(prop, convs) if differs else ""}
+                {
+                    "op": op,
+                    "property": prop,
+                    **{fw: values.get(fw, NO_SUCH_OP) for fw in frameworks},
+                    "differs": differs,
+                    "when porting": _rule(prop, convs) if differs else "",
+                }
             )
     return rows

@@ -80,8 +80,12 @@ class Diagnosis:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "hypothesis": self.hypothesis, "cause": self.cause, "evidence": self.evidence, "scope": self.scope,
-            "also": list(self.also), "summary": self.summary,
+            "hypothesis": self.hypothesis,
+            "cause": self.cause,
+            "evidence": self.evidence,
+            "scope": self.scope,
+            "also": list(self.also),
+            "summary": self.summary,
         }
 
 

@@ -141,8 +141,9 @@ def validate(request: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if r.rtol is not None and r.rtol >= 1:
         raise UsageError(f"rtol {r.rtol:g} allows any value of the right sign; give a relative tolerance below 1")
     if r.eps is not None and not r.eps >= sys.float_info.min:
-        raise UsageError(f"eps must be positive and at least the smallest normal float64 ({sys.float_info.min:.3g}), "
-                         f"got {r.eps:g}")
+        raise UsageError(
+            f"eps must be positive and at least the smallest normal float64 ({sys.float_info.min:.3g}), got {r.eps:g}"
+        )
     if r.momentum is not None and not 0 <= r.momentum <= 1:
         raise UsageError(f"momentum must lie in [0, 1] (the weight of the new batch), got {r.momentum:g}")
     if r.timeout is not None and not r.timeout > 0:
@@ -157,8 +158,9 @@ def validate(request: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
     _ints(r.normalized_ndim, "normalized_ndim")
     if (r.groups is not None or r.normalized_ndim is not None) and not r.shapes:
         what = "groups" if r.groups is not None else "normalized_ndim"
-        raise UsageError(f"{what} applies to the shapes given with shape; give shape too (the default grid "
-                         "chooses its own)")
+        raise UsageError(
+            f"{what} applies to the shapes given with shape; give shape too (the default grid chooses its own)"
+        )
     for shape in r.shapes or ():
         reason = memory_problem(_shape(shape))
         if reason:
@@ -311,7 +313,10 @@ def run_plan(engine: Any, plan: Any, progress: Callable[[int], None] | None = No
 
 
 def execute(
-    request: Request, progress: Callable[[int], None] | None = None, strict: bool = False, jobs: int | None = None,
+    request: Request,
+    progress: Callable[[int], None] | None = None,
+    strict: bool = False,
+    jobs: int | None = None,
     compile_cache: bool = False,
 ) -> Report:
     """Plan and run one request in worker processes (in this process when the implementation is an

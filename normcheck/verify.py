@@ -187,7 +187,12 @@ def run_case(case: Case, impl: Implementation, problem: Problem, opts: Options) 
 
 
 def judge_outcome(
-    case: Case, problem: Problem, truth: Truth, outcome: Outcome, opts: Options, framework: KnownIssues,
+    case: Case,
+    problem: Problem,
+    truth: Truth,
+    outcome: Outcome,
+    opts: Options,
+    framework: KnownIssues,
     baseline: Baseline | str | None = None,
 ) -> list[CheckResult]:
     """Records for one case: every check against the reference, known defects marked, failures
@@ -219,7 +224,14 @@ def problem_for(unit: Unit, opts: Options) -> Problem:
     """The unit's inputs under its framework's conventions."""
     s = aligned_settings(unit, opts)
     return make_problem(
-        unit.op, unit.shape, unit.params, unit.dtype, unit.kind, eps=s.eps, momentum=s.momentum, seed=opts.seed,
+        unit.op,
+        unit.shape,
+        unit.params,
+        unit.dtype,
+        unit.kind,
+        eps=s.eps,
+        momentum=s.momentum,
+        seed=opts.seed,
         unbiased_running_var=s.unbiased_running_var,
     )
 
@@ -297,8 +309,9 @@ def check_case(
 ) -> Iterator[CheckResult]:
     """Run one case and check every output against the reference."""
     out, rows = execute(case, impl, problem, opts)
-    yield from rows if out is None else judge(case, problem, out, expected, witness_errs, opts,
-                                              impl.missing_checks(problem))
+    yield from (
+        rows if out is None else judge(case, problem, out, expected, witness_errs, opts, impl.missing_checks(problem))
+    )
 
 
 def run_baseline(framework: Framework, problem: Problem, device: str, opts: Options) -> Baseline | str:
@@ -307,8 +320,17 @@ def run_baseline(framework: Framework, problem: Problem, device: str, opts: Opti
     if not impls:
         return f"{framework.name} has no implementation of {problem.op}"
     impl = impls[0]
-    case = Case(problem.op, framework.name, impl.name, problem.shape, problem.params, problem.dtype, problem.kind,
-                impl.layouts(problem.shape)[0], device)
+    case = Case(
+        problem.op,
+        framework.name,
+        impl.name,
+        problem.shape,
+        problem.params,
+        problem.dtype,
+        problem.kind,
+        impl.layouts(problem.shape)[0],
+        device,
+    )
     out, rows = execute(case, impl, problem, replace(opts, explicit_dtypes=False))
     if out is None:
         return f"{framework.name}:{impl.name}: {rows[0].message}"
@@ -325,15 +347,29 @@ def judge(
     missing: dict[str, str],
 ) -> list[CheckResult]:
     return [
-        check_one(case, check, out.values.get(check), out.dtypes.get(check), want, witness_errs[check], opts,
-                  missing.get(check))
+        check_one(
+            case,
+            check,
+            out.values.get(check),
+            out.dtypes.get(check),
+            want,
+            witness_errs[check],
+            opts,
+            missing.get(check),
+        )
         for check, want in expected.items()
     ]
 
 
 def check_one(
-    case: Case, check: str, got: np.ndarray | None, got_dtype: str | None, want: np.ndarray, witness_err: float,
-    opts: Options, missing: str | None = None,
+    case: Case,
+    check: str,
+    got: np.ndarray | None,
+    got_dtype: str | None,
+    want: np.ndarray,
+    witness_err: float,
+    opts: Options,
+    missing: str | None = None,
 ) -> CheckResult:
     if missing is not None:
         return CheckResult(case, check, SKIP, message=missing)

@@ -35,8 +35,9 @@ def test_check_never_raises_for_broken_code():
 
 
 def test_builtin_frameworks_without_impl():
-    report = normcheck.check("gn", framework="torch", shapes=[(2, 6, 5, 5)], groups=[3], dtypes="float64",
-                             kinds="normal")
+    report = normcheck.check(
+        "gn", framework="torch", shapes=[(2, 6, 5, 5)], groups=[3], dtypes="float64", kinds="normal"
+    )
     assert report.ok
     assert {r.case.framework for r in report.results} == {"torch"}
 

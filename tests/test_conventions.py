@@ -60,8 +60,9 @@ def test_an_explicit_value_equal_to_the_default_is_not_noted():
 
 
 def test_eps_below_a_floor_is_raised_and_said():
-    conv = Convention("x", "bn", api="fused", eps=1e-3, layout="channels_last", reduction="", affine="",
-                      eps_floor=1.001e-5)
+    conv = Convention(
+        "x", "bn", api="fused", eps=1e-3, layout="channels_last", reduction="", affine="", eps_floor=1.001e-5
+    )
     s = settings(conv, "float32", eps=1e-6)
     assert s.eps == 1.001e-5
     assert any("raised to 1.001e-05" in n for n in s.notes)

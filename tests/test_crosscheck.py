@@ -94,8 +94,12 @@ def test_a_baseline_that_could_not_run_is_one_skip_row():
 def test_eval_outputs_are_not_compared_across_running_variance_conventions():
     case = Case("bn", "torch", "F.batch_norm", SHAPE, OpParams(mode="eval", running_stats=True), "float32", "normal")
     expected = outputs().values
-    got = {r.check: r for r in compare_frameworks(case, Problem(), outputs(scale=1.01), baseline(outputs()),
-                                                  expected, dict.fromkeys(expected, 0.0))}
+    got = {
+        r.check: r
+        for r in compare_frameworks(
+            case, Problem(), outputs(scale=1.01), baseline(outputs()), expected, dict.fromkeys(expected, 0.0)
+        )
+    }
     assert got["forward"].status == SKIP and "evaluation normalizes with the running variance" in got["forward"].message
     assert got["running_mean"].status == PASS
 

@@ -19,18 +19,28 @@ def test_estimate_of_a_huge_shape_is_exact() -> None:
     assert tensor_bytes_estimate((100_000, 100_000, 10, 10)) == 10**12 * 96
 
 
-@pytest.mark.parametrize(("n", "text"), [
-    (0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"), (5 * 1024**2, "5.0 MiB"),
-    (int(23.4 * GIB), "23.4 GiB"), (int(87.3 * 1024**4), "87.3 TiB"), (3 * 1024**7, "3072.0 EiB"),
-])
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.0 KiB"),
+        (1536, "1.5 KiB"),
+        (5 * 1024**2, "5.0 MiB"),
+        (int(23.4 * GIB), "23.4 GiB"),
+        (int(87.3 * 1024**4), "87.3 TiB"),
+        (3 * 1024**7, "3072.0 EiB"),
+    ],
+)
 def test_format_bytes(n: int, text: str) -> None:
     assert format_bytes(n) == text
 
 
 def test_a_shape_too_big_for_the_machine_is_one_line_naming_both_sizes() -> None:
     problem = memory_problem((100_000, 100_000, 10, 10), available=int(23.4 * GIB))
-    assert problem == ("shape 100000,100000,10,10 needs about 87.3 TiB for its tensors; "
-                       "this machine has 23.4 GiB available")
+    assert problem == (
+        "shape 100000,100000,10,10 needs about 87.3 TiB for its tensors; this machine has 23.4 GiB available"
+    )
 
 
 def test_a_shape_that_fits_is_no_problem() -> None:

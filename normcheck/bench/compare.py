@@ -26,8 +26,13 @@ class Change:
         return self.new.median / self.old.median
 
     def as_dict(self) -> dict:
-        return {**self.new.as_dict(), "old_median_s": self.old.median, "old_p80_s": self.old.p80,
-                "old_p20_s": self.old.p20, "ratio": self.ratio}
+        return {
+            **self.new.as_dict(),
+            "old_median_s": self.old.median,
+            "old_p80_s": self.old.p80,
+            "old_p20_s": self.old.p20,
+            "ratio": self.ratio,
+        }
 
 
 @dataclass
@@ -42,7 +47,7 @@ class Comparison:
 
 
 def parse_threshold(text: str) -> float:
-    """"10%" or "0.1" -> 0.1."""
+    """ "10%" or "0.1" -> 0.1."""
     value = text.strip()
     try:
         t = float(value[:-1]) / 100 if value.endswith("%") else float(value)
@@ -53,8 +58,13 @@ def parse_threshold(text: str) -> float:
     return t
 
 
-def compare(old: list[BenchResult], new: list[BenchResult], threshold: float,
-            old_env: dict | None = None, new_env: dict | None = None) -> Comparison:
+def compare(
+    old: list[BenchResult],
+    new: list[BenchResult],
+    threshold: float,
+    old_env: dict | None = None,
+    new_env: dict | None = None,
+) -> Comparison:
     result = Comparison(threshold)
     before = {r.case.key(): r for r in old if r.measured}
     seen = set()

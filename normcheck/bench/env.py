@@ -47,8 +47,9 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def environment(frameworks: list[str], device: str, threads: int, cpus: list[int],
-                gpu: dict[str, Any] | None) -> dict[str, Any]:
+def environment(
+    frameworks: list[str], device: str, threads: int, cpus: list[int], gpu: dict[str, Any] | None
+) -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["normcheck", *sys.argv[1:]]),
@@ -72,7 +73,11 @@ def gpu_info(device: str) -> dict[str, Any] | None:
 
         index = int(device.partition(":")[2] or 0)
         props = torch.cuda.get_device_properties(index)
-        return {"name": props.name, "memory_bytes": props.total_memory, "cuda": torch.version.cuda,
-                "capability": f"{props.major}.{props.minor}"}
+        return {
+            "name": props.name,
+            "memory_bytes": props.total_memory,
+            "cuda": torch.version.cuda,
+            "capability": f"{props.major}.{props.minor}",
+        }
     except Exception:
         return None

@@ -118,17 +118,34 @@ def result_from_row(row: dict[str, Any]) -> BenchResult:
     if row["status"] not in STATUSES:
         raise ValueError(f"unknown status {row['status']!r}; expected one of {', '.join(STATUSES)}")
     case = BenchCase(
-        op=row["op"], shape=_shape(row["shape"]), params=row["params"], dtype=row["dtype"],
-        framework=row["framework"], impl=row["impl"], device=row["device"], pass_=row["pass"], mode=row["mode"],
-        layout=row["layout"], model=row.get("model") or "",
+        op=row["op"],
+        shape=_shape(row["shape"]),
+        params=row["params"],
+        dtype=row["dtype"],
+        framework=row["framework"],
+        impl=row["impl"],
+        device=row["device"],
+        pass_=row["pass"],
+        mode=row["mode"],
+        layout=row["layout"],
+        model=row.get("model") or "",
     )
     notes = tuple(n for n in (row.get("notes") or "").split("; ") if n)
     return BenchResult(
-        case, status=row["status"], reason=row.get("reason") or "",
+        case,
+        status=row["status"],
+        reason=row.get("reason") or "",
         samples=tuple(float(s) for s in row.get("samples_s") or ()),
         block=1 if row.get("block") is None else row["block"],
-        timer=row.get("timer") or "", converged=row.get("converged") is not False,
-        first_call_s=row.get("first_call_s"), compile_s=row.get("compile_s"), bytes_moved=row.get("bytes"),
-        peak_memory=row.get("peak_memory_bytes"), copy_gbps=row.get("copy_gbps"), dram_gbps=row.get("dram_gbps"),
-        baseline_s=row.get("baseline_s"), threads=row.get("threads"), notes=notes,
+        timer=row.get("timer") or "",
+        converged=row.get("converged") is not False,
+        first_call_s=row.get("first_call_s"),
+        compile_s=row.get("compile_s"),
+        bytes_moved=row.get("bytes"),
+        peak_memory=row.get("peak_memory_bytes"),
+        copy_gbps=row.get("copy_gbps"),
+        dram_gbps=row.get("dram_gbps"),
+        baseline_s=row.get("baseline_s"),
+        threads=row.get("threads"),
+        notes=notes,
     )

@@ -18,8 +18,10 @@ from normcheck.bench.targets import MemoryProbe
 
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
-WHAT = ("CPU: rise of the process's peak resident memory (VmHWM) during one call, malloc's free memory "
-        "returned to the system first; memory a framework's own pool keeps is not counted")
+WHAT = (
+    "CPU: rise of the process's peak resident memory (VmHWM) during one call, malloc's free memory "
+    "returned to the system first; memory a framework's own pool keeps is not counted"
+)
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)

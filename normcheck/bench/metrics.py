@@ -47,10 +47,30 @@ def model_bytes(op: str, shape: tuple[int, ...], params: OpParams, dtype: str, p
 
 # Theoretical DRAM bandwidth (GB/s) of GPUs by the name CUDA reports, from the vendors' data sheets.
 DRAM_GBPS = {
-    "H200": 4800, "GH200": 4000, "H100 NVL": 3900, "H100 SXM": 3350, "H100 80GB HBM3": 3350, "H100 PCIe": 2000,
-    "H100": 3350, "H800": 3350, "A100-SXM4-80GB": 2039, "A100 80GB PCIe": 1935, "A100-SXM4-40GB": 1555,
-    "A100-PCIE-40GB": 1555, "A100": 1555, "A10G": 600, "A10": 600, "L40S": 864, "L40": 864, "L4": 300,
-    "V100": 900, "T4": 320, "RTX 4090": 1008, "RTX 3090": 936, "B200": 8000, "B100": 8000,
+    "H200": 4800,
+    "GH200": 4000,
+    "H100 NVL": 3900,
+    "H100 SXM": 3350,
+    "H100 80GB HBM3": 3350,
+    "H100 PCIe": 2000,
+    "H100": 3350,
+    "H800": 3350,
+    "A100-SXM4-80GB": 2039,
+    "A100 80GB PCIe": 1935,
+    "A100-SXM4-40GB": 1555,
+    "A100-PCIE-40GB": 1555,
+    "A100": 1555,
+    "A10G": 600,
+    "A10": 600,
+    "L40S": 864,
+    "L40": 864,
+    "L4": 300,
+    "V100": 900,
+    "T4": 320,
+    "RTX 4090": 1008,
+    "RTX 3090": 936,
+    "B200": 8000,
+    "B100": 8000,
 }
 
 

@@ -23,6 +23,16 @@ def bench_problem(op: str, shape: tuple[int, ...], params: OpParams, dtype: str,
     if params.running_stats:
         running = {"running_mean": np.zeros(shape[1]), "running_var": np.ones(shape[1])}
     return Problem(
-        op=op, shape=tuple(shape), params=params, dtype=dtype, kind="normal", eps=EPS, momentum=MOMENTUM,
-        x=rng.standard_normal(shape), dy=rng.standard_normal(shape), weight=weight, bias=bias, **running,
+        op=op,
+        shape=tuple(shape),
+        params=params,
+        dtype=dtype,
+        kind="normal",
+        eps=EPS,
+        momentum=MOMENTUM,
+        x=rng.standard_normal(shape),
+        dy=rng.standard_normal(shape),
+        weight=weight,
+        bias=bias,
+        **running,
     )

@@ -37,8 +37,18 @@ class BenchCase:
 
     def key(self) -> tuple:
         """What identifies the case across runs (for --compare)."""
-        return (self.op, self.shape, self.params, self.dtype, self.framework, self.impl, self.device,
-                self.pass_, self.mode, self.layout)
+        return (
+            self.op,
+            self.shape,
+            self.params,
+            self.dtype,
+            self.framework,
+            self.impl,
+            self.device,
+            self.pass_,
+            self.mode,
+            self.layout,
+        )
 
     def group(self) -> tuple:
         """Rows compared with each other: the same op, shape, dtype, pass and device."""
@@ -121,18 +131,42 @@ class BenchResult:
         """A flat row for every renderer; ``samples`` adds the raw samples (JSON)."""
         c = self.case
         row: dict[str, Any] = {
-            "op": c.op, "shape": fmt_shape(c.shape), "params": c.params, "model": c.model, "dtype": c.dtype,
-            "framework": c.framework, "impl": c.impl, "device": c.device, "pass": c.pass_, "mode": c.mode,
-            "layout": c.layout, "status": self.status, "reason": self.reason,
-            "median_s": self.median, "p20_s": self.p20, "p80_s": self.p80, "iqr_s": self.iqr,
-            "iqr_over_median": self.relative_iqr, "noisy": self.noisy if self.measured else None,
+            "op": c.op,
+            "shape": fmt_shape(c.shape),
+            "params": c.params,
+            "model": c.model,
+            "dtype": c.dtype,
+            "framework": c.framework,
+            "impl": c.impl,
+            "device": c.device,
+            "pass": c.pass_,
+            "mode": c.mode,
+            "layout": c.layout,
+            "status": self.status,
+            "reason": self.reason,
+            "median_s": self.median,
+            "p20_s": self.p20,
+            "p80_s": self.p80,
+            "iqr_s": self.iqr,
+            "iqr_over_median": self.relative_iqr,
+            "noisy": self.noisy if self.measured else None,
             "converged": self.converged if self.measured else None,
-            "n_samples": len(self.samples), "block": self.block, "timer": self.timer,
-            "first_call_s": self.first_call_s, "compile_s": self.compile_s,
-            "bytes": self.bytes_moved, "gbps": self.gbps, "copy_gbps": self.copy_gbps, "pct_copy": self.pct_copy,
-            "dram_gbps": self.dram_gbps, "pct_dram": self.pct_dram,
-            "baseline_s": self.baseline_s, "speedup_vs_baseline": self.speedup,
-            "peak_memory_bytes": self.peak_memory, "threads": self.threads, "notes": "; ".join(self.notes),
+            "n_samples": len(self.samples),
+            "block": self.block,
+            "timer": self.timer,
+            "first_call_s": self.first_call_s,
+            "compile_s": self.compile_s,
+            "bytes": self.bytes_moved,
+            "gbps": self.gbps,
+            "copy_gbps": self.copy_gbps,
+            "pct_copy": self.pct_copy,
+            "dram_gbps": self.dram_gbps,
+            "pct_dram": self.pct_dram,
+            "baseline_s": self.baseline_s,
+            "speedup_vs_baseline": self.speedup,
+            "peak_memory_bytes": self.peak_memory,
+            "threads": self.threads,
+            "notes": "; ".join(self.notes),
         }
         if samples:
             row["samples_s"] = list(self.samples)

@@ -46,8 +46,9 @@ def run(plan: BenchPlan, settings: TimerSettings, cpus: list[int], progress: Pro
     return report
 
 
-def header(plan: BenchPlan, settings: TimerSettings, cpus: list[int],
-           copy: CopyBandwidth | None = None) -> tuple[BenchReport, dict[str, int | None]]:
+def header(
+    plan: BenchPlan, settings: TimerSettings, cpus: list[int], copy: CopyBandwidth | None = None
+) -> tuple[BenchReport, dict[str, int | None]]:
     """The report without results: the environment, the settings and the copy bandwidth (measured
     here unless ``copy`` is given), and the thread count in effect per framework."""
     steady = steady_malloc() if plan.device == "cpu" else None
@@ -56,14 +57,25 @@ def header(plan: BenchPlan, settings: TimerSettings, cpus: list[int],
     report = BenchReport(
         env=environment([s.name for s in plan.sources if s.name != "user"], plan.device, plan.threads, cpus, gpu),
         settings={
-            "threads": plan.threads, "threads_in_effect": threads, "min_time_s": settings.min_time,
-            "max_time_s": settings.max_time, "threshold": settings.threshold, "baseline": plan.baseline,
-            "modes": list(plan.modes), "passes": list(plan.passes), "bytes_formula": metrics.FORMULA,
-            "memory": CPU_MEMORY if plan.device == "cpu" else "CUDA: the framework's allocator peak above the "
-                      "level before the call (torch, TensorFlow; none for JAX and ONNX Runtime)",
+            "threads": plan.threads,
+            "threads_in_effect": threads,
+            "min_time_s": settings.min_time,
+            "max_time_s": settings.max_time,
+            "threshold": settings.threshold,
+            "baseline": plan.baseline,
+            "modes": list(plan.modes),
+            "passes": list(plan.passes),
+            "bytes_formula": metrics.FORMULA,
+            "memory": CPU_MEMORY
+            if plan.device == "cpu"
+            else "CUDA: the framework's allocator peak above the "
+            "level before the call (torch, TensorFlow; none for JAX and ONNX Runtime)",
             "notes": list(plan.notes),
-            "malloc": {True: "glibc thresholds fixed: mmap 32 MiB, no trim", False: "as the C library sets it",
-                       None: "not set (CUDA run)"}[steady],
+            "malloc": {
+                True: "glibc thresholds fixed: mmap 32 MiB, no trim",
+                False: "as the C library sets it",
+                None: "not set (CUDA run)",
+            }[steady],
         },
     )
     copy = copy or copy_bandwidth(plan.device, settings)
@@ -72,8 +84,9 @@ def header(plan: BenchPlan, settings: TimerSettings, cpus: list[int],
     return report, threads
 
 
-def results(plan: BenchPlan, settings: TimerSettings, threads: dict[str, int | None], report: BenchReport,
-            start: int = 0) -> Iterator[tuple[int, BenchResult]]:
+def results(
+    plan: BenchPlan, settings: TimerSettings, threads: dict[str, int | None], report: BenchReport, start: int = 0
+) -> Iterator[tuple[int, BenchResult]]:
     """(row number, record) for every row of ``plan`` from row ``start`` on, in run order."""
     copy, dram = report.settings["copy_bandwidth"]["gbps"], report.settings["dram_gbps"]
     for i, result in _cases(plan, settings, threads, start):
@@ -102,8 +115,17 @@ def _planned(plan: BenchPlan) -> Iterator[tuple[BenchCase, ModuleType, Implement
                             fw = module(target_framework(impl))
                             for variant in _variants(fw, plan.modes):
                                 case = BenchCase(
-                                    op, shape.shape, shape.params.label(), dtype, source.name, impl.name,
-                                    plan.device, pass_, variant, fw.layout(impl, shape.shape), shape.model,
+                                    op,
+                                    shape.shape,
+                                    shape.params.label(),
+                                    dtype,
+                                    source.name,
+                                    impl.name,
+                                    plan.device,
+                                    pass_,
+                                    variant,
+                                    fw.layout(impl, shape.shape),
+                                    shape.model,
                                 )
                                 yield case, fw, impl, shape
 
@@ -118,8 +140,9 @@ def planned_cases(plan: BenchPlan) -> list[BenchCase]:
     return [case for case, *_ in _planned(plan)]
 
 
-def _cases(plan: BenchPlan, settings: TimerSettings, threads: dict[str, int | None],
-           start: int = 0) -> Iterator[tuple[int, BenchResult]]:
+def _cases(
+    plan: BenchPlan, settings: TimerSettings, threads: dict[str, int | None], start: int = 0
+) -> Iterator[tuple[int, BenchResult]]:
     problems: dict[tuple, Problem] = {}  # one input set per op, shape and dtype, shared by its rows
     for i, (case, fw, impl, shape) in enumerate(_planned(plan)):
         if i < start:
@@ -134,8 +157,14 @@ def _variants(fw: ModuleType, modes: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(v for mode in modes for v in fw.MODES[mode]))
 
 
-def time_case(case: BenchCase, fw: ModuleType, impl: Implementation, problem: Problem, settings: TimerSettings,
-              threads: int | None = None) -> BenchResult:
+def time_case(
+    case: BenchCase,
+    fw: ModuleType,
+    impl: Implementation,
+    problem: Problem,
+    settings: TimerSettings,
+    threads: int | None = None,
+) -> BenchResult:
     """One case into one record: measured, or a skip, error or oom row with the reason."""
     base = BenchResult(case, threads=threads)
     try:
@@ -167,10 +196,17 @@ def time_case(case: BenchCase, fw: ModuleType, impl: Implementation, problem: Pr
     if compiled:
         compile_s = max(0.0, m.first_call_s - stats.median(m.samples)) + setup_compile
     return replace(
-        base, status=OK, samples=m.samples, block=m.block, timer=m.timer, converged=m.converged,
-        first_call_s=m.first_call_s, compile_s=compile_s,
+        base,
+        status=OK,
+        samples=m.samples,
+        block=m.block,
+        timer=m.timer,
+        converged=m.converged,
+        first_call_s=m.first_call_s,
+        compile_s=compile_s,
         bytes_moved=metrics.model_bytes(case.op, problem.shape, problem.params, case.dtype, case.pass_).total,
-        peak_memory=peak, notes=notes,
+        peak_memory=peak,
+        notes=notes,
     )
 
 

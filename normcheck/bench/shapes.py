@@ -31,15 +31,22 @@ def _tokens(op: str, tokens: int, hiddens: list[tuple[int, str]]) -> list[BenchS
 
 
 # ResNet-50 at 224x224: the stem and the widest activation of three of its stages
-RESNET = [(64, 112, "ResNet-50 stem"), (256, 56, "ResNet-50 stage 1"), (512, 28, "ResNet-50 stage 2"),
-          (2048, 7, "ResNet-50 stage 4")]
+RESNET = [
+    (64, 112, "ResNet-50 stem"),
+    (256, 56, "ResNet-50 stage 1"),
+    (512, 28, "ResNet-50 stage 2"),
+    (2048, 7, "ResNet-50 stage 4"),
+]
 # Stable Diffusion 1.5's UNet at 512x512 (64x64 latents): its four resolutions
-UNET = [(320, 64, "SD-1.5 UNet 64x64"), (640, 32, "SD-1.5 UNet 32x32"), (1280, 16, "SD-1.5 UNet 16x16"),
-        (1280, 8, "SD-1.5 UNet 8x8")]
+UNET = [
+    (320, 64, "SD-1.5 UNet 64x64"),
+    (640, 32, "SD-1.5 UNet 32x32"),
+    (1280, 16, "SD-1.5 UNet 16x16"),
+    (1280, 8, "SD-1.5 UNet 8x8"),
+]
 VAE = [(128, 512, "SD-1.5 VAE decoder 512x512")]
 # Johnson et al.'s fast style transfer network at 256x256
-STYLE = [(32, 256, "style transfer 256x256"), (64, 128, "style transfer 128x128"),
-         (128, 64, "style transfer 64x64")]
+STYLE = [(32, 256, "style transfer 256x256"), (64, 128, "style transfer 128x128"), (128, 64, "style transfer 64x64")]
 LN_HIDDEN = [(768, "BERT-base / GPT-2"), (1024, "BERT-large / ViT-L"), (4096, "Llama-2 7B"), (8192, "Llama-2 70B")]
 RMS_HIDDEN = [(768, "T5-base"), (4096, "Llama-2 7B"), (5120, "Llama-2 13B"), (8192, "Llama-2 70B")]
 

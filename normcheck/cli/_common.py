@@ -13,7 +13,15 @@ from normcheck.errors import UsageError
 from normcheck.parsing import choose, parse_ints, parse_shape, split_list
 
 __all__ = [
-    "STDOUT", "UsageError", "check_output", "choose", "emit", "fail_usage", "parse_ints", "parse_shape", "say",
+    "STDOUT",
+    "UsageError",
+    "check_output",
+    "choose",
+    "emit",
+    "fail_usage",
+    "parse_ints",
+    "parse_shape",
+    "say",
     "split_list",
 ]
 

@@ -18,17 +18,19 @@ def bench(
     op: Annotated[str | None, typer.Option(help=f"Ops, comma list of {', '.join(OP_NAMES)}. Default: all.")] = None,
     framework: Annotated[
         str | None,
-        typer.Option(help=f"Frameworks, comma list of {FRAMEWORKS}. Default: every installed one. With a function "
-                     "given to --impl, name the one it is written for (torch or jax) here."),
+        typer.Option(
+            help=f"Frameworks, comma list of {FRAMEWORKS}. Default: every installed one. With a function "
+            "given to --impl, name the one it is written for (torch or jax) here."
+        ),
     ] = None,
     impl: Annotated[
         str | None,
-        typer.Option(help="Your implementation, timed beside the built-ins: package.module:NAME or "
-                     "path/to/file.py:NAME (a function, a torch.nn.Module, keras Layer or flax Module class)."),
+        typer.Option(
+            help="Your implementation, timed beside the built-ins: package.module:NAME or "
+            "path/to/file.py:NAME (a function, a torch.nn.Module, keras Layer or flax Module class)."
+        ),
     ] = None,
-    backward: Annotated[
-        str | None, typer.Option(help="With --style cs231n: the backward function, FILE:NAME.")
-    ] = None,
+    backward: Annotated[str | None, typer.Option(help="With --style cs231n: the backward function, FILE:NAME.")] = None,
     style: Annotated[str | None, typer.Option(help="cs231n: NumPy forward/backward functions.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda (cuda:N).")] = "cpu",
     dtype: Annotated[
@@ -36,28 +38,33 @@ def bench(
     ] = None,
     shape: Annotated[
         list[str] | None,
-        typer.Option(help="Input shape, e.g. 8,256,56,56 or 512,4096 (repeatable). Default: each op's shapes "
-                     "from real models."),
+        typer.Option(
+            help="Input shape, e.g. 8,256,56,56 or 512,4096 (repeatable). Default: each op's shapes from real models."
+        ),
     ] = None,
-    pass_: Annotated[
-        str, typer.Option("--pass", help="forward, backward, or both (each timed on its own).")
-    ] = "both",
+    pass_: Annotated[str, typer.Option("--pass", help="forward, backward, or both (each timed on its own).")] = "both",
     mode: Annotated[
         str,
-        typer.Option(help="eager, compiled, or both as a comma list. compiled: torch.compile, tf.function with "
-                     "and without XLA, jax.jit; compile time is reported apart."),
+        typer.Option(
+            help="eager, compiled, or both as a comma list. compiled: torch.compile, tf.function with "
+            "and without XLA, jax.jit; compile time is reported apart."
+        ),
     ] = "eager",
     timeout: Annotated[
-        float, typer.Option(help="Seconds one row may take (building, compiling and timing it) before its worker is "
-                            "stopped and the row is an error.")
+        float,
+        typer.Option(
+            help="Seconds one row may take (building, compiling and timing it) before its worker is "
+            "stopped and the row is an error."
+        ),
     ] = 300.0,
     verbose: Annotated[
-        bool, typer.Option("--verbose", help="Let the worker's output (framework logs, the code's prints) through "
-                           "to stderr.")
+        bool,
+        typer.Option(
+            "--verbose", help="Let the worker's output (framework logs, the code's prints) through to stderr."
+        ),
     ] = False,
     threads: Annotated[
-        int, typer.Option(help="CPU threads, the same for every framework (the process is pinned to that many "
-                          "CPUs).")
+        int, typer.Option(help="CPU threads, the same for every framework (the process is pinned to that many CPUs).")
     ] = 1,
     baseline: Annotated[
         str | None, typer.Option(help="Framework the speed column is relative to. Default: torch when timed.")
@@ -76,8 +83,9 @@ def bench(
     ] = None,
     fail_if_slower: Annotated[
         str,
-        typer.Option(help="With --compare: exit 1 when a case is slower by more than this (and beyond both runs' "
-                     "spread)."),
+        typer.Option(
+            help="With --compare: exit 1 when a case is slower by more than this (and beyond both runs' spread)."
+        ),
     ] = "10%",
 ) -> None:
     """Time every framework's implementation of each op on the shapes real models use.
@@ -107,8 +115,18 @@ def bench(
 
         check_threads(threads)  # here, before the worker that applies them starts
         request = BenchRequest(
-            ops=op, frameworks=framework, impl=impl, backward=backward, style=style, device=device, dtypes=dtype,
-            shapes=tuple(shape or ()), passes=pass_, modes=mode, threads=threads, baseline=baseline,
+            ops=op,
+            frameworks=framework,
+            impl=impl,
+            backward=backward,
+            style=style,
+            device=device,
+            dtypes=dtype,
+            shapes=tuple(shape or ()),
+            passes=pass_,
+            modes=mode,
+            threads=threads,
+            baseline=baseline,
         )
         from normcheck.bench.plan import validate
 
@@ -138,8 +156,14 @@ def _run(request, min_time, max_time, timeout, verbose, fmt, output, plot, old, 
     err = Console(stderr=True)
     settings = TimerSettings(min_time=min_time, max_time=max_time)
     with Progress(
-        TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
-        console=err, transient=True, disable=not stderr_is_tty(),
+        TextColumn("bench"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        transient=True,
+        disable=not stderr_is_tty(),
     ) as bar:
         task = bar.add_task("", total=None)
 
@@ -172,16 +196,22 @@ def _run(request, min_time, max_time, timeout, verbose, fmt, output, plot, old, 
         fail_usage(str(e))
     counts = report.counts()
     shown = output is not None and str(output) != "-"
-    head = "normcheck bench: interrupted; the report holds what was measured: " if report.interrupted \
+    head = (
+        "normcheck bench: interrupted; the report holds what was measured: "
+        if report.interrupted
         else "normcheck bench: "
+    )
     say(
         f"{head}{counts['ok']} measured ({counts['noisy']} noisy), {counts['skip']} skipped, "
         f"{counts['error']} errors, {counts['oom']} out of memory ({report.seconds:.1f}s)"
-        + (f"; report in {output}" if shown else "") + (f"; plot in {plot}" if plot else "")
+        + (f"; report in {output}" if shown else "")
+        + (f"; plot in {plot}" if plot else "")
     )
     if comparison is not None and comparison.slower:
-        say(f"normcheck bench: {len(comparison.slower)} case(s) slower than {comparison.threshold:.0%} beyond the "
-            "measured spread")
+        say(
+            f"normcheck bench: {len(comparison.slower)} case(s) slower than {comparison.threshold:.0%} beyond the "
+            "measured spread"
+        )
     if report.interrupted:
         raise typer.Exit(130)
     raise typer.Exit(1 if counts["error"] or (comparison is not None and comparison.slower) else 0)

@@ -22,8 +22,10 @@ def conventions(
     ] = None,
     framework: Annotated[
         str | None,
-        typer.Option(help="Frameworks to compare, comma list; cs231n names the CS231n assignment's NumPy "
-                          "functions. Default: the four frameworks (installed or not)."),
+        typer.Option(
+            help="Frameworks to compare, comma list; cs231n names the CS231n assignment's NumPy "
+            "functions. Default: the four frameworks (installed or not)."
+        ),
     ] = None,
     format: Annotated[str, typer.Option("--format", help="table, csv, json or markdown.")] = "table",
     output: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,

@@ -20,17 +20,19 @@ def verify(
     ] = None,
     framework: Annotated[
         list[str] | None,
-        typer.Option(help="Frameworks, comma list (repeatable). Default: every installed one. With --impl: the "
-                     "framework a function is written for (torch or jax)."),
+        typer.Option(
+            help="Frameworks, comma list (repeatable). Default: every installed one. With --impl: the "
+            "framework a function is written for (torch or jax)."
+        ),
     ] = None,
     impl: Annotated[
         str | None,
-        typer.Option(help="Your implementation: package.module:NAME or path/to/file.py:NAME (a function, a "
-                     "torch.nn.Module, keras Layer or flax Module class)."),
+        typer.Option(
+            help="Your implementation: package.module:NAME or path/to/file.py:NAME (a function, a "
+            "torch.nn.Module, keras Layer or flax Module class)."
+        ),
     ] = None,
-    backward: Annotated[
-        str | None, typer.Option(help="With --style cs231n: the backward function, FILE:NAME.")
-    ] = None,
+    backward: Annotated[str | None, typer.Option(help="With --style cs231n: the backward function, FILE:NAME.")] = None,
     style: Annotated[str | None, typer.Option(help="cs231n: NumPy forward/backward functions.")] = None,
     shape: Annotated[
         list[str] | None, typer.Option(help="Input shape, e.g. 2,64,8,8 (repeatable). Default: each op's grid.")
@@ -53,8 +55,10 @@ def verify(
     ] = None,
     momentum: Annotated[
         float | None,
-        typer.Option(help="Batch-norm momentum as the weight of the new batch (PyTorch's meaning); each framework "
-                     "is given its equivalent. Default: each one's own."),
+        typer.Option(
+            help="Batch-norm momentum as the weight of the new batch (PyTorch's meaning); each framework "
+            "is given its equivalent. Default: each one's own."
+        ),
     ] = None,
     against: Annotated[
         str | None,
@@ -68,26 +72,37 @@ def verify(
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option(help="Seconds one case may run before its worker is stopped and the case is an error. "
-                     "Default: 60."),
+        typer.Option(
+            help="Seconds one case may run before its worker is stopped and the case is an error. Default: 60."
+        ),
     ] = None,
     jobs: Annotated[
         int | None,
-        typer.Option(help="Worker processes running cases at once. Default: the CPUs this process may use; 1 runs "
-                     "everything in one worker."),
+        typer.Option(
+            help="Worker processes running cases at once. Default: the CPUs this process may use; 1 runs "
+            "everything in one worker."
+        ),
     ] = None,
     compile_cache: Annotated[
-        bool, typer.Option("--compile-cache", help="Keep JAX's compiled functions in normcheck's cache folder "
-                           "(~/.cache/normcheck/jax), so a second run skips compiling them.")
+        bool,
+        typer.Option(
+            "--compile-cache",
+            help="Keep JAX's compiled functions in normcheck's cache folder "
+            "(~/.cache/normcheck/jax), so a second run skips compiling them.",
+        ),
     ] = False,
     verbose: Annotated[
-        bool, typer.Option("--verbose", help="Let the workers' output (framework logs, the code's prints) through "
-                           "to stderr.")
+        bool,
+        typer.Option(
+            "--verbose", help="Let the workers' output (framework logs, the code's prints) through to stderr."
+        ),
     ] = False,
     config: Annotated[
         Path | None,
-        typer.Option(help="Run the checks of this config file (pyproject.toml [tool.normcheck] or normcheck.toml). "
-                     "Default: the one in the current directory, when no check is given by flags."),
+        typer.Option(
+            help="Run the checks of this config file (pyproject.toml [tool.normcheck] or normcheck.toml). "
+            "Default: the one in the current directory, when no check is given by flags."
+        ),
     ] = None,
     format: Annotated[str, typer.Option("--format", help=f"{', '.join(FORMATS)}.")] = "table",
     output: Annotated[Path | None, typer.Option(help="Write the report to this file instead of stdout.")] = None,
@@ -103,10 +118,21 @@ def verify(
 
     lists = {"op": _joined(op), "framework": _joined(framework), "dtype": _joined(dtype), "input": _joined(input)}
     selection = {
-        "--op": lists["op"], "--framework": lists["framework"], "--impl": impl, "--backward": backward,
-        "--style": style, "--shape": shape, "--groups": groups, "--normalized-ndim": normalized_ndim,
-        "--dtype": lists["dtype"], "--input": lists["input"], "--eps": eps, "--momentum": momentum,
-        "--against": against, "--rtol": rtol, "--atol": atol,
+        "--op": lists["op"],
+        "--framework": lists["framework"],
+        "--impl": impl,
+        "--backward": backward,
+        "--style": style,
+        "--shape": shape,
+        "--groups": groups,
+        "--normalized-ndim": normalized_ndim,
+        "--dtype": lists["dtype"],
+        "--input": lists["input"],
+        "--eps": eps,
+        "--momentum": momentum,
+        "--against": against,
+        "--rtol": rtol,
+        "--atol": atol,
     }
     try:
         if format not in FORMATS:
@@ -115,12 +141,26 @@ def verify(
         given = [flag for flag, value in selection.items() if value is not None and value != []]
         requests = _config_requests(config, given)
         if requests is None:
-            requests = [Request(
-                ops=lists["op"], frameworks=lists["framework"], shapes=tuple(shape or ()), groups=groups,
-                normalized_ndim=normalized_ndim, dtypes=lists["dtype"], kinds=lists["input"], device=device,
-                rtol=rtol, atol=atol, eps=eps, momentum=momentum, against=against, impl=impl, backward=backward,
-                style=style,
-            )]
+            requests = [
+                Request(
+                    ops=lists["op"],
+                    frameworks=lists["framework"],
+                    shapes=tuple(shape or ()),
+                    groups=groups,
+                    normalized_ndim=normalized_ndim,
+                    dtypes=lists["dtype"],
+                    kinds=lists["input"],
+                    device=device,
+                    rtol=rtol,
+                    atol=atol,
+                    eps=eps,
+                    momentum=momentum,
+                    against=against,
+                    impl=impl,
+                    backward=backward,
+                    style=style,
+                )
+            ]
         requests = [_with_run_options(r, device, seed, shard, timeout) for r in requests]
         for r in requests:
             _validate(r)
@@ -188,8 +228,13 @@ def _run(requests, fmt, output, all_rows, strict, jobs, verbose, compile_cache) 
             plans = [plan_request(engine, r) for r in requests]
             check_shards(plans)
             with Progress(
-                TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                console=err, transient=True, disable=not stderr_is_tty(),
+                TextColumn("verify"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+                disable=not stderr_is_tty(),
             ) as bar:
                 task = bar.add_task("verify", total=sum(p.total for p in plans))
                 for p in plans:
@@ -211,8 +256,11 @@ def _run(requests, fmt, output, all_rows, strict, jobs, verbose, compile_cache) 
         fail_usage(str(e))
     failing = counts[FAIL] + counts[ERROR] + (counts[KNOWN] if strict else 0)
     where = f"; report in {output}" if output is not None and str(output) != "-" else ""
-    head = "normcheck verify: interrupted; the report holds the cases finished before it: " if report.interrupted \
+    head = (
+        "normcheck verify: interrupted; the report holds the cases finished before it: "
+        if report.interrupted
         else "normcheck verify: "
+    )
     say(
         f"{head}{counts['pass']} passed, {counts[FAIL]} failed, {counts[ERROR]} errors, "
         f"{counts[KNOWN]} known defects, {counts['skip']} skipped ({summary['cases']} cases, "

@@ -62,7 +62,12 @@ def _tolerances(pred: Prediction, rows: dict[str, CheckResult]) -> dict[str, Tol
 
 
 def _judge(
-    pred: Prediction, hyp: Hypothesis, expected, got, rows: dict[str, CheckResult], tols: dict[str, Tolerance],
+    pred: Prediction,
+    hyp: Hypothesis,
+    expected,
+    got,
+    rows: dict[str, CheckResult],
+    tols: dict[str, Tolerance],
     only: tuple[str, ...] | None = None,
 ) -> _Verdict | None:
     judged = only or pred.only or tuple(rows)
@@ -131,12 +136,15 @@ def diagnose(
         if found:
             best = found[0]
             out_rows[check] = Diagnosis(
-                best.hypothesis.id, best.prediction.title,
-                _evidence(best, rows) + "; it explains this check only, not the case's other failures", "check",
+                best.hypothesis.id,
+                best.prediction.title,
+                _evidence(best, rows) + "; it explains this check only, not the case's other failures",
+                "check",
             )
         else:
             out_rows[check] = Diagnosis(
-                None, "unknown",
+                None,
+                "unknown",
                 f"none of the {tested} known mistakes normcheck tests reproduces this output within tolerance",
             )
     return out_rows

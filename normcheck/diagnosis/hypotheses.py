@@ -226,8 +226,10 @@ def _affine(kind: str) -> Callable[[Context], list[Prediction]]:
     def predict(ctx: Context) -> list[Prediction]:
         if ctx.problem.weight is None or ctx.problem.bias is None:
             return []
-        title = "affine in the wrong order: (xhat + beta) * gamma" if kind == AFFINE_ORDER else (
-            "weight and bias swapped: xhat * beta + gamma"
+        title = (
+            "affine in the wrong order: (xhat + beta) * gamma"
+            if kind == AFFINE_ORDER
+            else ("weight and bias swapped: xhat * beta + gamma")
         )
         return ctx.predict(title, Variant(affine=kind))
 

@@ -111,8 +111,9 @@ class RunResult:
 class Engine:
     """Worker processes for one or more verify requests; use as a context manager."""
 
-    def __init__(self, jobs: int | None = None, verbose: bool = False, inline: bool = False,
-                 compile_cache: bool = False) -> None:
+    def __init__(
+        self, jobs: int | None = None, verbose: bool = False, inline: bool = False, compile_cache: bool = False
+    ) -> None:
         if jobs is not None and jobs < 1:
             raise UsageError(f"--jobs must be at least 1, not {jobs}")
         self.jobs = jobs or default_jobs()
@@ -319,7 +320,7 @@ def _merge(request: Any, req_id: str, parts: list[str], done: dict[str, PartPlan
         got = done.get(part, "it was not planned")
         if isinstance(got, str):
             label = request.impl if part == USER_PART and isinstance(request.impl, str) else part
-            for op in (fallback_opts.ops or ("-",)):
+            for op in fallback_opts.ops or ("-",):
                 load_rows.append(load_error_row(op, label, f"{label}: {got}", framework=part))
             continue
         offset = len(frameworks)
@@ -549,8 +550,11 @@ class _Run:
             case = task.pending[0][1]
             who = (case.framework, case.impl)
             self.timeouts[who] = self.timeouts.get(who, 0) + 1
-        self._lost(slot, f"timed out after {self._case_timeout():g} s (the limit is --timeout); the worker was "
-                   "stopped", death=False)
+        self._lost(
+            slot,
+            f"timed out after {self._case_timeout():g} s (the limit is --timeout); the worker was stopped",
+            death=False,
+        )
 
     def _lost(self, slot: _Slot, how: str, death: bool, all_pending: bool = False) -> None:
         """The slot's worker is gone: the case it was running gets ``how``, the rest run elsewhere."""

@@ -38,8 +38,7 @@ class WorkerTimeout(Exception):
 # The worker imports the very normcheck the parent runs (a source checkout, not some installed
 # copy), then takes that folder off its import path again so it shadows nothing.
 BOOTSTRAP = (
-    "import sys; sys.path.insert(0, {root!r}); import normcheck.engine.worker as w; "
-    "sys.path.remove({root!r}); w.main()"
+    "import sys; sys.path.insert(0, {root!r}); import normcheck.engine.worker as w; sys.path.remove({root!r}); w.main()"
 )
 
 
@@ -67,8 +66,14 @@ class Worker:
         child_env["NORMCHECK_WORKER_PATH"] = json.dumps([_normcheck_root(), *[p for p in sys.path if p]])
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-P", "-c", BOOTSTRAP.format(root=_normcheck_root()), str(to_child_r),
-                 str(from_child_w)],
+                [
+                    sys.executable,
+                    "-P",
+                    "-c",
+                    BOOTSTRAP.format(root=_normcheck_root()),
+                    str(to_child_r),
+                    str(from_child_w),
+                ],
                 pass_fds=(to_child_r, from_child_w),
                 stdin=subprocess.DEVNULL,
                 stdout=2 if verbose else self.log,  # never the report stream, even verbose
@@ -211,8 +216,9 @@ class InlineWorker:
         self.queue.clear()
 
 
-def make_worker(env: dict[str, str] | None = None, verbose: bool = False,
-                inline: bool = False) -> Worker | InlineWorker:
+def make_worker(
+    env: dict[str, str] | None = None, verbose: bool = False, inline: bool = False
+) -> Worker | InlineWorker:
     if inline or os.environ.get("NORMCHECK_INLINE") == "1":
         return InlineWorker(env, verbose)
     return Worker(env, verbose)

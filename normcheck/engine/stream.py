@@ -24,8 +24,12 @@ class BenchRun:
 
 
 def run_bench(
-    request: Any, settings: Any, timeout: float | None, verbose: bool = False,
-    on_plan: Callable[[list[str], int], None] | None = None, progress: Callable[[Any], None] | None = None,
+    request: Any,
+    settings: Any,
+    timeout: float | None,
+    verbose: bool = False,
+    on_plan: Callable[[list[str], int], None] | None = None,
+    progress: Callable[[Any], None] | None = None,
 ) -> BenchRun:
     """Every row of ``request`` timed in a worker; UsageError for a request the worker refused."""
     from normcheck.bench.bandwidth import CopyBandwidth
@@ -55,8 +59,11 @@ def run_bench(
                     if not cases:  # lost while loading: nothing planned to blame it on
                         how = e.how if isinstance(e, WorkerDied) else f"loading took over {LOAD_TIMEOUT:g} s"
                         raise UsageError(f"bench could not start: its worker died ({how})") from None
-                    how = (f"the worker died: {e.how}" if isinstance(e, WorkerDied)
-                           else f"timed out after {timeout:g} s (the limit is --timeout); the worker was stopped")
+                    how = (
+                        f"the worker died: {e.how}"
+                        if isinstance(e, WorkerDied)
+                        else f"timed out after {timeout:g} s (the limit is --timeout); the worker was stopped"
+                    )
                     start = _lose_row(done, cases, start, how, progress)
                     break
                 if kind == "plan":
@@ -108,8 +115,9 @@ def run_bench(
     return BenchRun(report, notes=[] if not cases else list(report.settings.get("notes", [])))
 
 
-def _lose_row(done: dict[int, Any], cases: list[Any], start: int, reason: str,
-              progress: Callable[[Any], None] | None) -> int:
+def _lose_row(
+    done: dict[int, Any], cases: list[Any], start: int, reason: str, progress: Callable[[Any], None] | None
+) -> int:
     """Row ``start`` ended without a result: an error row with ``reason``; the row to resume at."""
     from normcheck.bench.records import ERROR, BenchResult
 

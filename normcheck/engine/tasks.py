@@ -46,8 +46,17 @@ class PlannedUnit:
 
     def problem(self, seed: int) -> Problem:
         s = self.settings
-        return make_problem(self.op, self.shape, self.params, self.dtype, self.kind, eps=s.eps, momentum=s.momentum,
-                            seed=seed, unbiased_running_var=s.unbiased_running_var)
+        return make_problem(
+            self.op,
+            self.shape,
+            self.params,
+            self.dtype,
+            self.kind,
+            eps=s.eps,
+            momentum=s.momentum,
+            seed=seed,
+            unbiased_running_var=s.unbiased_running_var,
+        )
 
 
 @dataclass
@@ -127,15 +136,36 @@ def plan_part(payload: tuple[str, Any, str], send: Callable[[Any], None]) -> Non
     units = []
     for unit in prepared.units:
         fw = prepared.frameworks.index(unit.framework)
-        units.append(PlannedUnit(
-            order=(*unit.order, fw), part=part, framework=fw, local=_local(prepared.frameworks, unit.framework),
-            op=unit.op, shape=unit.shape, params=unit.params, dtype=unit.dtype, kind=unit.kind,
-            settings=aligned_settings(unit, prepared.opts), cases=tuple(c for c, _ in unit.runs),
-        ))
+        units.append(
+            PlannedUnit(
+                order=(*unit.order, fw),
+                part=part,
+                framework=fw,
+                local=_local(prepared.frameworks, unit.framework),
+                op=unit.op,
+                shape=unit.shape,
+                params=unit.params,
+                dtype=unit.dtype,
+                kind=unit.kind,
+                settings=aligned_settings(unit, prepared.opts),
+                cases=tuple(c for c, _ in unit.runs),
+            )
+        )
     opts = prepared.opts
     against = opts.against.facts() if opts.against is not None else None
-    send(("plan", PartPlan(facts, units, prepared.load_rows, translations(prepared.units, opts), against,
-                           replace(opts, against=None))))
+    send(
+        (
+            "plan",
+            PartPlan(
+                facts,
+                units,
+                prepared.load_rows,
+                translations(prepared.units, opts),
+                against,
+                replace(opts, against=None),
+            ),
+        )
+    )
 
 
 def freeze(problem: Problem) -> Problem:
@@ -167,8 +197,13 @@ def run_units(payload: tuple[str, Any, str, list], send: Callable[[Any], None]) 
         for case in cases:
             impl = runs.get(case)
             if impl is None:  # the code planned differently this time (it is not deterministic)
-                row = CheckResult(case, RUN, ERROR, message="the implementation planned this case differently in "
-                                  "another process (does its layouts() depend on state?)")
+                row = CheckResult(
+                    case,
+                    RUN,
+                    ERROR,
+                    message="the implementation planned this case differently in "
+                    "another process (does its layouts() depend on state?)",
+                )
                 send(("case", (unit_id, case, Outcome(None, [row]))))
                 continue
             send(("case", (unit_id, case, run_case(case, impl, problem, opts))))

@@ -239,8 +239,9 @@ def run_case(case: Compiled, problem: Problem, layout: str, device: jax.Device) 
     dtype = JAX_DTYPES[problem.dtype]
     params, stats = variables(problem, case.stats_dtype if problem.params.running_stats else None, device)
     steps = tuple(put(b, dtype, device, layout) for b in problem.steps)
-    y, stats, dx, dparams = case.run(params, stats, steps, put(problem.x, dtype, device, layout),
-                                     put(problem.dy, dtype, device, layout))
+    y, stats, dx, dparams = case.run(
+        params, stats, steps, put(problem.x, dtype, device, layout), put(problem.dy, dtype, device, layout)
+    )
     out = RunOutput()
     add(out, "forward", y, layout)
     add(out, "grad_input", dx, layout)
@@ -267,8 +268,10 @@ def variables(problem: Problem, stats_dtype: Any, device: jax.Device) -> tuple[A
     params = {name: put(value, dtype, device) for name, value in affine if value is not None}
     stats = {}
     if problem.params.running_stats:
-        stats = {"mean": put(problem.running_mean, stats_dtype, device),
-                 "var": put(problem.running_var, stats_dtype, device)}
+        stats = {
+            "mean": put(problem.running_mean, stats_dtype, device),
+            "var": put(problem.running_var, stats_dtype, device),
+        }
     return params, stats
 
 
@@ -298,33 +301,56 @@ ONE_PASS = (
 # tests/frameworks/test_jax.py re-checks each.
 KNOWN_ISSUES = (
     KnownIssue(
-        ONE_PASS, ops=HAS_FAST_VARIANCE, impls=DEFAULT_IMPLS, dtypes=("float32",), kinds=("large_mean",),
+        ONE_PASS,
+        ops=HAS_FAST_VARIANCE,
+        impls=DEFAULT_IMPLS,
+        dtypes=("float32",),
+        kinds=("large_mean",),
         checks=("forward", "grad_input", "grad_weight", "running_var"),
     ),
     KnownIssue(
-        ONE_PASS, ops=HAS_FAST_VARIANCE, impls=DEFAULT_IMPLS, dtypes=("float64",), kinds=("large_mean",),
+        ONE_PASS,
+        ops=HAS_FAST_VARIANCE,
+        impls=DEFAULT_IMPLS,
+        dtypes=("float64",),
+        kinds=("large_mean",),
         checks=("forward", "grad_input", "grad_weight"),
     ),
     # float16 data at 1e4 have a spread of 128: the float32 one-pass variance errs by about 1 per
     # step (median over 200 summation orders; two-pass: 1.2e-4), which the running variance
     # accumulates in proportion to the momentum (error 9.8 with PyTorch's 0.1, 1.05 with Flax's 0.01)
     KnownIssue(
-        ONE_PASS, ops=("bn",), impls=DEFAULT_IMPLS, dtypes=("float16",), kinds=("large_mean",),
+        ONE_PASS,
+        ops=("bn",),
+        impls=DEFAULT_IMPLS,
+        dtypes=("float16",),
+        kinds=("large_mean",),
         checks=("running_var",),
     ),
     KnownIssue(
-        ONE_PASS, ops=HAS_FAST_VARIANCE, impls=DEFAULT_IMPLS, dtypes=("float32", *HALF), kinds=("constant",),
+        ONE_PASS,
+        ops=HAS_FAST_VARIANCE,
+        impls=DEFAULT_IMPLS,
+        dtypes=("float32", *HALF),
+        kinds=("constant",),
         checks=("grad_input",),
     ),
     KnownIssue(
-        ONE_PASS, ops=("gn",), impls=DEFAULT_IMPLS, dtypes=("float32",), kinds=("normal",),
+        ONE_PASS,
+        ops=("gn",),
+        impls=DEFAULT_IMPLS,
+        dtypes=("float32",),
+        kinds=("normal",),
         checks=("forward", "grad_input"),
     ),
     KnownIssue(
         "Flax converts a float16/bfloat16 input to float32 twice (for the statistics, and for x - mean), so "
         "its gradient is the sum of two parts each rounded to the half dtype first; where they nearly cancel "
         "(groups of two values) few correct digits are left",
-        ops=("gn",), dtypes=HALF, kinds=("normal",), checks=("grad_input",),
+        ops=("gn",),
+        dtypes=HALF,
+        kinds=("normal",),
+        checks=("grad_input",),
     ),
 )
 

@@ -277,25 +277,36 @@ KNOWN_ISSUES = (
         "ONNX stores BatchNormalization's momentum as a 32-bit float attribute: 0.9 becomes 0.89999998, "
         "so float64 running statistics of large values, and the evaluation outputs normalized with them, "
         "drift by about 1e-7 relative",
-        ops=("bn",), dtypes=("float64",), kinds=("large_mean", "half_range"),
+        ops=("bn",),
+        dtypes=("float64",),
+        kinds=("large_mean", "half_range"),
         checks=("forward", "running_mean", "running_var"),
     ),
     KnownIssue(
         "ONNX's GroupNormalization (opset 21), which ORT runs as its function body, computes the variance "
         "in one pass, E[x^2] - E[x]^2, which cancels catastrophically when the mean is large (NaN with the "
         "default float32 statistics, errors of 1e3 tolerances in double); no setting avoids it for float64",
-        ops=("gn",), dtypes=("float64",), kinds=("large_mean",), checks=("forward",),
+        ops=("gn",),
+        dtypes=("float64",),
+        kinds=("large_mean",),
+        checks=("forward",),
     ),
     KnownIssue(
         "ONNX's GroupNormalization (opset 21) computes its statistics in stash_type, float32 by default "
         "even for float64 input; stash_type=DOUBLE avoids it",
-        ops=("gn",), dtypes=("float64",), checks=("forward",), impls=(DEFAULT_GN,),
+        ops=("gn",),
+        dtypes=("float64",),
+        checks=("forward",),
+        impls=(DEFAULT_GN,),
     ),
     KnownIssue(
         "ONNX's GroupNormalization (opset 21) computes the variance in one pass, E[x^2] - E[x]^2, in "
         "stash_type (float32 by default), which cancels catastrophically when the mean is large or a group "
         "holds a few nearly equal values; stash_type=DOUBLE avoids it for float32 input",
-        ops=("gn",), dtypes=("float32",), checks=("forward",), impls=(DEFAULT_GN,),
+        ops=("gn",),
+        dtypes=("float32",),
+        checks=("forward",),
+        impls=(DEFAULT_GN,),
     ),
 )
 

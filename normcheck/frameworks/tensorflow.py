@@ -170,7 +170,13 @@ def trailing(ndim: int, k: int) -> list[int]:
 
 @lru_cache(maxsize=32)
 def _keras_layer(
-    op: str, shape: tuple[int, ...], params: OpParams, dtype: str, eps: float, momentum: float, layout: str,
+    op: str,
+    shape: tuple[int, ...],
+    params: OpParams,
+    dtype: str,
+    eps: float,
+    momentum: float,
+    layout: str,
     device: str,
 ) -> keras.Layer:
     """A built layer for one configuration (``shape`` already in ``layout``). Kept across cases,
@@ -183,7 +189,11 @@ def _keras_layer(
         )
     elif op in ("in", "gn"):
         layer = keras.layers.GroupNormalization(
-            groups=-1 if op == "in" else params.groups, axis=axis, epsilon=eps, center=affine, scale=affine,
+            groups=-1 if op == "in" else params.groups,
+            axis=axis,
+            epsilon=eps,
+            center=affine,
+            scale=affine,
             dtype=dtype,
         )
     elif op == "ln":
@@ -291,14 +301,19 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
         "tf.nn.moments returns the float16 variance rounded from float32, and data of magnitude "
         "6e4 have a variance beyond float16's range: it becomes inf, the output collapses to the "
         "bias and the gradients are NaN; casting the input to float32 first avoids it",
-        ops=RAW_OPS, dtypes=("float16",), kinds=("half_range",), impls=(RAW_NAME,),
+        ops=RAW_OPS,
+        dtypes=("float16",),
+        kinds=("half_range",),
+        impls=(RAW_NAME,),
     ),
     KnownIssue(
         "tf.nn.moments and tf.nn.batch_normalization compute in the input dtype: the statistics "
         "are rounded to float16 (bfloat16 computes them in bfloat16), the normalization "
         "x * inv + (offset - mean * inv) is evaluated in the dtype, and float16 gradient sums "
         "accumulate in float16; casting half inputs to float32 first avoids it",
-        ops=RAW_OPS, dtypes=HALF, impls=(RAW_NAME,),
+        ops=RAW_OPS,
+        dtypes=HALF,
+        impls=(RAW_NAME,),
     ),
 )
 

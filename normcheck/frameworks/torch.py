@@ -119,9 +119,7 @@ def bind_functional(p: Problem, device: str) -> Bound:
     k = p.params.normalized_ndim
     forwards = {
         "bn": lambda x, train: F.batch_norm(x, rm, rv, w, b, training=train, momentum=p.momentum, eps=p.eps),
-        "in": lambda x, train: F.instance_norm(
-            x, rm, rv, w, b, use_input_stats=train, momentum=p.momentum, eps=p.eps
-        ),
+        "in": lambda x, train: F.instance_norm(x, rm, rv, w, b, use_input_stats=train, momentum=p.momentum, eps=p.eps),
         "ln": lambda x, train: F.layer_norm(x, x.shape[x.ndim - k :], w, b, eps=p.eps),
         "gn": lambda x, train: F.group_norm(x, p.params.groups, w, b, eps=p.eps),
         "rms": lambda x, train: F.rms_norm(x, x.shape[x.ndim - k :], w, eps=_rms_eps(p)),
@@ -170,10 +168,18 @@ def bind_module(p: Problem, device: str) -> Bound:
 
 
 FUNCTIONAL_NAMES = {
-    "bn": "F.batch_norm", "in": "F.instance_norm", "ln": "F.layer_norm", "gn": "F.group_norm", "rms": "F.rms_norm",
+    "bn": "F.batch_norm",
+    "in": "F.instance_norm",
+    "ln": "F.layer_norm",
+    "gn": "F.group_norm",
+    "rms": "F.rms_norm",
 }
 MODULE_NAMES = {
-    "bn": "nn.BatchNormNd", "in": "nn.InstanceNormNd", "ln": "nn.LayerNorm", "gn": "nn.GroupNorm", "rms": "nn.RMSNorm",
+    "bn": "nn.BatchNormNd",
+    "in": "nn.InstanceNormNd",
+    "ln": "nn.LayerNorm",
+    "gn": "nn.GroupNorm",
+    "rms": "nn.RMSNorm",
 }
 
 
@@ -186,22 +192,28 @@ KNOWN_ISSUES = (
     KnownIssue(
         "PyTorch's CPU group norm on channels-last input computes the variance in one pass, "
         "E[x^2] - E[x]^2, which cancels catastrophically when the mean is large",
-        ops=("gn",), layouts=("channels_last",), kinds=("large_mean", "constant"),
+        ops=("gn",),
+        layouts=("channels_last",),
+        kinds=("large_mean", "constant"),
     ),
     KnownIssue(
-        "PyTorch's CPU instance norm backward is wrong for a batch of 1 with a channels-last "
-        "upstream gradient",
-        ops=("in",), layouts=("channels_last",), checks=GRADS, batch=1,
+        "PyTorch's CPU instance norm backward is wrong for a batch of 1 with a channels-last upstream gradient",
+        ops=("in",),
+        layouts=("channels_last",),
+        checks=GRADS,
+        batch=1,
     ),
     KnownIssue(
         "PyTorch's CPU batch/instance norm kernels for float16 and bfloat16 normalize with the "
         "batch statistics rounded to the input dtype",
-        ops=("bn", "in"), dtypes=HALF,
+        ops=("bn", "in"),
+        dtypes=HALF,
     ),
     KnownIssue(
-        "PyTorch's CPU layer/group norm backward for float16 and bfloat16 uses the statistics "
-        "saved in the input dtype",
-        ops=("ln", "gn"), dtypes=HALF, checks=GRADS,
+        "PyTorch's CPU layer/group norm backward for float16 and bfloat16 uses the statistics saved in the input dtype",
+        ops=("ln", "gn"),
+        dtypes=HALF,
+        checks=GRADS,
     ),
 )
 

@@ -40,9 +40,7 @@ class Normalization:
         """Number of elements each statistic runs over."""
         return int(np.prod([self.view[a] for a in self.axes], dtype=np.int64))
 
-    def moments(
-        self, x: np.ndarray, dtype: type = np.float64, mean_ulps: int = 0
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def moments(self, x: np.ndarray, dtype: type = np.float64, mean_ulps: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Mean and biased variance over the reduction axes (two passes, keepdims).
 
         ``mean_ulps`` moves the mean by that many units in the last place of ``dtype``: the

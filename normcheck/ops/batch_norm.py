@@ -62,8 +62,9 @@ def batch_norm(
     return norm.forward(x, eps, weight, bias, stats=stats)[0], running_mean, running_var
 
 
-def batch_norm_backward(dy, x, running_mean=None, running_var=None, weight=None, bias=None,
-                        training: bool = False, eps: float = 1e-5) -> Grads:
+def batch_norm_backward(
+    dy, x, running_mean=None, running_var=None, weight=None, bias=None, training: bool = False, eps: float = 1e-5
+) -> Grads:
     shape = np.shape(x)
     norm = OP.normalization(shape, OpParams())
     stats = None if training else _running_as_stats(shape, running_mean, running_var)

@@ -20,8 +20,9 @@ class InstanceNorm(Op):
         problem = super().validate(shape, params)
         tracked = params.running_stats and params.mode == "train"
         if problem is None and tracked and self.normalization(shape, params).count < 2:
-            problem = (f"instance norm with running statistics needs more than one spatial value, "
-                       f"got shape {fmt_shape(shape)}")
+            problem = (
+                f"instance norm with running statistics needs more than one spatial value, got shape {fmt_shape(shape)}"
+            )
         return problem
 
     def default_cases(self):
@@ -38,8 +39,16 @@ class InstanceNorm(Op):
 OP = InstanceNorm(name="in", title="instance norm", min_ndim=3, max_ndim=5)
 
 
-def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
-                  use_input_stats: bool = True, momentum: float = 0.1, eps: float = 1e-5):
+def instance_norm(
+    x,
+    running_mean=None,
+    running_var=None,
+    weight=None,
+    bias=None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+):
     """Instance norm forward in float64, as ``torch.nn.functional.instance_norm``.
 
     Returns (y, new running mean, new running var). With ``use_input_stats`` the running

@@ -43,10 +43,14 @@ def render_bench(fmt: str, report: Any, comparison: Any = None) -> Any:
 
         extra = None
         if comparison is not None:
-            extra = {"compare": {"threshold": comparison.threshold,
-                                 "slower": [c.as_dict() for c in comparison.slower],
-                                 "faster": [c.as_dict() for c in comparison.faster],
-                                 "env_differences": comparison.env_differences}}
+            extra = {
+                "compare": {
+                    "threshold": comparison.threshold,
+                    "slower": [c.as_dict() for c in comparison.slower],
+                    "faster": [c.as_dict() for c in comparison.faster],
+                    "env_differences": comparison.env_differences,
+                }
+            }
         return render_bench_json(report, extra)
     if fmt == "markdown":
         from normcheck.report.bench_markdown import render_bench_markdown

@@ -14,8 +14,14 @@ SCHEMA = 1
 
 def bench_document(report: BenchReport, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "normcheck": __version__, "kind": "bench", "schema": SCHEMA, "env": report.env, "settings": report.settings,
-        "interrupted": report.interrupted, "seconds": round(report.seconds, 3), "counts": report.counts(),
+        "normcheck": __version__,
+        "kind": "bench",
+        "schema": SCHEMA,
+        "env": report.env,
+        "settings": report.settings,
+        "interrupted": report.interrupted,
+        "seconds": round(report.seconds, 3),
+        "counts": report.counts(),
         "results": [r.as_dict(samples=True) for r in report.results],
     }
     doc.update(extra or {})

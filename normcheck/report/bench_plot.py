@@ -86,8 +86,11 @@ def _rows(measured: list[BenchResult]) -> dict[tuple[str, str], list[BenchResult
 
     def order(key: tuple[str, str]) -> tuple[int, int, str]:
         op, pass_ = key
-        return (OP_NAMES.index(op) if op in OP_NAMES else len(OP_NAMES),
-                PASSES.index(pass_) if pass_ in PASSES else len(PASSES), op + pass_)
+        return (
+            OP_NAMES.index(op) if op in OP_NAMES else len(OP_NAMES),
+            PASSES.index(pass_) if pass_ in PASSES else len(PASSES),
+            op + pass_,
+        )
 
     return {k: rows[k] for k in sorted(rows, key=order)}
 
@@ -123,8 +126,9 @@ def _title(key: tuple[str, str], results: list[BenchResult]) -> str:
     return xml_safe(f"{name} {pass_} · {dtypes} · {devices}")
 
 
-def _draw_row(key: tuple[str, str], results: list[BenchResult], ax_time: Any, ax_bw: Any,
-              colors: dict[str, Any]) -> None:
+def _draw_row(
+    key: tuple[str, str], results: list[BenchResult], ax_time: Any, ax_bw: Any, colors: dict[str, Any]
+) -> None:
     title = _title(key, results)
     for label, rs in _lines(results).items():
         color = colors[line_label(rs[0])]
@@ -134,8 +138,14 @@ def _draw_row(key: tuple[str, str], results: list[BenchResult], ax_time: Any, ax
         bw = [(input_bytes(r), r) for r in rs if r.gbps is not None]
         if bw:
             ax_bw.plot([b for b, _ in bw], [r.gbps for _, r in bw], marker="o", ms=4, color=color, label=label)
-            ax_bw.fill_between([b for b, _ in bw], [r.bytes_moved / r.p80 / 1e9 for _, r in bw],
-                               [r.bytes_moved / r.p20 / 1e9 for _, r in bw], color=color, alpha=0.2, lw=0)
+            ax_bw.fill_between(
+                [b for b, _ in bw],
+                [r.bytes_moved / r.p80 / 1e9 for _, r in bw],
+                [r.bytes_moved / r.p20 / 1e9 for _, r in bw],
+                color=color,
+                alpha=0.2,
+                lw=0,
+            )
     _reference_lines(ax_bw, results)
     _axes(ax_time, f"{title}: time per call", "median time per call (p20–p80 shaded)", _fmt_seconds, log_y=True)
     _axes(ax_bw, f"{title}: bandwidth", "GB/s (model bytes / median)", None, log_y=False)
@@ -150,8 +160,14 @@ def _legend(ax_time: Any, ax_bw: Any) -> None:
     for ax in (ax_time, ax_bw):
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
-    ax_bw.legend(list(entries.values()), list(entries), loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                 fontsize="small", frameon=False)
+    ax_bw.legend(
+        list(entries.values()),
+        list(entries),
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        fontsize="small",
+        frameon=False,
+    )
 
 
 def _reference_lines(ax: Any, results: list[BenchResult]) -> None:

@@ -39,18 +39,26 @@ def render_bench_table(report: BenchReport, comparison: Comparison | None = None
 def header(report: BenchReport) -> Text:
     env, s = report.env, report.settings
     versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())
-    lines = [f"normcheck bench on {env.get('cpu', '?')}, {s.get('threads')} thread(s) pinned to CPUs "
-             f"{env.get('cpus_pinned')}; device {env.get('device')}"]
+    lines = [
+        f"normcheck bench on {env.get('cpu', '?')}, {s.get('threads')} thread(s) pinned to CPUs "
+        f"{env.get('cpus_pinned')}; device {env.get('device')}"
+    ]
     gpu = env.get("gpu")
     if gpu:
-        lines.append(f"GPU {gpu.get('name')} ({f.nbytes(gpu.get('memory_bytes'))}, CUDA {gpu.get('cuda')}); "
-                     f"theoretical DRAM {f.number(s.get('dram_gbps'), '.0f')} GB/s")
+        lines.append(
+            f"GPU {gpu.get('name')} ({f.nbytes(gpu.get('memory_bytes'))}, CUDA {gpu.get('cuda')}); "
+            f"theoretical DRAM {f.number(s.get('dram_gbps'), '.0f')} GB/s"
+        )
     copy = s.get("copy_bandwidth") or {}
     if copy:
         lines.append(f"copy bandwidth {copy['gbps']:.1f} GB/s ({copy['how']})")
     lines.append(versions)
-    lines.append("GB/s = model bytes / median; forward " + s.get("bytes_formula", {}).get("forward", "") +
-                 "; backward " + s.get("bytes_formula", {}).get("backward", ""))
+    lines.append(
+        "GB/s = model bytes / median; forward "
+        + s.get("bytes_formula", {}).get("forward", "")
+        + "; backward "
+        + s.get("bytes_formula", {}).get("backward", "")
+    )
     lines.extend(s.get("notes", []))
     return Text("\n".join(lines), style="dim")
 
@@ -67,9 +75,17 @@ def _table(title: str, rows: list[BenchResult], cuda: bool, baseline: str | None
     for r in rows:
         c = r.case
         style = STATUS_STYLE.get(r.status, "yellow" if r.noisy else "")
-        cells = [c.pass_, c.framework, c.impl, c.mode, f.seconds(r.median), f.spread(r),
-                 f.number(None if r.relative_iqr is None else 100 * r.relative_iqr, ".1f", "%"),
-                 f.number(r.gbps, ".1f"), f.number(r.pct_copy, ".0f", "%")]
+        cells = [
+            c.pass_,
+            c.framework,
+            c.impl,
+            c.mode,
+            f.seconds(r.median),
+            f.spread(r),
+            f.number(None if r.relative_iqr is None else 100 * r.relative_iqr, ".1f", "%"),
+            f.number(r.gbps, ".1f"),
+            f.number(r.pct_copy, ".0f", "%"),
+        ]
         if cuda:
             cells.append(f.number(r.pct_dram, ".0f", "%"))
         cells += [f.speedup(r), f.nbytes(r.peak_memory), f.seconds(r.compile_s), f.note(r)]
@@ -80,17 +96,32 @@ def _table(title: str, rows: list[BenchResult], cuda: bool, baseline: str | None
 def comparison_table(cmp: Comparison) -> Any:
     limit = f"{100 * cmp.threshold:g}%"
     if not cmp.slower:
-        text = (f"compare: no case slower by more than {limit} beyond the measured spread "
-                f"({len(cmp.faster)} faster, {cmp.unchanged} unchanged)")
+        text = (
+            f"compare: no case slower by more than {limit} beyond the measured spread "
+            f"({len(cmp.faster)} faster, {cmp.unchanged} unchanged)"
+        )
         return Group(Text(text, style="green"), *_env_notes(cmp))
-    table = Table(title=f"slower than before by more than {limit}, beyond the measured spread",
-                  title_justify="left", title_style="bold red")
+    table = Table(
+        title=f"slower than before by more than {limit}, beyond the measured spread",
+        title_justify="left",
+        title_style="bold red",
+    )
     for col in ("op", "shape", "dtype", "pass", "framework", "impl", "mode", "before", "now", "change"):
         table.add_column(col)
     for ch in cmp.slower:
         c = ch.new.case
-        table.add_row(c.op, fmt_shape(c.shape), c.dtype, c.pass_, c.framework, c.impl, c.mode,
-                      f.seconds(ch.old.median), f.seconds(ch.new.median), f"+{100 * (ch.ratio - 1):.0f}%")
+        table.add_row(
+            c.op,
+            fmt_shape(c.shape),
+            c.dtype,
+            c.pass_,
+            c.framework,
+            c.impl,
+            c.mode,
+            f.seconds(ch.old.median),
+            f.seconds(ch.new.median),
+            f"+{100 * (ch.ratio - 1):.0f}%",
+        )
     return Group(table, *_env_notes(cmp))
 
 

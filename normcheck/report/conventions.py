@@ -34,8 +34,7 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
     parts = []
     for op in dict.fromkeys(r["op"] for r in rows):
         shown = [
-            {**r, "property": f"**{r['property']}**" if r["differs"] else r["property"]}
-            for r in rows if r["op"] == op
+            {**r, "property": f"**{r['property']}**" if r["differs"] else r["property"]} for r in rows if r["op"] == op
         ]
         table = markdown_table(shown, ["property", *fws, "when porting"])
         parts.append(f"### {OP_TITLES.get(op, op)} ({op})\n\n{table}")
@@ -59,8 +58,11 @@ def _table(rows: list[dict[str, Any]]) -> Any:
             if r["op"] != op:
                 continue
             style = "bold yellow" if r["differs"] else ""
-            table.add_row(Text(r["property"], style=style), *(Text(r[fw], style=style) for fw in fws),
-                          Text(r["when porting"], style="yellow"))
+            table.add_row(
+                Text(r["property"], style=style),
+                *(Text(r[fw], style=style) for fw in fws),
+                Text(r["when porting"], style="yellow"),
+            )
         tables.append(table)
     tables.append(Text("Rows in yellow differ between frameworks; 'when porting' says how to translate.", style="dim"))
     return Group(*tables)

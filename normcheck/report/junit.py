@@ -18,8 +18,12 @@ def _case_name(r: dict[str, Any]) -> str:
 
 def _details(r: dict[str, Any]) -> str:
     lines = [r["message"]]
-    for key, label in (("max_abs_err", "max abs err"), ("max_rel_err", "max rel err"), ("tolerance", "tolerance"),
-                       ("worst_index", "worst index")):
+    for key, label in (
+        ("max_abs_err", "max abs err"),
+        ("max_rel_err", "max rel err"),
+        ("tolerance", "tolerance"),
+        ("worst_index", "worst index"),
+    ):
         if r.get(key) is not None:
             lines.append(f"{label}: {r[key]}")
     if r.get("diagnosis"):

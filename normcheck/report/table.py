@@ -12,17 +12,28 @@ from rich.text import Text
 
 STYLE = {"pass": "green", "fail": "bold red", "error": "bold magenta", "known": "yellow", "skip": "dim"}
 DETAIL_COLUMNS = (
-    ("framework", "framework"), ("impl", "impl"), ("shape", "shape"), ("params", "params"), ("dtype", "dtype"),
-    ("layout", "layout"), ("input", "input"), ("check", "check"), ("against", "against"), ("status", "status"),
-    ("max_abs_err", "max abs err"), ("max_rel_err", "max rel err"), ("mismatched_pct", "mismatch %"),
-    ("tolerance", "tolerance"), ("worst_index", "worst index"), ("message", "message"), ("diagnosis", "diagnosis"),
+    ("framework", "framework"),
+    ("impl", "impl"),
+    ("shape", "shape"),
+    ("params", "params"),
+    ("dtype", "dtype"),
+    ("layout", "layout"),
+    ("input", "input"),
+    ("check", "check"),
+    ("against", "against"),
+    ("status", "status"),
+    ("max_abs_err", "max abs err"),
+    ("max_rel_err", "max rel err"),
+    ("mismatched_pct", "mismatch %"),
+    ("tolerance", "tolerance"),
+    ("worst_index", "worst index"),
+    ("message", "message"),
+    ("diagnosis", "diagnosis"),
 )
 OP_TITLES = {"bn": "batch norm", "ln": "layer norm", "in": "instance norm", "gn": "group norm", "rms": "RMS norm"}
 
 
-def render_table(
-    records: list[dict[str, Any]], show_all: bool = False, notes: Iterable[str] = ()
-) -> Group:
+def render_table(records: list[dict[str, Any]], show_all: bool = False, notes: Iterable[str] = ()) -> Group:
     by_op: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by_op[r["op"]].append(r)

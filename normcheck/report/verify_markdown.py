@@ -17,21 +17,38 @@ def render_verify_markdown(records: list[dict[str, Any]], summary: dict[str, Any
     bad = [r for r in records if r["status"] in ("fail", "error") or (strict and r["status"] == "known")]
     verdict = "FAILED" if bad else "passed"
     counts = ", ".join(f"{summary.get(s, 0)} {s}" for s in STATUSES)
-    parts = [f"### normcheck verify: {verdict}\n", f"{counts} ({summary.get('cases', 0)} cases, "
-             f"{summary.get('seconds', 0):.1f} s)\n"]
+    parts = [
+        f"### normcheck verify: {verdict}\n",
+        f"{counts} ({summary.get('cases', 0)} cases, {summary.get('seconds', 0):.1f} s)\n",
+    ]
     for note in summary.get("translations", ()):
         parts.append(f"- translated: {note}\n")
     groups: dict[tuple[str, str, str], Counter] = {}
     for r in records:
         groups.setdefault((r["op"], r["framework"], r["impl"]), Counter())[r["status"]] += 1
-    rows = [{"op": op, "framework": fw, "impl": impl, **{s: c.get(s, 0) for s in STATUSES}}
-            for (op, fw, impl), c in groups.items()]
+    rows = [
+        {"op": op, "framework": fw, "impl": impl, **{s: c.get(s, 0) for s in STATUSES}}
+        for (op, fw, impl), c in groups.items()
+    ]
     parts.append("\n" + markdown_table(rows, ("op", "framework", "impl", *STATUSES)))
     if bad:
         parts.append(f"\n#### Failures ({len(bad)})\n\n")
         shown = [{**r, "diagnosis": _diagnosis(r)} for r in bad[:MAX_ROWS]]
-        columns = ("op", "impl", "shape", "params", "dtype", "layout", "input", "check", "status", "max_abs_err",
-                   "tolerance", "message", "diagnosis")
+        columns = (
+            "op",
+            "impl",
+            "shape",
+            "params",
+            "dtype",
+            "layout",
+            "input",
+            "check",
+            "status",
+            "max_abs_err",
+            "tolerance",
+            "message",
+            "diagnosis",
+        )
         parts.append(markdown_table(shown, columns))
         if len(bad) > MAX_ROWS:
             parts.append(f"\n... and {len(bad) - MAX_ROWS} more; the JSON report has them all.\n")

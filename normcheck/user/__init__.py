@@ -22,8 +22,19 @@ from normcheck.ops import OpParams
 from normcheck.user.spec import LoadError, SpecError, load_object, parse_spec
 
 __all__ = [
-    "EXPLICIT_EPS", "EXPLICIT_MOMENTUM", "FORMS", "Form", "FormError", "LoadError", "SpecError", "UserFramework",
-    "detect_form", "guess_op", "load_object", "parse_spec", "user_frameworks",
+    "EXPLICIT_EPS",
+    "EXPLICIT_MOMENTUM",
+    "FORMS",
+    "Form",
+    "FormError",
+    "LoadError",
+    "SpecError",
+    "UserFramework",
+    "detect_form",
+    "guess_op",
+    "load_object",
+    "parse_spec",
+    "user_frameworks",
 ]
 
 # Values given explicitly when the user asked for none. Neither is any framework's default, so
@@ -49,18 +60,48 @@ class Form:
 FORMS: dict[str, Form] = {
     f.id: f
     for f in (
-        Form("torch_function", "normcheck.user.torch", "torch", "torch",
-             "a PyTorch function with the signature of the torch.nn.functional op"),
-        Form("torch_module", "normcheck.user.torch", "torch", "torch",
-             "a torch.nn.Module subclass with the constructor of the torch.nn layer"),
-        Form("keras_layer", "normcheck.user.keras", "tensorflow", "tensorflow",
-             "a keras.layers.Layer subclass with the constructor of the Keras layer, channels-last"),
-        Form("jax_function", "normcheck.user.jax", "torch", "jax",
-             "a JAX function with the signature of the torch.nn.functional op, channels-first"),
-        Form("flax_module", "normcheck.user.jax", "jax", "jax",
-             "a flax.linen.Module subclass with the fields of the Flax layer, channels-last"),
-        Form("cs231n", "normcheck.user.cs231n", "cs231n", None,
-             "NumPy forward/backward functions in the CS231n assignment-2 convention"),
+        Form(
+            "torch_function",
+            "normcheck.user.torch",
+            "torch",
+            "torch",
+            "a PyTorch function with the signature of the torch.nn.functional op",
+        ),
+        Form(
+            "torch_module",
+            "normcheck.user.torch",
+            "torch",
+            "torch",
+            "a torch.nn.Module subclass with the constructor of the torch.nn layer",
+        ),
+        Form(
+            "keras_layer",
+            "normcheck.user.keras",
+            "tensorflow",
+            "tensorflow",
+            "a keras.layers.Layer subclass with the constructor of the Keras layer, channels-last",
+        ),
+        Form(
+            "jax_function",
+            "normcheck.user.jax",
+            "torch",
+            "jax",
+            "a JAX function with the signature of the torch.nn.functional op, channels-first",
+        ),
+        Form(
+            "flax_module",
+            "normcheck.user.jax",
+            "jax",
+            "jax",
+            "a flax.linen.Module subclass with the fields of the Flax layer, channels-last",
+        ),
+        Form(
+            "cs231n",
+            "normcheck.user.cs231n",
+            "cs231n",
+            None,
+            "NumPy forward/backward functions in the CS231n assignment-2 convention",
+        ),
     )
 }
 STYLES = ("cs231n",)

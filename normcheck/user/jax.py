@@ -46,8 +46,9 @@ TRACING_ERRORS = (
 HALF = ("float16", "bfloat16")
 
 
-def build(form: str, op: str, obj: object, name: str, omit_defaults: bool, backward: object = None
-          ) -> Implementation | None:
+def build(
+    form: str, op: str, obj: object, name: str, omit_defaults: bool, backward: object = None
+) -> Implementation | None:
     """The implementation of ``op`` by the user's ``obj`` in ``form`` (both forms have every op)."""
     from normcheck.user import FORMS
 
@@ -141,12 +142,20 @@ class FunctionImplementation(UserImplementation):
         if self.op == "gn":
             args = (p.groups,)
         elif self.op in ("ln", "rms"):
-            args = (tuple(problem.shape[len(problem.shape) - p.normalized_ndim:]),)
+            args = (tuple(problem.shape[len(problem.shape) - p.normalized_ndim :]),)
         flag, flag_default = {"bn": ("training", False), "in": ("use_input_stats", True)}.get(self.op, (None, False))
         return FunctionCall(
-            fn=self.obj, label=self.label, op=self.op, args=args, kwargs=tuple(kwargs.items()),
-            weight_names=weight_names if p.affine else (), stats=p.running_stats, flag=flag,
-            flag_default=flag_default, omit=self.omit, training=p.mode == "train" or not p.running_stats,
+            fn=self.obj,
+            label=self.label,
+            op=self.op,
+            args=args,
+            kwargs=tuple(kwargs.items()),
+            weight_names=weight_names if p.affine else (),
+            stats=p.running_stats,
+            flag=flag,
+            flag_default=flag_default,
+            omit=self.omit,
+            training=p.mode == "train" or not p.running_stats,
         )
 
     def prepare(self, problem: Problem, layout: str) -> Compiled:
@@ -258,8 +267,13 @@ class ModuleImplementation(UserImplementation):
         if p.normalized_ndim is not None:
             axes = -1 if p.normalized_ndim == 1 else tuple(range(-p.normalized_ndim, 0))
         values = {
-            "num_groups": p.groups, "epsilon": problem.eps, "use_bias": p.affine, "use_scale": p.affine,
-            "reduction_axes": axes, "feature_axes": axes, "axis": -1,
+            "num_groups": p.groups,
+            "epsilon": problem.eps,
+            "use_bias": p.affine,
+            "use_scale": p.affine,
+            "reduction_axes": axes,
+            "feature_axes": axes,
+            "axis": -1,
             "momentum": self.momentum(problem) if p.running_stats else None,
         }
         declared = {f.name: f for f in dataclasses.fields(self.obj)} if dataclasses.is_dataclass(self.obj) else {}
@@ -280,8 +294,13 @@ class ModuleImplementation(UserImplementation):
         names = SCALE_AND_BIAS[: 1 if self.op == "rms" else 2] if p.affine else ()
         pshape = OPS[self.op].param_shape(problem.shape, p)
         return ModuleCall(
-            cls=self.obj, label=self.label, op=self.op, fields=tuple(self.fields(problem).items()), shape=shape,
-            dtype=problem.dtype, params=tuple((n, pshape) for n in names),
+            cls=self.obj,
+            label=self.label,
+            op=self.op,
+            fields=tuple(self.fields(problem).items()),
+            shape=shape,
+            dtype=problem.dtype,
+            params=tuple((n, pshape) for n in names),
             training=p.mode == "train" or not p.running_stats,
         )
 
@@ -340,7 +359,7 @@ def _check_variables(call: ModuleCall, variables: dict[str, Any]) -> None:
         if name not in params:
             raise TypeError(
                 f"{call.label} has no parameter {name!r} in its 'params' collection (it has {_names(params)}); "
-                f"name them {' and '.join(map(repr, SCALE_AND_BIAS[:len(call.params)]))} as {layer} does"
+                f"name them {' and '.join(map(repr, SCALE_AND_BIAS[: len(call.params)]))} as {layer} does"
             )
         got = tuple(params[name].shape)
         if got != shape:

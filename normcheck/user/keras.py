@@ -35,13 +35,28 @@ from normcheck.ops import OpParams
 # The Keras 3 constructors' defaults for the arguments normcheck passes (tests/user check them
 # against the installed Keras); eps and momentum come from the conventions.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "bn": {"axis": -1, "momentum": TENSORFLOW["bn"].momentum, "epsilon": TENSORFLOW["bn"].eps,
-           "center": True, "scale": True},
+    "bn": {
+        "axis": -1,
+        "momentum": TENSORFLOW["bn"].momentum,
+        "epsilon": TENSORFLOW["bn"].eps,
+        "center": True,
+        "scale": True,
+    },
     "ln": {"axis": -1, "epsilon": TENSORFLOW["ln"].eps, "center": True, "scale": True},
-    "in": {"groups": TENSORFLOW["gn"].groups, "axis": -1, "epsilon": TENSORFLOW["in"].eps,
-           "center": True, "scale": True},
-    "gn": {"groups": TENSORFLOW["gn"].groups, "axis": -1, "epsilon": TENSORFLOW["gn"].eps,
-           "center": True, "scale": True},
+    "in": {
+        "groups": TENSORFLOW["gn"].groups,
+        "axis": -1,
+        "epsilon": TENSORFLOW["in"].eps,
+        "center": True,
+        "scale": True,
+    },
+    "gn": {
+        "groups": TENSORFLOW["gn"].groups,
+        "axis": -1,
+        "epsilon": TENSORFLOW["gn"].eps,
+        "center": True,
+        "scale": True,
+    },
     "rms": {"axis": -1, "epsilon": TENSORFLOW["rms"].eps},
 }
 OPTIONAL = ("epsilon", "momentum")  # left out with omit_defaults whatever the case
@@ -51,8 +66,9 @@ MEAN_NAMES = ("moving_mean", "running_mean")
 VAR_NAMES = ("moving_variance", "moving_var", "running_var")
 
 
-def constructor_args(op: str, ndim: int, params: OpParams, eps: float, framework_momentum: float | None,
-                     omit_defaults: bool) -> dict[str, Any]:
+def constructor_args(
+    op: str, ndim: int, params: OpParams, eps: float, framework_momentum: float | None, omit_defaults: bool
+) -> dict[str, Any]:
     """The keyword arguments the Keras layer of ``op`` takes for the case (``dtype`` aside).
 
     ``axis`` is -1 (the channels, or the last axis) or the list of trailing normalized axes.
@@ -115,9 +131,7 @@ def set_variable(layer: keras.Layer, names: tuple[str, ...], value: Any, dtype: 
             raise AttributeError(f"{type(layer).__name__} has no variable {_names(names)} after build()")
         return None
     if tuple(v.shape) != tuple(value.shape):
-        raise ValueError(
-            f"{type(layer).__name__}.{v.name} has shape {tuple(v.shape)}, expected {tuple(value.shape)}"
-        )
+        raise ValueError(f"{type(layer).__name__}.{v.name} has shape {tuple(v.shape)}, expected {tuple(value.shape)}")
     v.assign(tf.cast(tensor(value, dtype), v.dtype))
     return v
 
@@ -135,7 +149,7 @@ def keras_binder(cls: type, op: str, omit_defaults: bool) -> Binder:
             weight = set_variable(layer, WEIGHT_NAMES, p.weight, p.dtype, required=True)
         elif op == "rms":
             # Keras's RMSNormalization always has a scale: without an affine weight it stays at 1
-            scale_shape = shape[len(shape) - p.params.normalized_ndim:]
+            scale_shape = shape[len(shape) - p.params.normalized_ndim :]
             set_variable(layer, WEIGHT_NAMES, np.ones(scale_shape), p.dtype, required=False)
         if p.bias is not None:
             bias = set_variable(layer, BIAS_NAMES, p.bias, p.dtype, required=True)
@@ -160,11 +174,11 @@ class KerasLayerImplementation(TensorFlowImplementation):
 
     def missing_checks(self, problem: Problem) -> dict[str, str]:
         if problem.params.running_stats and self.op != "bn":
-            return dict.fromkeys(("running_mean", "running_var"),
-                                 f"{KERAS_NAMES[self.op]} keeps no running statistics")
+            return dict.fromkeys(("running_mean", "running_var"), f"{KERAS_NAMES[self.op]} keeps no running statistics")
         return {}
 
 
-def build(form: str, op: str, obj: object, name: str, omit_defaults: bool, backward: object | None = None
-          ) -> KerasLayerImplementation:
+def build(
+    form: str, op: str, obj: object, name: str, omit_defaults: bool, backward: object | None = None
+) -> KerasLayerImplementation:
     return KerasLayerImplementation(op, name, keras_binder(obj, op, omit_defaults), running_stats=op == "bn")

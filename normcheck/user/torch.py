@@ -121,7 +121,10 @@ def constructor_call(p: Problem, omit_defaults: bool) -> tuple[list[object], dic
     elif p.op == "in":
         args = [channels]
         options = {
-            **eps, **momentum, "affine": (params.affine, False), "track_running_stats": (params.running_stats, False)
+            **eps,
+            **momentum,
+            "affine": (params.affine, False),
+            "track_running_stats": (params.running_stats, False),
         }
     else:  # ln, rms
         args, options = [_normalized_shape(p)], {**eps, "elementwise_affine": (params.affine, True)}

@@ -62,8 +62,9 @@ def test_other_frameworks_on_cuda_sync_and_flush(torch, framework):
 
     if frameworks.load(framework).device_problem("cuda"):
         pytest.skip(f"{framework} sees no GPU here")
-    plan = prepare(BenchRequest(frameworks=framework, ops="rms", shapes=("4096,4096",), device="cuda",
-                                passes="forward"))
+    plan = prepare(
+        BenchRequest(frameworks=framework, ops="rms", shapes=("4096,4096",), device="cuda", passes="forward")
+    )
     report = run(plan, QUICK, [0])
     measured = [r for r in report.results if r.measured]
     assert measured, [r.reason for r in report.results]
@@ -73,9 +74,30 @@ def test_other_frameworks_on_cuda_sync_and_flush(torch, framework):
 def test_cli_on_cuda(torch, tmp_path):
     out = tmp_path / "cuda.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "normcheck", "bench", "--device", "cuda", "--framework", "torch", "--op", "gn",
-         "--min-time", "0.01", "--max-time", "0.1", "--format", "json", "--output", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "normcheck",
+            "bench",
+            "--device",
+            "cuda",
+            "--framework",
+            "torch",
+            "--op",
+            "gn",
+            "--min-time",
+            "0.01",
+            "--max-time",
+            "0.1",
+            "--format",
+            "json",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())

@@ -12,10 +12,26 @@ from normcheck.bench.load import load_report
 from normcheck.errors import UsageError
 
 ROW = {
-    "op": "gn", "shape": "2x64x8x8", "params": "G=32", "model": "", "dtype": "float32", "framework": "torch",
-    "impl": "F.group_norm", "device": "cpu", "pass": "forward", "mode": "eager", "layout": "contiguous",
-    "status": "ok", "reason": "", "block": 4, "timer": "perf_counter", "samples_s": [1e-3, 2e-3, 3e-3],
-    "notes": "", "bytes": 1000, "threads": 1, "converged": True,
+    "op": "gn",
+    "shape": "2x64x8x8",
+    "params": "G=32",
+    "model": "",
+    "dtype": "float32",
+    "framework": "torch",
+    "impl": "F.group_norm",
+    "device": "cpu",
+    "pass": "forward",
+    "mode": "eager",
+    "layout": "contiguous",
+    "status": "ok",
+    "reason": "",
+    "block": 4,
+    "timer": "perf_counter",
+    "samples_s": [1e-3, 2e-3, 3e-3],
+    "notes": "",
+    "bytes": 1000,
+    "threads": 1,
+    "converged": True,
 }
 
 
@@ -35,34 +51,37 @@ def test_a_well_formed_run_loads(tmp_path):
     assert result.case.shape == (2, 64, 8, 8) and result.samples == (1e-3, 2e-3, 3e-3) and result.block == 4
 
 
-@pytest.mark.parametrize("doc, reason", [
-    ("{", "not JSON"),
-    ("[1, 2]", "not the JSON of a normcheck bench run"),
-    ('"results"', "not the JSON of a normcheck bench run"),
-    ({"kind": "verify", "results": []}, "not the JSON of a normcheck bench run"),
-    ({"kind": "bench"}, "has no 'results' list"),
-    ({"kind": "bench", "results": {"a": 1}}, "'results' must be a list, got dict"),
-    ({"kind": "bench", "results": None}, "'results' must be a list, got NoneType"),
-    (run_doc(), "'results' is empty; nothing to compare against"),
-    (run_doc(7), "result 1 is malformed: expected an object, got int"),
-    (run_doc(ROW, {k: v for k, v in ROW.items() if k != "impl"}), "result 2 is malformed: missing field 'impl'"),
-    (run_doc({**ROW, "op": 5}), "field 'op' must be a string, got 5"),
-    (run_doc({**ROW, "shape": [2, 64]}), "field 'shape' must be a string"),
-    (run_doc({**ROW, "shape": "2x0x3"}), "field 'shape' must be sizes joined by x"),
-    (run_doc({**ROW, "shape": "big"}), "field 'shape' must be sizes joined by x"),
-    (run_doc({**ROW, "samples_s": "fast"}), "field 'samples_s' must be a list of positive numbers"),
-    (run_doc({**ROW, "samples_s": [1e-3, 0]}), "field 'samples_s' must be a list of positive numbers"),
-    (run_doc({**ROW, "samples_s": [1e-3, True]}), "field 'samples_s' must be a list of positive numbers"),
-    (run_doc({**ROW, "block": "4"}), "field 'block' must be an integer"),
-    (run_doc({**ROW, "block": 0}), "field 'block' must be at least 1"),
-    (run_doc({**ROW, "bytes": 1.5}), "field 'bytes' must be an integer"),
-    (run_doc({**ROW, "baseline_s": "1"}), "field 'baseline_s' must be a number"),
-    (run_doc({**ROW, "converged": "yes"}), "field 'converged' must be true or false"),
-    (run_doc({**ROW, "notes": ["a"]}), "field 'notes' must be a string"),
-    (run_doc({**ROW, "status": "great"}), "unknown status 'great'"),
-    (run_doc({**ROW, "status": "skip", "samples_s": []}), "none of its 1 results was measured"),
-    ({**run_doc(ROW), "env": []}, "'env' must be an object, got list"),
-])
+@pytest.mark.parametrize(
+    "doc, reason",
+    [
+        ("{", "not JSON"),
+        ("[1, 2]", "not the JSON of a normcheck bench run"),
+        ('"results"', "not the JSON of a normcheck bench run"),
+        ({"kind": "verify", "results": []}, "not the JSON of a normcheck bench run"),
+        ({"kind": "bench"}, "has no 'results' list"),
+        ({"kind": "bench", "results": {"a": 1}}, "'results' must be a list, got dict"),
+        ({"kind": "bench", "results": None}, "'results' must be a list, got NoneType"),
+        (run_doc(), "'results' is empty; nothing to compare against"),
+        (run_doc(7), "result 1 is malformed: expected an object, got int"),
+        (run_doc(ROW, {k: v for k, v in ROW.items() if k != "impl"}), "result 2 is malformed: missing field 'impl'"),
+        (run_doc({**ROW, "op": 5}), "field 'op' must be a string, got 5"),
+        (run_doc({**ROW, "shape": [2, 64]}), "field 'shape' must be a string"),
+        (run_doc({**ROW, "shape": "2x0x3"}), "field 'shape' must be sizes joined by x"),
+        (run_doc({**ROW, "shape": "big"}), "field 'shape' must be sizes joined by x"),
+        (run_doc({**ROW, "samples_s": "fast"}), "field 'samples_s' must be a list of positive numbers"),
+        (run_doc({**ROW, "samples_s": [1e-3, 0]}), "field 'samples_s' must be a list of positive numbers"),
+        (run_doc({**ROW, "samples_s": [1e-3, True]}), "field 'samples_s' must be a list of positive numbers"),
+        (run_doc({**ROW, "block": "4"}), "field 'block' must be an integer"),
+        (run_doc({**ROW, "block": 0}), "field 'block' must be at least 1"),
+        (run_doc({**ROW, "bytes": 1.5}), "field 'bytes' must be an integer"),
+        (run_doc({**ROW, "baseline_s": "1"}), "field 'baseline_s' must be a number"),
+        (run_doc({**ROW, "converged": "yes"}), "field 'converged' must be true or false"),
+        (run_doc({**ROW, "notes": ["a"]}), "field 'notes' must be a string"),
+        (run_doc({**ROW, "status": "great"}), "unknown status 'great'"),
+        (run_doc({**ROW, "status": "skip", "samples_s": []}), "none of its 1 results was measured"),
+        ({**run_doc(ROW), "env": []}, "'env' must be an object, got list"),
+    ],
+)
 def test_odd_json_is_one_usage_error_naming_the_option_and_file(tmp_path, doc, reason):
     path = write(tmp_path, doc)
     with pytest.raises(UsageError) as info:

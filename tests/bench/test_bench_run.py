@@ -61,8 +61,9 @@ def test_run_numpy_makes_one_record_per_case_with_metrics():
     plan = prepare(BenchRequest(frameworks="numpy", ops="ln,gn", shapes=("4,32,4,4",), dtypes="float32,bfloat16"))
     report = run(plan, QUICK, [0])
     cases = [(r.case.op, r.case.dtype, r.case.pass_) for r in report.results]
-    assert cases == [(op, dt, p) for op in ("ln", "gn") for dt in ("float32", "bfloat16")
-                     for p in ("forward", "backward")]
+    assert cases == [
+        (op, dt, p) for op in ("ln", "gn") for dt in ("float32", "bfloat16") for p in ("forward", "backward")
+    ]
     for r in report.results:
         if r.case.dtype == "bfloat16":
             assert r.status == "skip" and "bfloat16" in r.reason
@@ -91,8 +92,10 @@ def test_baseline_prefers_the_same_mode_then_eager():
         c = BenchCase("ln", (4, 8), "k=1", "float32", fw, fw, "cpu", "forward", mode)
         return BenchResult(c, samples=(median,) * 3)
 
-    rows = with_baseline([r("torch", "eager", 2.0), r("torch", "torch.compile", 1.0), r("jax", "jax.jit", 0.5),
-                          r("jax", "eager", 4.0)], "torch")
+    rows = with_baseline(
+        [r("torch", "eager", 2.0), r("torch", "torch.compile", 1.0), r("jax", "jax.jit", 0.5), r("jax", "eager", 4.0)],
+        "torch",
+    )
     assert [x.baseline_s for x in rows] == [2.0, 1.0, 2.0, 2.0]
 
 

@@ -14,8 +14,17 @@ from normcheck.report.bench_json import render_bench_json
 
 
 def case(**kw) -> BenchCase:
-    base = dict(op="gn", shape=(2, 64, 8, 8), params="G=32", dtype="float32", framework="torch",
-                impl="F.group_norm", device="cpu", pass_="forward", mode="eager")
+    base = dict(
+        op="gn",
+        shape=(2, 64, 8, 8),
+        params="G=32",
+        dtype="float32",
+        framework="torch",
+        impl="F.group_norm",
+        device="cpu",
+        pass_="forward",
+        mode="eager",
+    )
     base.update(kw)
     return BenchCase(**base)
 
@@ -28,8 +37,9 @@ def test_quantiles_follow_numpy_linear_rule():
 
 
 def test_statistics_and_metrics_of_a_result():
-    r = BenchResult(case(), samples=(1e-3, 1.1e-3, 0.9e-3, 1e-3, 1e-3), bytes_moved=2_000_000, copy_gbps=4.0,
-                    baseline_s=2e-3)
+    r = BenchResult(
+        case(), samples=(1e-3, 1.1e-3, 0.9e-3, 1e-3, 1e-3), bytes_moved=2_000_000, copy_gbps=4.0, baseline_s=2e-3
+    )
     assert r.median == pytest.approx(1e-3)
     assert r.gbps == pytest.approx(2.0)
     assert r.pct_copy == pytest.approx(50.0)
@@ -51,10 +61,20 @@ def test_unmeasured_rows_have_no_statistics():
 
 def test_json_round_trip_keeps_samples_and_identity(tmp_path):
     results = [
-        BenchResult(case(), samples=(1e-3, 2e-3, 3e-3), block=4, timer="perf_counter", bytes_moved=10,
-                    peak_memory=123, notes=("a", "b")),
-        BenchResult(case(pass_="backward", framework="onnxruntime", impl="onnx.GroupNormalization"), status=SKIP,
-                    reason="inference only"),
+        BenchResult(
+            case(),
+            samples=(1e-3, 2e-3, 3e-3),
+            block=4,
+            timer="perf_counter",
+            bytes_moved=10,
+            peak_memory=123,
+            notes=("a", "b"),
+        ),
+        BenchResult(
+            case(pass_="backward", framework="onnxruntime", impl="onnx.GroupNormalization"),
+            status=SKIP,
+            reason="inference only",
+        ),
     ]
     report = BenchReport(env={"cpu": "x"}, settings={"threads": 1}, results=results)
     path = tmp_path / "run.json"

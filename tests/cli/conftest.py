@@ -52,7 +52,8 @@ def numpy_framework(monkeypatch):
     monkeypatch.setattr(frameworks, "installed", lambda: ["numpy"])
     monkeypatch.setattr(frameworks, "is_installed", lambda name: name in STAND_INS)
     monkeypatch.setattr(
-        frameworks, "load",
+        frameworks,
+        "load",
         lambda name: NumpyFramework(state["bug"] if name == "numpy" else None, name, STAND_INS[name]),
     )
 

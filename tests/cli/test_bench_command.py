@@ -18,8 +18,14 @@ SMALL = ["--op", "ln,gn", "--shape", "4,32,4,4", *QUICK]
 
 
 def bench(*args: str, timeout: float = 240, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "normcheck", "bench", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "normcheck", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def bench_in_workers(*args: str) -> subprocess.CompletedProcess:
@@ -41,8 +47,12 @@ def test_json_has_environment_settings_and_raw_samples(numpy_run):
     assert doc["env"]["threads"] == 1 and doc["env"]["cpu"] and doc["env"]["versions"]["numpy"]
     assert doc["settings"]["copy_bandwidth"]["gbps"] > 0
     rows = doc["results"]
-    assert [(r["op"], r["pass"]) for r in rows] == [("ln", "forward"), ("ln", "backward"), ("gn", "forward"),
-                                                     ("gn", "backward")]
+    assert [(r["op"], r["pass"]) for r in rows] == [
+        ("ln", "forward"),
+        ("ln", "backward"),
+        ("gn", "forward"),
+        ("gn", "backward"),
+    ]
     for r in rows:
         assert r["status"] == "ok"
         assert len(r["samples_s"]) == r["n_samples"] >= 2
@@ -97,14 +107,17 @@ def test_plot_writes_a_png(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--format", "xml"], "unknown format"),
-    (["--plot", "out.pdf"], "--plot takes a .png or .svg"),
-    (["--fail-if-slower", "lots"], "malformed threshold"),
-    (["--threads", "0"], "--threads must be at least 1"),
-    (["--pass", "sideways"], "unknown pass"),
-    (["--compare", "missing.json"], "--compare missing.json: cannot read it"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "xml"], "unknown format"),
+        (["--plot", "out.pdf"], "--plot takes a .png or .svg"),
+        (["--fail-if-slower", "lots"], "malformed threshold"),
+        (["--threads", "0"], "--threads must be at least 1"),
+        (["--pass", "sideways"], "unknown pass"),
+        (["--compare", "missing.json"], "--compare missing.json: cannot read it"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args, message):
     proc = bench("--framework", "numpy", *args)
     assert proc.returncode == 2
@@ -123,8 +136,21 @@ def test_cuda_without_a_gpu_exits_2_naming_each_framework():
 
 def test_out_of_memory_marks_the_row_and_the_run_goes_on():
     require("torch")
-    proc = bench("--impl", "fixtures/bench_impls.py:group_norm_oom_when_large", "--framework", "torch",
-                 "--shape", "4,64,32,32", "--shape", "1,32,8,8", "--pass", "forward", *QUICK, "--format", "json")
+    proc = bench(
+        "--impl",
+        "fixtures/bench_impls.py:group_norm_oom_when_large",
+        "--framework",
+        "torch",
+        "--shape",
+        "4,64,32,32",
+        "--shape",
+        "1,32,8,8",
+        "--pass",
+        "forward",
+        *QUICK,
+        "--format",
+        "json",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)["results"]
     status = {(r["impl"], r["shape"]): r["status"] for r in rows}
@@ -135,9 +161,21 @@ def test_out_of_memory_marks_the_row_and_the_run_goes_on():
 
 def test_ctrl_c_reports_what_was_measured_and_exits_130():
     require("torch")
-    proc = bench_in_workers("--impl", "fixtures/bench_impls.py:group_norm_interrupted_when_large", "--framework",
-                            "torch",
-                 "--shape", "1,32,8,8", "--shape", "4,64,32,32", "--pass", "forward", *QUICK, "--format", "json")
+    proc = bench_in_workers(
+        "--impl",
+        "fixtures/bench_impls.py:group_norm_interrupted_when_large",
+        "--framework",
+        "torch",
+        "--shape",
+        "1,32,8,8",
+        "--shape",
+        "4,64,32,32",
+        "--pass",
+        "forward",
+        *QUICK,
+        "--format",
+        "json",
+    )
     assert proc.returncode == 130, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["interrupted"] is True
@@ -147,8 +185,19 @@ def test_ctrl_c_reports_what_was_measured_and_exits_130():
 
 def test_keyboard_interrupt_raised_by_the_code_is_an_error_row_not_a_ctrl_c():
     require("torch")
-    proc = bench_in_workers("--impl", "fixtures/hostile.py:group_norm_keyboard_interrupt", "--framework", "torch",
-                 "--shape", "1,32,8,8", "--pass", "forward", *QUICK, "--format", "json")
+    proc = bench_in_workers(
+        "--impl",
+        "fixtures/hostile.py:group_norm_keyboard_interrupt",
+        "--framework",
+        "torch",
+        "--shape",
+        "1,32,8,8",
+        "--pass",
+        "forward",
+        *QUICK,
+        "--format",
+        "json",
+    )
     assert proc.returncode == 1, proc.stderr
     rows = {r["impl"]: r for r in json.loads(proc.stdout)["results"]}
     assert rows["group_norm_keyboard_interrupt"]["status"] == "error"
@@ -156,16 +205,33 @@ def test_keyboard_interrupt_raised_by_the_code_is_an_error_row_not_a_ctrl_c():
     assert rows["F.group_norm"]["status"] == "ok"
 
 
-@pytest.mark.parametrize("name, needle", [
-    ("group_norm_segfault", "SIGSEGV"),
-    ("group_norm_os_exit", "exit status 0"),
-    ("group_norm_returns_none", "returned None"),
-])
+@pytest.mark.parametrize(
+    "name, needle",
+    [
+        ("group_norm_segfault", "SIGSEGV"),
+        ("group_norm_os_exit", "exit status 0"),
+        ("group_norm_returns_none", "returned None"),
+    ],
+)
 def test_a_row_that_kills_its_worker_or_returns_nothing_is_an_error_and_the_run_goes_on(name, needle):
     require("torch")
-    proc = bench_in_workers("--impl", f"fixtures/hostile.py:{name}", "--op", "gn", "--framework", "torch",
-                            "--shape", "1,32,8,8",
-                 "--shape", "2,32,8,8", "--pass", "forward", *QUICK, "--format", "json")
+    proc = bench_in_workers(
+        "--impl",
+        f"fixtures/hostile.py:{name}",
+        "--op",
+        "gn",
+        "--framework",
+        "torch",
+        "--shape",
+        "1,32,8,8",
+        "--shape",
+        "2,32,8,8",
+        "--pass",
+        "forward",
+        *QUICK,
+        "--format",
+        "json",
+    )
     assert proc.returncode == 1, proc.stderr
     rows = json.loads(proc.stdout)["results"]
     mine = [r for r in rows if r["impl"] == name]
@@ -175,9 +241,21 @@ def test_a_row_that_kills_its_worker_or_returns_nothing_is_an_error_and_the_run_
 
 def test_bench_timeout_stops_a_hung_row():
     require("torch")
-    proc = bench_in_workers("--impl", "fixtures/hostile.py:group_norm_hangs_catching_everything", "--framework",
-                            "torch",
-                 "--shape", "1,32,8,8", "--pass", "forward", "--timeout", "3", *QUICK, "--format", "json")
+    proc = bench_in_workers(
+        "--impl",
+        "fixtures/hostile.py:group_norm_hangs_catching_everything",
+        "--framework",
+        "torch",
+        "--shape",
+        "1,32,8,8",
+        "--pass",
+        "forward",
+        "--timeout",
+        "3",
+        *QUICK,
+        "--format",
+        "json",
+    )
     assert proc.returncode == 1, proc.stderr
     rows = {r["impl"]: r for r in json.loads(proc.stdout)["results"]}
     assert rows["group_norm_hangs_catching_everything"]["status"] == "error"
@@ -187,8 +265,19 @@ def test_bench_timeout_stops_a_hung_row():
 
 def test_user_implementation_is_timed_beside_the_builtins():
     require("torch")
-    proc = bench("--impl", "fixtures/torch_functional.py:group_norm", "--framework", "torch", "--shape",
-                 "2,32,8,8", "--pass", "backward", *QUICK, "--format", "json")
+    proc = bench(
+        "--impl",
+        "fixtures/torch_functional.py:group_norm",
+        "--framework",
+        "torch",
+        "--shape",
+        "2,32,8,8",
+        "--pass",
+        "backward",
+        *QUICK,
+        "--format",
+        "json",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)["results"]
     user = [r for r in rows if r["framework"] == "user"]

@@ -52,8 +52,11 @@ def test_framework_subset():
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--op", "xx"], "unknown op 'xx'"), (["--format", "html"], "unknown format 'html'"),
-     (["--framework", "mxnet"], "unknown framework 'mxnet'")],
+    [
+        (["--op", "xx"], "unknown op 'xx'"),
+        (["--format", "html"], "unknown format 'html'"),
+        (["--framework", "mxnet"], "unknown framework 'mxnet'"),
+    ],
 )
 def test_bad_input_exits_2_with_one_line(args, message):
     result = invoke(args)

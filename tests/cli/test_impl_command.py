@@ -18,8 +18,20 @@ from normcheck.cli import app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TF = str(ROOT / "fixtures" / "torch_functional.py")
-SMALL = ["--op", "gn", "--framework", "torch", "--shape", "2,6,5,5", "--groups", "3", "--dtype", "float32",
-         "--input", "normal"]
+SMALL = [
+    "--op",
+    "gn",
+    "--framework",
+    "torch",
+    "--shape",
+    "2,6,5,5",
+    "--groups",
+    "3",
+    "--dtype",
+    "float32",
+    "--input",
+    "normal",
+]
 
 
 @pytest.fixture
@@ -50,8 +62,20 @@ def test_buggy_impl_exits_1_with_diagnosis_in_json(runner):
 
 def test_junit_report_has_a_testcase_per_check_with_failures(runner, tmp_path):
     out = tmp_path / "report.xml"
-    result = invoke(runner, [*SMALL, "--impl", f"{TF}:group_norm_eps_outside_sqrt", "--input", "tiny_scale",
-                             "--format", "junit", "--output", str(out)])
+    result = invoke(
+        runner,
+        [
+            *SMALL,
+            "--impl",
+            f"{TF}:group_norm_eps_outside_sqrt",
+            "--input",
+            "tiny_scale",
+            "--format",
+            "junit",
+            "--output",
+            str(out),
+        ],
+    )
     assert result.exit_code == 1
     root = ET.parse(out).getroot()
     cases = root.findall(".//testcase")
@@ -73,8 +97,10 @@ def test_markdown_report_lists_failures_with_diagnosis(runner):
 
 def test_shards_are_disjoint_and_cover_the_matrix(runner):
     def checks(extra):
-        result = invoke(runner, [*SMALL, "--input", "normal,constant,tiny_scale", "--impl", f"{TF}:group_norm",
-                                 "--format", "json", *extra])
+        result = invoke(
+            runner,
+            [*SMALL, "--input", "normal,constant,tiny_scale", "--impl", f"{TF}:group_norm", "--format", "json", *extra],
+        )
         assert result.exit_code == 0, result.output
         return [(r["impl"], r["input"], r["layout"], r["check"]) for r in json.loads(result.stdout)["results"]]
 
@@ -103,8 +129,9 @@ def test_usage_errors_exit_2(runner, args, needle):
 def test_unloadable_impl_is_an_error_row_and_the_junit_file_is_written(runner, tmp_path):
     out = tmp_path / "r.xml"
     spec = str(ROOT / "fixtures" / "broken_import.py") + ":group_norm"
-    result = invoke(runner, ["--op", "gn", "--framework", "torch", "--impl", spec, "--format", "junit",
-                             "--output", str(out)])
+    result = invoke(
+        runner, ["--op", "gn", "--framework", "torch", "--impl", spec, "--format", "junit", "--output", str(out)]
+    )
     assert result.exit_code == 1
     errors = ET.parse(out).getroot().findall(".//testcase/error")
     assert len(errors) == 1 and "cannot import" in errors[0].get("message")
@@ -114,8 +141,10 @@ def test_no_traceback_from_a_raising_impl_in_a_real_process(tmp_path):
     spec = str(ROOT / "fixtures" / "broken_impls.py") + ":raises"
     proc = subprocess.run(
         [sys.executable, "-m", "normcheck", "verify", *SMALL, "--impl", spec, "--format", "csv"],
-        capture_output=True, text=True,
-        cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stdout + proc.stderr
@@ -160,8 +189,10 @@ def test_config_in_the_current_directory_runs_with_no_arguments(runner, tmp_path
 
 def test_config_flag_and_buggy_entry_fails(runner, tmp_path):
     cfg = tmp_path / "normcheck.toml"
-    cfg.write_text(f'dtypes = "float32"\ninput = "normal"\n[[check]]\nop = "gn"\nimpl = "{TF}:group_norm_one_pass"\n'
-                   'framework = "torch"\nshapes = [[2, 6, 5, 5]]\ngroups = [3]\ninput = "large_mean"\n')
+    cfg.write_text(
+        f'dtypes = "float32"\ninput = "normal"\n[[check]]\nop = "gn"\nimpl = "{TF}:group_norm_one_pass"\n'
+        'framework = "torch"\nshapes = [[2, 6, 5, 5]]\ngroups = [3]\ninput = "large_mean"\n'
+    )
     result = invoke(runner, ["--config", str(cfg)])
     assert result.exit_code == 1
 

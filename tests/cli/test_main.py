@@ -23,14 +23,17 @@ def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     return info.value.code, out, err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--bogus"], "No such option '--bogus'"),
-    (["nosuch"], "No such command 'nosuch'"),
-    (["verify", "--op"], "Option '--op' requires an argument"),
-    (["verify", "--seed", "x"], "Invalid value for '--seed': 'x' is not a valid integer"),
-    (["bench", "--threads", "many"], "Invalid value for '--threads'"),
-    (["conventions", "--no-such-flag"], "No such option"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bogus"], "No such option '--bogus'"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["verify", "--op"], "Option '--op' requires an argument"),
+        (["verify", "--seed", "x"], "Invalid value for '--seed': 'x' is not a valid integer"),
+        (["bench", "--threads", "many"], "Invalid value for '--threads'"),
+        (["conventions", "--no-such-flag"], "No such option"),
+    ],
+)
 def test_parser_errors_are_one_line_and_exit_2(monkeypatch, capsys, args, message):
     code, out, err = run_main(monkeypatch, capsys, *args)
     assert code == 2
@@ -101,8 +104,9 @@ def test_a_bug_is_one_internal_error_line(monkeypatch, capsys):
 
 
 def test_the_real_command_line_prints_one_line():
-    proc = subprocess.run([sys.executable, "-m", "normcheck", "verify", "--bogus"], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "normcheck", "verify", "--bogus"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("normcheck: error: ") and "--bogus" in proc.stderr

@@ -22,25 +22,28 @@ def verify(runner, *args):
     return runner.invoke(app, ["verify", *args], catch_exceptions=False)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--timeout", "inf"], "timeout must be a finite number"),
-    (["--timeout", "nan"], "timeout must be a finite number"),
-    (["--timeout", "0"], "timeout must be positive"),
-    (["--timeout", "-1"], "timeout must be positive"),
-    (["--eps", "0"], "eps must be positive and at least"),
-    (["--eps", "1e-320"], "eps must be positive and at least"),
-    (["--eps", "inf"], "eps must be a finite number"),
-    (["--eps", "nan"], "eps must be a finite number"),
-    (["--momentum", "nan"], "momentum must be a finite number"),
-    (["--momentum", "1.5"], "momentum must lie in [0, 1]"),
-    (["--rtol", "nan", "--atol", "0"], "rtol must be a finite number"),
-    (["--rtol", "0", "--atol", "inf"], "atol must be a finite number"),
-    (["--rtol", "-1", "--atol", "0"], "must not be negative"),
-    (["--rtol", "2", "--atol", "0"], "below 1"),
-    (["--seed", "-1"], "seed must be a non-negative integer"),
-    (["--jobs", "0"], "--jobs must be at least 1"),
-    (["--shard", "9/8"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--timeout", "inf"], "timeout must be a finite number"),
+        (["--timeout", "nan"], "timeout must be a finite number"),
+        (["--timeout", "0"], "timeout must be positive"),
+        (["--timeout", "-1"], "timeout must be positive"),
+        (["--eps", "0"], "eps must be positive and at least"),
+        (["--eps", "1e-320"], "eps must be positive and at least"),
+        (["--eps", "inf"], "eps must be a finite number"),
+        (["--eps", "nan"], "eps must be a finite number"),
+        (["--momentum", "nan"], "momentum must be a finite number"),
+        (["--momentum", "1.5"], "momentum must lie in [0, 1]"),
+        (["--rtol", "nan", "--atol", "0"], "rtol must be a finite number"),
+        (["--rtol", "0", "--atol", "inf"], "atol must be a finite number"),
+        (["--rtol", "-1", "--atol", "0"], "must not be negative"),
+        (["--rtol", "2", "--atol", "0"], "below 1"),
+        (["--seed", "-1"], "seed must be a non-negative integer"),
+        (["--jobs", "0"], "--jobs must be at least 1"),
+        (["--shard", "9/8"], "does not exist"),
+    ],
+)
 def test_out_of_range_numbers_are_usage_errors(runner, numpy_framework, args, needle):
     result = verify(runner, *SMALL, *args)
     assert result.exit_code == 2, result.output
@@ -80,8 +83,21 @@ def test_zero_given_on_the_command_line_is_a_value_and_selects_flags_over_a_conf
     doc = json.loads(result.stdout)
     assert {r["op"] for r in doc["results"]} == {"gn"}  # the flags, not the config's ln
     assert {r["rtol"] for r in doc["results"] if r["rtol"] is not None} == {0.0}
-    momentum = verify(runner, "--op", "bn", "--shape", "4,3,2", "--dtype", "float64", "--input", "normal",
-                      "--momentum", "0", "--format", "json")
+    momentum = verify(
+        runner,
+        "--op",
+        "bn",
+        "--shape",
+        "4,3,2",
+        "--dtype",
+        "float64",
+        "--input",
+        "normal",
+        "--momentum",
+        "0",
+        "--format",
+        "json",
+    )
     assert "momentum" in json.dumps(json.loads(momentum.stdout)["summary"]["translations"]) or momentum.exit_code == 0
     assert {r["op"] for r in json.loads(momentum.stdout)["results"]} == {"bn"}
 

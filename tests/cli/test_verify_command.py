@@ -39,8 +39,19 @@ def test_json_has_one_record_per_check(runner, numpy_framework):
     # 2 dtypes x 5 input kinds x 4 checks (forward, grad_input, grad_weight, grad_bias)
     assert len(results) == 2 * 5 * 4
     assert doc["summary"]["pass"] == len(results)
-    for key in ("op", "framework", "impl", "shape", "dtype", "input", "check", "status", "max_abs_err",
-                "max_rel_err", "tolerance"):
+    for key in (
+        "op",
+        "framework",
+        "impl",
+        "shape",
+        "dtype",
+        "input",
+        "check",
+        "status",
+        "max_abs_err",
+        "max_rel_err",
+        "tolerance",
+    ):
         assert key in results[0]
     assert {r["check"] for r in results} == {"forward", "grad_input", "grad_weight", "grad_bias"}
     assert results[0]["shape"] == "2x6x4x4" and results[0]["params"] == "G=3"
@@ -195,8 +206,9 @@ BN = ["--op", "bn", "--shape", "6,3,4", "--dtype", "float64"]
 
 
 def test_explicit_momentum_is_translated_and_reported(runner, numpy_framework):
-    result = invoke(runner, [*BN, "--framework", "numpy_keras", "--momentum", "0.1", "--eps", "1e-5",
-                             "--format", "json"])
+    result = invoke(
+        runner, [*BN, "--framework", "numpy_keras", "--momentum", "0.1", "--eps", "1e-5", "--format", "json"]
+    )
     assert result.exit_code == 0, result.output
     notes = json.loads(result.stdout)["summary"]["translations"]
     assert any("momentum=0.9 (the weight of the old value) for momentum 0.1" in n for n in notes)

@@ -50,8 +50,14 @@ def test_interleave_order_makes_c_mod_g_contiguous():
 
 def test_finite_differences_agree_with_the_model_gradient_under_mistakes():
     p = _problem("gn", (2, 6, 3), OpParams(groups=3))
-    for variant in (Variant(correction=True), Variant(eps_outside=True), Variant(interleaved=True),
-                    Variant(affine="order"), Variant(affine="swapped"), Variant(axes=(0, 2, 3))):
+    for variant in (
+        Variant(correction=True),
+        Variant(eps_outside=True),
+        Variant(interleaved=True),
+        Variant(affine="order"),
+        Variant(affine="swapped"),
+        Variant(axes=(0, 2, 3)),
+    ):
         base = outputs(p, variant)
         h = 1e-6
         x = p.x.copy()

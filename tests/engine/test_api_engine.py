@@ -58,11 +58,14 @@ def test_ctrl_c_during_check_is_raised_in_the_caller_with_its_handler_restored()
     assert signal.getsignal(signal.SIGINT) is handler
 
 
-@pytest.mark.parametrize("options, needle", [
-    ({"jobs": "2"}, "jobs must be a whole number"),
-    ({"jobs": True}, "jobs must be a whole number"),
-    ({"compile_cache": "yes"}, "compile_cache must be True or False"),
-])
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        ({"jobs": "2"}, "jobs must be a whole number"),
+        ({"jobs": True}, "jobs must be a whole number"),
+        ({"compile_cache": "yes"}, "compile_cache must be True or False"),
+    ],
+)
 def test_api_options_are_checked(options, needle):
     with pytest.raises(normcheck.errors.UsageError, match=needle):
         normcheck.check("gn", "fixtures/torch_functional.py:group_norm", **options, **SMALL)

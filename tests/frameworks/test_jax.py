@@ -83,8 +83,11 @@ def test_every_case_passes_or_is_explained(fw, op):
         if r.status == SKIP:
             assert (op, r.check, r.message) == ("in", RUN, "flax.linen.InstanceNorm keeps no running statistics")
     layouts = {r.case.layout for r in results}
-    assert layouts == {"bn": {"contiguous", "channels_last"}, "in": {"contiguous", "channels_last"},
-                       "gn": {"contiguous", "channels_last"}}.get(op, {"contiguous"})
+    assert layouts == {
+        "bn": {"contiguous", "channels_last"},
+        "in": {"contiguous", "channels_last"},
+        "gn": {"contiguous", "channels_last"},
+    }.get(op, {"contiguous"})
     passed = {r.check for r in results if r.status == PASS}
     want = {"forward", "grad_input", "grad_weight"} | ({"grad_bias"} if op != "rms" else set())
     assert passed == want | ({"running_mean", "running_var"} if op == "bn" else set())
@@ -117,8 +120,14 @@ def test_outputs_in_the_case_dtype_and_shapes(fw):
     out = fw.implementations("bn")[0].run(p, "contiguous", "cpu")
     assert set(out.values) == {"forward", *GRADS, "running_mean", "running_var"}
     # Flax keeps the running statistics in float32 whatever the parameters' dtype
-    assert out.dtypes == {"forward": "bfloat16", "grad_input": "bfloat16", "grad_weight": "bfloat16",
-                          "grad_bias": "bfloat16", "running_mean": "float32", "running_var": "float32"}
+    assert out.dtypes == {
+        "forward": "bfloat16",
+        "grad_input": "bfloat16",
+        "grad_weight": "bfloat16",
+        "grad_bias": "bfloat16",
+        "running_mean": "float32",
+        "running_var": "float32",
+    }
     p = problem(fw, "ln", (2, 3, 7, 9), OpParams(normalized_ndim=2))
     out = fw.implementations("ln")[0].run(p, "contiguous", "cpu")
     assert out.values["grad_weight"].shape == out.values["grad_bias"].shape == (7, 9)
@@ -145,8 +154,11 @@ def test_layouts(fw):
     for op in OP_NAMES:
         for impl in fw.implementations(op):
             assert impl.layouts((5, 4)) == ("contiguous",)  # channels at axis 1 are also the last
-            want = {"bn": ("contiguous", "channels_last"), "in": ("contiguous", "channels_last"),
-                    "gn": ("channels_last",)}.get(op, ("contiguous",))
+            want = {
+                "bn": ("contiguous", "channels_last"),
+                "in": ("contiguous", "channels_last"),
+                "gn": ("channels_last",),
+            }.get(op, ("contiguous",))
             for shape in ((2, 3, 10), (2, 3, 4, 5), (2, 3, 2, 3, 4)):
                 assert impl.layouts(shape) == want
     p = problem(fw, "gn", (2, 6, 5, 5), OpParams(groups=2))
@@ -160,8 +172,9 @@ def test_the_module_is_told_where_the_channels_are(fw):
         p = problem(fw, op, (2, 3, 4, 5), bn("train") if op == "bn" else OpParams())
         assert getattr(adapter.build(impl.config(p, "contiguous")), attr) == 1
         assert getattr(adapter.build(impl.config(p, "channels_last")), attr) == -1
-    ln = adapter.build(fw.implementations("ln")[0].config(problem(fw, "ln", (2, 3, 4, 5), OpParams(normalized_ndim=2)),
-                                                          "contiguous"))
+    ln = adapter.build(
+        fw.implementations("ln")[0].config(problem(fw, "ln", (2, 3, 4, 5), OpParams(normalized_ndim=2)), "contiguous")
+    )
     assert ln.reduction_axes == ln.feature_axes == (2, 3)
 
 
@@ -280,8 +293,10 @@ def test_declared_defaults_match_flax(op):
 def test_batch_norm_semantics_measured():
     # one channel holding 0 and 2: batch mean 1, biased variance 1, Bessel-corrected 2
     conv = JAX["bn"]
-    variables = {"params": {"scale": jnp.ones(1), "bias": jnp.zeros(1)},
-                 "batch_stats": {"mean": jnp.zeros(1), "var": jnp.ones(1)}}
+    variables = {
+        "params": {"scale": jnp.ones(1), "bias": jnp.zeros(1)},
+        "batch_stats": {"mean": jnp.zeros(1), "var": jnp.ones(1)},
+    }
     m = nn.BatchNorm(momentum=0.75, epsilon=0.0)
     y, updated = m.apply(variables, jnp.array([[0.0], [2.0]]), use_running_average=False, mutable=["batch_stats"])
     stats = updated["batch_stats"]
@@ -316,8 +331,14 @@ def test_statistics_in_float32_for_half_inputs():
     want = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-6)
 
     def error(force_float32):
-        ln = nn.LayerNorm(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, use_scale=False, use_bias=False,
-                          use_fast_variance=False, force_float32_reductions=force_float32)
+        ln = nn.LayerNorm(
+            dtype=jnp.bfloat16,
+            param_dtype=jnp.bfloat16,
+            use_scale=False,
+            use_bias=False,
+            use_fast_variance=False,
+            force_float32_reductions=force_float32,
+        )
         return np.abs(np.asarray(ln.apply({}, x), np.float64) - want).max()
 
     assert error(True) < 0.5 * error(False)  # bfloat16 statistics lose more
@@ -472,8 +493,9 @@ def test_cuda_refused_without_a_gpu(fw):
 @pytest.mark.skipif(not _has_gpu(), reason="needs a GPU visible to jax")
 def test_runs_on_the_gpu(fw):
     assert fw.device_problem("cuda") is None
-    opts = Options(ops=("bn", "gn", "rms"), dtypes=("float32", "float64"), kinds=("normal", "tiny_scale"),
-                   device="cuda")
+    opts = Options(
+        ops=("bn", "gn", "rms"), dtypes=("float32", "float64"), kinds=("normal", "tiny_scale"), device="cuda"
+    )
     results = list(run(plan(opts, [fw]), opts))
     assert results and {r.case.device for r in results} == {"cuda"}
     assert not [(r.case, r.check, r.message) for r in results if r.status in (FAIL, ERROR)]
@@ -484,8 +506,7 @@ def test_float16_running_variance_under_pytorchs_momentum_fails_only_with_fast_v
     float16 running variance; the use_fast_variance=False variant still passes."""
     from normcheck.verify import Options, plan, run
 
-    opts = Options(ops=("bn",), dtypes=("float16",), shapes=((2, 3, 2, 3, 4),), kinds=("large_mean",),
-                   momentum=0.1)
+    opts = Options(ops=("bn",), dtypes=("float16",), shapes=((2, 3, 2, 3, 4),), kinds=("large_mean",), momentum=0.1)
     results = [r for r in run(plan(opts, [fw]), opts) if r.check == "running_var" and r.case.layout == "contiguous"]
     by_impl = {(r.case.impl, r.case.params.mode): r.status for r in results}
     assert by_impl[(SAFE["bn"], "eval")] == "pass"

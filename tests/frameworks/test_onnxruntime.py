@@ -128,8 +128,9 @@ def test_outputs_in_the_case_dtype_and_shapes(fw):
     p = problem(fw, "rms", (2, 3, 8, 8), OpParams(normalized_ndim=2, affine=False), "bfloat16")
     with pytest.raises(Unsupported):
         fw.implementations("rms")[0].run(p, "contiguous", "cpu")
-    out = fw.implementations("ln")[0].run(problem(fw, "ln", (2, 3, 7, 9), OpParams(normalized_ndim=2), "bfloat16"),
-                                          "contiguous", "cpu")
+    out = fw.implementations("ln")[0].run(
+        problem(fw, "ln", (2, 3, 7, 9), OpParams(normalized_ndim=2), "bfloat16"), "contiguous", "cpu"
+    )
     assert out.dtypes == {"forward": "bfloat16"}
 
 
@@ -262,8 +263,9 @@ def test_float64_layer_and_rms_norm_compute_in_double_whatever_stash_type(op):
     feeds = {"X": x, "Scale" if op == "ln" else "scale": np.ones(40)} | ({"B": np.zeros(40)} if op == "ln" else {})
     ys = []
     for stash in (TensorProto.FLOAT, TensorProto.DOUBLE):
-        spec = adapter.ModelSpec(op, (("axis", -1), ("epsilon", 1e-5), ("stash_type", stash)), "float64", 3, 1,
-                                 ("Y",), "cpu")
+        spec = adapter.ModelSpec(
+            op, (("axis", -1), ("epsilon", 1e-5), ("stash_type", stash)), "float64", 3, 1, ("Y",), "cpu"
+        )
         ys.append(adapter.run_model(spec, feeds, {"Y": x.shape})["Y"])
     np.testing.assert_array_equal(ys[0], ys[1])
     centered = x - x.mean(-1, keepdims=True) if op == "ln" else x
@@ -290,8 +292,9 @@ def test_group_norm_variance_is_one_pass_in_float32_by_default(fw):
     assert safe.name == STASH_DOUBLE_NAME
     assert np.isnan(default.run(p, "contiguous", "cpu").values["forward"]).any()
     assert np.isfinite(safe.run(p, "contiguous", "cpu").values["forward"]).all()
-    graph = adapter.build_model(adapter.ModelSpec("gn", (("epsilon", 1e-5), ("num_groups", 2)), "float32", 4, 1,
-                                                  ("Y",), "cpu"))
+    graph = adapter.build_model(
+        adapter.ModelSpec("gn", (("epsilon", 1e-5), ("num_groups", 2)), "float32", 4, 1, ("Y",), "cpu")
+    )
     assert [n.op_type for n in graph.graph.node] == ["GroupNormalization"]
 
 
@@ -331,8 +334,9 @@ def test_known_issues_are_matched_narrowly(fw):
     assert fw.known_issue(_case("gn", *gn, "float32", "large_mean", impl=safe), "forward") is None
     assert fw.known_issue(_case("gn", *gn, "float64", "large_mean", impl=safe), "forward") is not None
     assert fw.known_issue(_case("gn", *gn, "float64", "normal", device="cuda"), "forward") is None
-    assert fw.known_issue(_case("ln", (2, 5, 33), OpParams(normalized_ndim=1), "float32", "large_mean"),
-                          "forward") is None
+    assert (
+        fw.known_issue(_case("ln", (2, 5, 33), OpParams(normalized_ndim=1), "float32", "large_mean"), "forward") is None
+    )
 
 
 # -- errors and devices ---------------------------------------------------------------------

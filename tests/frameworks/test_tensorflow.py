@@ -204,8 +204,12 @@ def test_raw_batch_norm_reports_running_statistics_as_skipped(fw):
     for name in (RAW_NAME, RAW_FLOAT32_NAME):
         impl = impl_named(fw, "bn", name)
         r = checks(fw, impl, (2, 3, 5, 5), bn("train"))
-        assert statuses(r) == {"forward": PASS, **dict.fromkeys(GRADS[1:], PASS), "grad_input": PASS,
-                               **dict.fromkeys(RUNNING, SKIP)}
+        assert statuses(r) == {
+            "forward": PASS,
+            **dict.fromkeys(GRADS[1:], PASS),
+            "grad_input": PASS,
+            **dict.fromkeys(RUNNING, SKIP),
+        }
         assert r["running_mean"].message == f"{name} keeps no running statistics"
         r = checks(fw, impl, (2, 3, 5, 5), bn("eval"))
         assert statuses(r) == {RUN: SKIP}
@@ -273,8 +277,9 @@ def test_untranslated_momentum_fails_the_running_statistics(fw):
         layer.build(p.shape)
         layer.gamma.assign(tensor(p.weight, p.dtype))
         layer.beta.assign(tensor(p.bias, p.dtype))
-        return Bound(lambda x, train: layer(x, training=train), layer.gamma, layer.beta,
-                     layer.moving_mean, layer.moving_variance)
+        return Bound(
+            lambda x, train: layer(x, training=train), layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance
+        )
 
     impl = TensorFlowImplementation("bn", "wrong-momentum", bind, running_stats=True)
     r = checks(fw, impl, (2, 3, 5, 5), bn("train"))

@@ -18,19 +18,38 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def result(op: str = "gn", shape: tuple[int, ...] = (2, 32, 8, 8), pass_: str = FORWARD, framework: str = "torch",
-           impl: str = "F.group_norm", mode: str = "eager", dtype: str = "float32", device: str = "cpu",
-           status: str = "ok", dram: float | None = None) -> BenchResult:
-    case = BenchCase(op=op, shape=shape, params="G=32" if op == "gn" else "k=1", dtype=dtype, framework=framework,
-                     impl=impl, device=device, pass_=pass_, mode=mode)
+def result(
+    op: str = "gn",
+    shape: tuple[int, ...] = (2, 32, 8, 8),
+    pass_: str = FORWARD,
+    framework: str = "torch",
+    impl: str = "F.group_norm",
+    mode: str = "eager",
+    dtype: str = "float32",
+    device: str = "cpu",
+    status: str = "ok",
+    dram: float | None = None,
+) -> BenchResult:
+    case = BenchCase(
+        op=op,
+        shape=shape,
+        params="G=32" if op == "gn" else "k=1",
+        dtype=dtype,
+        framework=framework,
+        impl=impl,
+        device=device,
+        pass_=pass_,
+        mode=mode,
+    )
     if status != "ok":
         return BenchResult(case, status=status, reason=f"{status} for a test")
     n = 1
     for s in shape:
         n *= s
     t = 1e-6 + n * 1e-9
-    return BenchResult(case, samples=(t, 1.1 * t, 0.95 * t, 1.05 * t, t), bytes_moved=12 * n, copy_gbps=20.0,
-                       dram_gbps=dram)
+    return BenchResult(
+        case, samples=(t, 1.1 * t, 0.95 * t, 1.05 * t, t), bytes_moved=12 * n, copy_gbps=20.0, dram_gbps=dram
+    )
 
 
 def sweep(**kw: object) -> list[BenchResult]:

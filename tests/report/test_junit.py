@@ -14,8 +14,17 @@ HOSTILE = "\x07\x00\x1b[31m"
 
 
 def record(status: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"op": "gn", "framework": "torch", "impl": "F.group_norm", "check": "forward", "shape": "2x6x5x5",
-            "dtype": "float32", "status": status, "message": message, **extra}
+    return {
+        "op": "gn",
+        "framework": "torch",
+        "impl": "F.group_norm",
+        "check": "forward",
+        "shape": "2x6x5x5",
+        "dtype": "float32",
+        "status": status,
+        "message": message,
+        **extra,
+    }
 
 
 @pytest.mark.parametrize("status", ["fail", "error", "skip", "known"])

@@ -31,8 +31,11 @@ def verify(op: str, forward, backward, **options):
 
 
 def rows(report, status: str | None = None, check_name: str | None = None) -> list[dict]:
-    return [r for r in report.records
-            if (status is None or r["status"] == status) and (check_name is None or r["check"] == check_name)]
+    return [
+        r
+        for r in report.records
+        if (status is None or r["status"] == status) and (check_name is None or r["check"] == check_name)
+    ]
 
 
 # -- correct pairs over each op's full default grid -----------------------------------
@@ -77,19 +80,40 @@ def test_correct_outputs_keep_the_input_dtype():
 BUGS = {
     ("batchnorm_forward_unbiased", "batchnorm_backward"): ("unbiased_variance", "bn", {"shapes": [(8, 5)], **F64}),
     ("batchnorm_forward_momentum_inverted", "batchnorm_backward"): (
-        "momentum_inverted", "bn", {"shapes": [(8, 5)], **F64}),
+        "momentum_inverted",
+        "bn",
+        {"shapes": [(8, 5)], **F64},
+    ),
     ("batchnorm_forward_eval_batch_stats", "batchnorm_backward"): (
-        "eval_batch_stats", "bn", {"shapes": [(8, 5)], **F64}),
+        "eval_batch_stats",
+        "bn",
+        {"shapes": [(8, 5)], **F64},
+    ),
     ("batchnorm_forward", "batchnorm_backward_grad_cut_variance"): (
-        "grad_cut_variance", "bn", {"shapes": [(8, 5)], **F64}),
+        "grad_cut_variance",
+        "bn",
+        {"shapes": [(8, 5)], **F64},
+    ),
     ("spatial_batchnorm_forward_running_var_unbiased", "spatial_batchnorm_backward"): (
-        "running_var_unbiased", "bn", {"shapes": [(1, 4, 3, 3)], **F64}),
+        "running_var_unbiased",
+        "bn",
+        {"shapes": [(1, 4, 3, 3)], **F64},
+    ),
     ("layernorm_forward_eps_outside_sqrt", "layernorm_backward"): (
-        "eps_outside_sqrt", "ln", {"shapes": [(4, 16)], "dtypes": "float64", "kinds": "tiny_scale"}),
+        "eps_outside_sqrt",
+        "ln",
+        {"shapes": [(4, 16)], "dtypes": "float64", "kinds": "tiny_scale"},
+    ),
     ("layernorm_forward_half_accumulation", "layernorm_backward"): (
-        "half_accumulation", "ln", {"shapes": [(4, 16)], "dtypes": "float16", "kinds": "half_range"}),
+        "half_accumulation",
+        "ln",
+        {"shapes": [(4, 16)], "dtypes": "float16", "kinds": "half_range"},
+    ),
     ("spatial_groupnorm_forward_groups_interleaved", "spatial_groupnorm_backward"): (
-        "groups_interleaved", "gn", {"shapes": [(2, 6, 5, 5)], "groups": [2], **F64}),
+        "groups_interleaved",
+        "gn",
+        {"shapes": [(2, 6, 5, 5)], "groups": [2], **F64},
+    ),
 }
 
 
@@ -106,8 +130,11 @@ def test_buggy_pair_fails_with_its_diagnosis(pair, expected):
 def test_every_buggy_fixture_is_tested_and_every_function_says_what_it_does():
     bugs = {name for pair in BUGS for name in pair if "_forward_" in name or "_backward_" in name}
     assert len(bugs) == len(BUGS)
-    public = [f for name, f in vars(layers).items()
-              if inspect.isfunction(f) and f.__module__ == layers.__name__ and not name.startswith("_")]
+    public = [
+        f
+        for name, f in vars(layers).items()
+        if inspect.isfunction(f) and f.__module__ == layers.__name__ and not name.startswith("_")
+    ]
     assert {f.__name__ for f in public} == bugs | set(CORRECT) | {b for _, b in CORRECT.values()}
     for f in public:
         assert f.__doc__.startswith("Bug: " if f.__name__ in bugs else "Correct: "), f.__name__
@@ -115,8 +142,14 @@ def test_every_buggy_fixture_is_tested_and_every_function_says_what_it_does():
 
 def test_the_buggy_pair_passes_where_its_bug_cannot_show():
     # G = 1 and G = C: interleaved and contiguous groups are the same groups
-    report = verify("gn", "spatial_groupnorm_forward_groups_interleaved", "spatial_groupnorm_backward",
-                    shapes=[(2, 6, 5, 5)], groups=[1, 6], **F64)
+    report = verify(
+        "gn",
+        "spatial_groupnorm_forward_groups_interleaved",
+        "spatial_groupnorm_backward",
+        shapes=[(2, 6, 5, 5)],
+        groups=[1, 6],
+        **F64,
+    )
     assert report.ok and rows(report, "pass")
 
 
@@ -130,20 +163,50 @@ def spatial_bn(x, gamma, beta, bn_param):
 @pytest.mark.parametrize(
     ("op", "forward", "backward", "options", "reason"),
     [
-        ("bn", "batchnorm_forward", "batchnorm_backward", {"shapes": [(2, 3, 4, 5)]},
-         "batchnorm_forward takes (N, D) input in the CS231n convention, not 2x3x4x5; "
-         "(N, C, H, W) batch norm takes a function named spatial_*"),
-        ("bn", "batchnorm_forward", "batchnorm_backward", {"shapes": [(2, 3, 4)]},
-         "batchnorm_forward takes (N, D) input in the CS231n convention, not 2x3x4"),
-        ("bn", "spatial_batchnorm_forward", "spatial_batchnorm_backward", {"shapes": [(8, 5)]},
-         "spatial_batchnorm_forward takes (N, C, H, W) input in the CS231n convention, not 8x5; "
-         "(N, D) batch norm takes one without 'spatial' in its name"),
-        ("ln", "layernorm_forward", "layernorm_backward", {"shapes": [(2, 3, 4)], "normalized_ndim": [1]},
-         "layernorm_forward takes (N, D) input in the CS231n convention, not 2x3x4"),
-        ("ln", "layernorm_forward", "layernorm_backward", {"shapes": [(4, 6)], "normalized_ndim": [2]},
-         "layernorm_forward normalizes each row of (N, D) over D; it cannot normalize the last 2 dims of 4x6"),
-        ("gn", "spatial_groupnorm_forward", "spatial_groupnorm_backward", {"shapes": [(2, 6, 5)], "groups": [3]},
-         "spatial_groupnorm_forward takes (N, C, H, W) input in the CS231n convention, not 2x6x5"),
+        (
+            "bn",
+            "batchnorm_forward",
+            "batchnorm_backward",
+            {"shapes": [(2, 3, 4, 5)]},
+            "batchnorm_forward takes (N, D) input in the CS231n convention, not 2x3x4x5; "
+            "(N, C, H, W) batch norm takes a function named spatial_*",
+        ),
+        (
+            "bn",
+            "batchnorm_forward",
+            "batchnorm_backward",
+            {"shapes": [(2, 3, 4)]},
+            "batchnorm_forward takes (N, D) input in the CS231n convention, not 2x3x4",
+        ),
+        (
+            "bn",
+            "spatial_batchnorm_forward",
+            "spatial_batchnorm_backward",
+            {"shapes": [(8, 5)]},
+            "spatial_batchnorm_forward takes (N, C, H, W) input in the CS231n convention, not 8x5; "
+            "(N, D) batch norm takes one without 'spatial' in its name",
+        ),
+        (
+            "ln",
+            "layernorm_forward",
+            "layernorm_backward",
+            {"shapes": [(2, 3, 4)], "normalized_ndim": [1]},
+            "layernorm_forward takes (N, D) input in the CS231n convention, not 2x3x4",
+        ),
+        (
+            "ln",
+            "layernorm_forward",
+            "layernorm_backward",
+            {"shapes": [(4, 6)], "normalized_ndim": [2]},
+            "layernorm_forward normalizes each row of (N, D) over D; it cannot normalize the last 2 dims of 4x6",
+        ),
+        (
+            "gn",
+            "spatial_groupnorm_forward",
+            "spatial_groupnorm_backward",
+            {"shapes": [(2, 6, 5)], "groups": [3]},
+            "spatial_groupnorm_forward takes (N, C, H, W) input in the CS231n convention, not 2x6x5",
+        ),
     ],
 )
 def test_inputs_of_another_rank_are_skipped_with_the_reason(op, forward, backward, options, reason):
@@ -192,8 +255,10 @@ def batchnorm_forward_out_only(x, gamma, beta, bn_param):
 
 @pytest.mark.parametrize(
     ("op", "forward", "backward", "shape"),
-    [("gn", layers.spatial_groupnorm_forward, groupnorm_backward_flat, (2, 6, 5, 5)),
-     ("bn", layers.batchnorm_forward, batchnorm_backward_row, (8, 5))],
+    [
+        ("gn", layers.spatial_groupnorm_forward, groupnorm_backward_flat, (2, 6, 5, 5)),
+        ("bn", layers.batchnorm_forward, batchnorm_backward_row, (8, 5)),
+    ],
 )
 def test_dgamma_and_dbeta_in_either_shape(op, forward, backward, shape):
     report = verify(op, forward, backward, shapes=[shape], **F64)
@@ -204,12 +269,24 @@ def test_dgamma_and_dbeta_in_either_shape(op, forward, backward, shape):
 @pytest.mark.parametrize(
     ("op", "forward", "backward", "message"),
     [
-        ("gn", layers.spatial_groupnorm_forward, groupnorm_backward_short,
-         "ValueError: groupnorm_backward_short returned dgamma of shape (5,), expected (1, 6, 1, 1) or (6,)"),
-        ("bn", layers.batchnorm_forward, batchnorm_backward_two,
-         "ValueError: batchnorm_backward_two returned 2 values; the CS231n convention returns (dx, dgamma, dbeta)"),
-        ("bn", batchnorm_forward_out_only, layers.batchnorm_backward,
-         "ValueError: batchnorm_forward_out_only returned a ndarray; the CS231n convention returns (out, cache)"),
+        (
+            "gn",
+            layers.spatial_groupnorm_forward,
+            groupnorm_backward_short,
+            "ValueError: groupnorm_backward_short returned dgamma of shape (5,), expected (1, 6, 1, 1) or (6,)",
+        ),
+        (
+            "bn",
+            layers.batchnorm_forward,
+            batchnorm_backward_two,
+            "ValueError: batchnorm_backward_two returned 2 values; the CS231n convention returns (dx, dgamma, dbeta)",
+        ),
+        (
+            "bn",
+            batchnorm_forward_out_only,
+            layers.batchnorm_backward,
+            "ValueError: batchnorm_forward_out_only returned a ndarray; the CS231n convention returns (out, cache)",
+        ),
     ],
 )
 def test_a_malformed_return_is_an_error_row_that_says_what_came_back(op, forward, backward, message):
@@ -265,10 +342,20 @@ def layernorm_forward_fixed_eps(x, gamma, beta, ln_param):
 @pytest.mark.parametrize(
     ("op", "forward", "backward", "options", "failing_style"),
     [
-        ("bn", batchnorm_forward_keras_momentum, layers.batchnorm_backward, {"shapes": [(8, 5)], **F64},
-         "batchnorm_forward_keras_momentum (defaults)"),
-        ("ln", layernorm_forward_fixed_eps, layers.layernorm_backward,
-         {"shapes": [(4, 16)], "dtypes": "float64", "kinds": "tiny_scale"}, "layernorm_forward_fixed_eps"),
+        (
+            "bn",
+            batchnorm_forward_keras_momentum,
+            layers.batchnorm_backward,
+            {"shapes": [(8, 5)], **F64},
+            "batchnorm_forward_keras_momentum (defaults)",
+        ),
+        (
+            "ln",
+            layernorm_forward_fixed_eps,
+            layers.layernorm_backward,
+            {"shapes": [(4, 16)], "dtypes": "float64", "kinds": "tiny_scale"},
+            "layernorm_forward_fixed_eps",
+        ),
     ],
 )
 def test_each_style_catches_what_only_it_can(op, forward, backward, options, failing_style):
@@ -289,6 +376,7 @@ def test_without_a_backward_only_the_gradients_are_skipped():
     opts = Options(ops=("ln",), dtypes=("float64",), kinds=("normal",), shapes=((4, 16),))
     results = list(run(plan(opts, fws), opts))
     assert {(r.check, r.status) for r in results} == {
-        ("forward", "pass"), *((c, "skip") for c in ("grad_input", "grad_weight", "grad_bias"))
+        ("forward", "pass"),
+        *((c, "skip") for c in ("grad_input", "grad_weight", "grad_bias")),
     }
     assert {r.message for r in results if r.status == "skip"} == {"no backward function was given"}

@@ -35,7 +35,11 @@ DEFAULTS = " (defaults)"
 FLAX_CLASSES = {"gn": nn.GroupNorm, "ln": nn.LayerNorm, "bn": nn.BatchNorm, "in": nn.InstanceNorm, "rms": nn.RMSNorm}
 
 CORRECT_FUNCTIONS = {
-    "gn": "group_norm", "ln": "layer_norm", "bn": "batch_norm", "in": "instance_norm", "rms": "rms_norm",
+    "gn": "group_norm",
+    "ln": "layer_norm",
+    "bn": "batch_norm",
+    "in": "instance_norm",
+    "rms": "rms_norm",
 }
 CORRECT_MODULES = {"gn": "GroupNorm", "ln": "LayerNorm", "bn": "BatchNorm", "in": "InstanceNorm", "rms": "RMSNorm"}
 # One shape and variant per op (JAX compiles per shape, dtype and variant): multi-axis layer and
@@ -56,8 +60,13 @@ BUGGY_FUNCTIONS = {
     "group_norm_batch_axes": ("gn", "axes_batch_included", "float32", "normal", SUBSET["gn"]),
     "layer_norm_eps_outside_sqrt": ("ln", "eps_outside_sqrt", "float32", "tiny_scale", SUBSET["ln"]),
     "layer_norm_grad_cut_variance": ("ln", "grad_cut_variance", "float32", "normal", SUBSET["ln"]),
-    "rms_norm_mean_subtracted": ("rms", "mean_subtracted", "float32", "normal", {"shapes": [RMS],
-                                                                                 "normalized_ndim": [1]}),
+    "rms_norm_mean_subtracted": (
+        "rms",
+        "mean_subtracted",
+        "float32",
+        "normal",
+        {"shapes": [RMS], "normalized_ndim": [1]},
+    ),
     "batch_norm_biased_running_var": ("bn", "running_var_biased", "float32", "normal", SUBSET["bn"]),
 }
 BUGGY_MODULES = {
@@ -136,8 +145,7 @@ def _expected_checks(op: str) -> set[str]:
 
 @pytest.mark.parametrize("op", CORRECT_FUNCTIONS)
 def test_correct_function_passes(op):
-    report = check(op, function(CORRECT_FUNCTIONS[op]), framework="jax", dtypes=("float64", "float16"),
-                   **SUBSET[op])
+    report = check(op, function(CORRECT_FUNCTIONS[op]), framework="jax", dtypes=("float64", "float16"), **SUBSET[op])
     assert bad_rows(report) == []
     assert by_style(report)[False] and by_style(report)[True]
     assert passed_checks(report) == _expected_checks(op)
@@ -194,8 +202,14 @@ def test_a_wrong_default_epsilon_fails_in_the_defaults_style_only():
 
 def _recording(fn, calls: list):
     def recorded(*args, **kwargs):
-        calls.append((len(args), tuple(sorted((k, v if isinstance(v, float | bool) or v is None else "array")
-                                              for k, v in kwargs.items()))))
+        calls.append(
+            (
+                len(args),
+                tuple(
+                    sorted((k, v if isinstance(v, float | bool) or v is None else "array") for k, v in kwargs.items())
+                ),
+            )
+        )
         return fn(*args, **kwargs)
 
     return recorded
@@ -203,8 +217,9 @@ def _recording(fn, calls: list):
 
 def test_batch_norm_calls_leave_out_exactly_the_defaults():
     calls: list = []
-    report = check("bn", _recording(jf.batch_norm, calls), framework="jax", dtypes="float32", kinds="normal",
-                   shapes=[BN])
+    report = check(
+        "bn", _recording(jf.batch_norm, calls), framework="jax", dtypes="float32", kinds="normal", shapes=[BN]
+    )
     assert bad_rows(report) == []
     given = (("eps", EXPLICIT_EPS), ("momentum", EXPLICIT_MOMENTUM))  # PyTorch's meaning: no translation
     affine = (("bias", "array"), ("weight", "array"))
@@ -218,8 +233,9 @@ def test_batch_norm_calls_leave_out_exactly_the_defaults():
 
 def test_instance_norm_calls_leave_out_exactly_the_defaults():
     calls: list = []
-    report = check("in", _recording(jf.instance_norm, calls), framework="jax", dtypes="float32", kinds="normal",
-                   shapes=[IN])
+    report = check(
+        "in", _recording(jf.instance_norm, calls), framework="jax", dtypes="float32", kinds="normal", shapes=[IN]
+    )
     assert bad_rows(report) == []
     given = (("eps", EXPLICIT_EPS), ("momentum", EXPLICIT_MOMENTUM))
     affine = (("bias", "array"), ("weight", "array"))
@@ -237,8 +253,15 @@ def test_instance_norm_calls_leave_out_exactly_the_defaults():
 
 def test_explicit_calls_pass_none_for_a_missing_weight():
     calls: list = []
-    report = check("rms", _recording(jf.rms_norm, calls), framework="jax", dtypes="float32", kinds="normal",
-                   shapes=[(2, 6, 32)], normalized_ndim=[1])
+    report = check(
+        "rms",
+        _recording(jf.rms_norm, calls),
+        framework="jax",
+        dtypes="float32",
+        kinds="normal",
+        shapes=[(2, 6, 32)],
+        normalized_ndim=[1],
+    )
     assert bad_rows(report) == []
     assert set(calls) == {(2, (("eps", EXPLICIT_EPS), ("weight", "array"))), (2, ())}
 
@@ -248,8 +271,15 @@ def _problem(op, shape, params, omit=False, kind="normal"):
     conv = CONVENTIONS["jax"][op]
     if not omit:
         return make_problem(op, shape, params, "float32", kind, eps=EXPLICIT_EPS, momentum=EXPLICIT_MOMENTUM)
-    return make_problem(op, shape, replace(params, affine=False), "float32", kind,
-                        eps=conv.default_eps("float32"), momentum=conv.default_new_weight)
+    return make_problem(
+        op,
+        shape,
+        replace(params, affine=False),
+        "float32",
+        kind,
+        eps=conv.default_eps("float32"),
+        momentum=conv.default_new_weight,
+    )
 
 
 def _fields(cls, op, shape, params, omit):
@@ -263,25 +293,67 @@ EXPLICIT_MOMENTUM_FLAX = 1 - EXPLICIT_MOMENTUM  # Flax's meaning: the weight of 
 @pytest.mark.parametrize(
     ("op", "shape", "params", "explicit", "defaults"),
     [
-        ("gn", GN, OpParams(groups=3), {"num_groups": 3, "epsilon": EXPLICIT_EPS, "use_bias": True, "use_scale": True},
-         {"num_groups": 3, "use_bias": False, "use_scale": False}),
-        ("gn", (4, 64, 8, 8), OpParams(groups=32), {"num_groups": 32, "epsilon": EXPLICIT_EPS, "use_bias": True,
-                                                     "use_scale": True},
-         {"use_bias": False, "use_scale": False}),  # 32 groups is the default
-        ("ln", LN, OpParams(normalized_ndim=2), {"epsilon": EXPLICIT_EPS, "use_bias": True, "use_scale": True,
-                                                 "reduction_axes": (-2, -1), "feature_axes": (-2, -1)},
-         {"use_bias": False, "use_scale": False, "reduction_axes": (-2, -1), "feature_axes": (-2, -1)}),
-        ("ln", RMS, OpParams(normalized_ndim=1), {"epsilon": EXPLICIT_EPS, "use_bias": True, "use_scale": True,
-                                                  "reduction_axes": -1, "feature_axes": -1},
-         {"use_bias": False, "use_scale": False}),
-        ("bn", BN, OpParams(mode="eval", running_stats=True),
-         {"momentum": EXPLICIT_MOMENTUM_FLAX, "epsilon": EXPLICIT_EPS, "use_bias": True, "use_scale": True, "axis": -1},
-         {"use_bias": False, "use_scale": False}),
-        ("in", IN, OpParams(), {"epsilon": EXPLICIT_EPS, "use_bias": True, "use_scale": True},
-         {"use_bias": False, "use_scale": False}),
-        ("rms", RMS, OpParams(normalized_ndim=1), {"epsilon": EXPLICIT_EPS, "use_scale": True, "reduction_axes": -1,
-                                                   "feature_axes": -1},
-         {"use_scale": False}),
+        (
+            "gn",
+            GN,
+            OpParams(groups=3),
+            {"num_groups": 3, "epsilon": EXPLICIT_EPS, "use_bias": True, "use_scale": True},
+            {"num_groups": 3, "use_bias": False, "use_scale": False},
+        ),
+        (
+            "gn",
+            (4, 64, 8, 8),
+            OpParams(groups=32),
+            {"num_groups": 32, "epsilon": EXPLICIT_EPS, "use_bias": True, "use_scale": True},
+            {"use_bias": False, "use_scale": False},
+        ),  # 32 groups is the default
+        (
+            "ln",
+            LN,
+            OpParams(normalized_ndim=2),
+            {
+                "epsilon": EXPLICIT_EPS,
+                "use_bias": True,
+                "use_scale": True,
+                "reduction_axes": (-2, -1),
+                "feature_axes": (-2, -1),
+            },
+            {"use_bias": False, "use_scale": False, "reduction_axes": (-2, -1), "feature_axes": (-2, -1)},
+        ),
+        (
+            "ln",
+            RMS,
+            OpParams(normalized_ndim=1),
+            {"epsilon": EXPLICIT_EPS, "use_bias": True, "use_scale": True, "reduction_axes": -1, "feature_axes": -1},
+            {"use_bias": False, "use_scale": False},
+        ),
+        (
+            "bn",
+            BN,
+            OpParams(mode="eval", running_stats=True),
+            {
+                "momentum": EXPLICIT_MOMENTUM_FLAX,
+                "epsilon": EXPLICIT_EPS,
+                "use_bias": True,
+                "use_scale": True,
+                "axis": -1,
+            },
+            {"use_bias": False, "use_scale": False},
+        ),
+        (
+            "in",
+            IN,
+            OpParams(),
+            {"epsilon": EXPLICIT_EPS, "use_bias": True, "use_scale": True},
+            {"use_bias": False, "use_scale": False},
+        ),
+        (
+            "rms",
+            RMS,
+            OpParams(normalized_ndim=1),
+            {"epsilon": EXPLICIT_EPS, "use_scale": True, "reduction_axes": -1, "feature_axes": -1},
+            {"use_scale": False},
+        ),
     ],
 )
 def test_module_fields_leave_out_exactly_the_defaults(op, shape, params, explicit, defaults):
@@ -318,15 +390,26 @@ def test_feature_axes_only_for_a_class_that_declares_it_and_required_fields_alwa
 def test_a_function_that_cannot_be_jitted_runs_eagerly():
     with pytest.raises(jax.errors.ConcretizationTypeError):
         jax.jit(jf.layer_norm_checked, static_argnums=1)(jnp.ones((2, 3)), (3,))
-    report = check("ln", function("layer_norm_checked"), framework="jax", dtypes="float32", kinds="normal",
-                   shapes=[RMS], normalized_ndim=[1])
+    report = check(
+        "ln",
+        function("layer_norm_checked"),
+        framework="jax",
+        dtypes="float32",
+        kinds="normal",
+        shapes=[RMS],
+        normalized_ndim=[1],
+    )
     assert bad_rows(report) == []
     assert passed_checks(report) == {"forward", "grad_input", "grad_weight", "grad_bias"}
 
 
-@pytest.mark.parametrize(("form_id", "obj", "cache"), [
-    ("jax_function", jf.group_norm, form._function_case), ("flax_module", fm.GroupNorm, form._module_case),
-])
+@pytest.mark.parametrize(
+    ("form_id", "obj", "cache"),
+    [
+        ("jax_function", jf.group_norm, form._function_case),
+        ("flax_module", fm.GroupNorm, form._module_case),
+    ],
+)
 def test_compiled_once_per_configuration(form_id, obj, cache):
     impl = form.build(form_id, "gn", obj, "gn", False)
     layout = impl.layouts((3, 8, 2))[0]
@@ -411,8 +494,9 @@ def test_module_that_ignores_use_scale_is_a_clear_error_row():
     }
 
 
-def batch_norm_returns_y_only(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-                              eps=1e-5):
+def batch_norm_returns_y_only(
+    x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5
+):
     return jf.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)[0]
 
 

@@ -41,8 +41,11 @@ def spec(name: str) -> str:
 
 
 def rows(report, status: str | None = None, check_name: str | None = None) -> list[dict]:
-    return [r for r in report.records
-            if (status is None or r["status"] == status) and (check_name is None or r["check"] == check_name)]
+    return [
+        r
+        for r in report.records
+        if (status is None or r["status"] == status) and (check_name is None or r["check"] == check_name)
+    ]
 
 
 def bad(report) -> list[dict]:
@@ -53,8 +56,11 @@ def bad(report) -> list[dict]:
 
 
 def _defaults(cls) -> dict:
-    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+    return {
+        k: p.default
+        for k, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 @pytest.mark.parametrize("op", list(KERAS_CLASSES))
@@ -78,14 +84,26 @@ def test_explicit_call_passes_every_argument():
     gn = constructor_args("gn", 4, OpParams(groups=2), 1e-4, None, omit_defaults=False)
     assert gn == {"groups": 2, "axis": -1, "epsilon": 1e-4, "center": True, "scale": True}
     assert constructor_args("in", 4, OpParams(affine=False), 1e-4, None, False) == {
-        "groups": -1, "axis": -1, "epsilon": 1e-4, "center": False, "scale": False}
+        "groups": -1,
+        "axis": -1,
+        "epsilon": 1e-4,
+        "center": False,
+        "scale": False,
+    }
     assert constructor_args("bn", 4, OpParams(running_stats=True), 1e-4, 0.75, False) == {
-        "axis": -1, "momentum": 0.75, "epsilon": 1e-4, "center": True, "scale": True}
+        "axis": -1,
+        "momentum": 0.75,
+        "epsilon": 1e-4,
+        "center": True,
+        "scale": True,
+    }
     # layer and RMS norm: the trailing normalized axes, -1 alone when there is one
     assert constructor_args("ln", 4, OpParams(normalized_ndim=2), 1e-4, None, False)["axis"] == [2, 3]
     assert constructor_args("ln", 4, OpParams(normalized_ndim=1), 1e-4, None, False)["axis"] == -1
     assert constructor_args("rms", 5, OpParams(normalized_ndim=3), 1e-4, None, False) == {
-        "axis": [2, 3, 4], "epsilon": 1e-4}
+        "axis": [2, 3, 4],
+        "epsilon": 1e-4,
+    }
 
 
 def test_omit_defaults_passes_only_what_differs_from_keras():
@@ -148,8 +166,14 @@ def test_group_norm_is_built_channels_last_and_keras_default_groups_is_left_out(
     calls = _distinct(RecordingGroupNorm.calls)
     assert {"groups": 2, "center": False, "scale": False, "dtype": "float16"} in calls
     assert {"center": False, "scale": False, "dtype": "float16"} in calls  # G = 32: Keras's default
-    assert {"groups": 32, "axis": -1, "epsilon": EXPLICIT_EPS, "center": True, "scale": True,
-            "dtype": "float16"} in calls
+    assert {
+        "groups": 32,
+        "axis": -1,
+        "epsilon": EXPLICIT_EPS,
+        "center": True,
+        "scale": True,
+        "dtype": "float16",
+    } in calls
     assert len(calls) == 4
 
 
@@ -181,8 +205,9 @@ def test_correct_layer_passes_default_shapes(op):
 @pytest.mark.parametrize("op", list(CORRECT))
 def test_correct_layer_passes_in_half_precision_and_hostile_kinds(op):
     shape = {"bn": (3, 4, 5), "ln": (2, 3, 8), "in": (2, 3, 10), "gn": (2, 6, 5), "rms": (2, 3, 8)}[op]
-    report = check(op, spec(CORRECT[op]), shapes=[shape], dtypes="bfloat16,float16",
-                   kinds="large_mean,tiny_scale,half_range")
+    report = check(
+        op, spec(CORRECT[op]), shapes=[shape], dtypes="bfloat16,float16", kinds="large_mean,tiny_scale,half_range"
+    )
     assert not bad(report), bad(report)[:3]
     assert rows(report, "pass")
 
@@ -304,6 +329,7 @@ def test_a_constructor_without_dtype_is_a_clear_error_row():
     errors = rows(report, "error")
     assert len(errors) == len(report.records) == 2
     message = errors[0]["message"]
-    assert message.startswith("TypeError: NoDtypeLayerNorm(axis=-1, epsilon=0.0001, center=True, scale=True, "
-                              "dtype='float32') failed")
+    assert message.startswith(
+        "TypeError: NoDtypeLayerNorm(axis=-1, epsilon=0.0001, center=True, scale=True, dtype='float32') failed"
+    )
     assert "pass the others (dtype) on to keras.layers.Layer" in message

@@ -30,7 +30,11 @@ ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
 DEFAULTS = " (defaults)"
 
 CORRECT_FUNCTIONS = {
-    "gn": "group_norm", "ln": "layer_norm", "bn": "batch_norm", "in": "instance_norm", "rms": "rms_norm",
+    "gn": "group_norm",
+    "ln": "layer_norm",
+    "bn": "batch_norm",
+    "in": "instance_norm",
+    "rms": "rms_norm",
 }
 CORRECT_MODULES = {"gn": "GroupNorm", "ln": "LayerNorm", "bn": "BatchNorm2d", "in": "InstanceNorm2d", "rms": "RMSNorm"}
 
@@ -169,8 +173,9 @@ def test_function_without_an_eps_default_errors_in_the_defaults_style_only():
 
 def test_module_with_a_wrong_default_eps_fails_in_the_defaults_style_only():
     report = check("ln", module("LayerNormEpsValue"), dtypes="float32", kinds="tiny_scale")
-    by_style = {style: {r["status"] for r in report.records if r["impl"].endswith(DEFAULTS) == style}
-                for style in (False, True)}
+    by_style = {
+        style: {r["status"] for r in report.records if r["impl"].endswith(DEFAULTS) == style} for style in (False, True)
+    }
     assert by_style == {False: {PASS}, True: {FAIL}}
 
 
@@ -203,13 +208,15 @@ def test_function_call_arguments_per_op():
     x = torch.zeros(3, 4, 5, 5)
     p = _problem("in", (3, 4, 5, 5), OpParams(mode="eval", running_stats=True), omit=True)
     assert function_call(p, x, False, None, None, "rm", "rv", omit_defaults=True) == (
-        [x, "rm", "rv"], {"use_input_stats": False}
+        [x, "rm", "rv"],
+        {"use_input_stats": False},
     )
     p = _problem("in", (3, 4, 5, 5), OpParams(), omit=True)
     assert function_call(p, x, True, None, None, None, None, omit_defaults=True) == ([x], {})
     p = _problem("rms", (3, 4, 5, 5), OpParams(normalized_ndim=2))
     assert function_call(p, x, True, "w", None, None, None, omit_defaults=False) == (
-        [x, (5, 5), "w"], {"eps": EXPLICIT_EPS}
+        [x, (5, 5), "w"],
+        {"eps": EXPLICIT_EPS},
     )
 
 
@@ -224,21 +231,48 @@ def _problem(op, shape, params, omit=False):
 @pytest.mark.parametrize(
     ("op", "shape", "params", "explicit", "defaults"),
     [
-        ("gn", (2, 6, 5, 5), OpParams(groups=3), ([3, 6], {"eps": EXPLICIT_EPS, "affine": True}),
-         ([3, 6], {"affine": False})),
-        ("ln", (2, 3, 7, 9), OpParams(normalized_ndim=2), ([(7, 9)], {"eps": EXPLICIT_EPS, "elementwise_affine": True}),
-         ([(7, 9)], {"elementwise_affine": False})),
-        ("bn", (2, 3, 5, 5), OpParams(mode="eval", running_stats=True),
-         ([3], {"eps": EXPLICIT_EPS, "momentum": EXPLICIT_MOMENTUM, "affine": True, "track_running_stats": True}),
-         ([3], {"affine": False})),
-        ("in", (3, 4, 5, 5), OpParams(mode="train", running_stats=True),
-         ([4], {"eps": EXPLICIT_EPS, "momentum": EXPLICIT_MOMENTUM, "affine": True, "track_running_stats": True}),
-         ([4], {"track_running_stats": True})),
-        ("in", (3, 4, 5, 5), OpParams(), ([4], {
-            "eps": EXPLICIT_EPS, "momentum": EXPLICIT_MOMENTUM, "affine": True, "track_running_stats": False}),
-         ([4], {})),
-        ("rms", (2, 5, 33), OpParams(normalized_ndim=1), ([(33,)], {"eps": EXPLICIT_EPS, "elementwise_affine": True}),
-         ([(33,)], {"elementwise_affine": False})),
+        (
+            "gn",
+            (2, 6, 5, 5),
+            OpParams(groups=3),
+            ([3, 6], {"eps": EXPLICIT_EPS, "affine": True}),
+            ([3, 6], {"affine": False}),
+        ),
+        (
+            "ln",
+            (2, 3, 7, 9),
+            OpParams(normalized_ndim=2),
+            ([(7, 9)], {"eps": EXPLICIT_EPS, "elementwise_affine": True}),
+            ([(7, 9)], {"elementwise_affine": False}),
+        ),
+        (
+            "bn",
+            (2, 3, 5, 5),
+            OpParams(mode="eval", running_stats=True),
+            ([3], {"eps": EXPLICIT_EPS, "momentum": EXPLICIT_MOMENTUM, "affine": True, "track_running_stats": True}),
+            ([3], {"affine": False}),
+        ),
+        (
+            "in",
+            (3, 4, 5, 5),
+            OpParams(mode="train", running_stats=True),
+            ([4], {"eps": EXPLICIT_EPS, "momentum": EXPLICIT_MOMENTUM, "affine": True, "track_running_stats": True}),
+            ([4], {"track_running_stats": True}),
+        ),
+        (
+            "in",
+            (3, 4, 5, 5),
+            OpParams(),
+            ([4], {"eps": EXPLICIT_EPS, "momentum": EXPLICIT_MOMENTUM, "affine": True, "track_running_stats": False}),
+            ([4], {}),
+        ),
+        (
+            "rms",
+            (2, 5, 33),
+            OpParams(normalized_ndim=1),
+            ([(33,)], {"eps": EXPLICIT_EPS, "elementwise_affine": True}),
+            ([(33,)], {"elementwise_affine": False}),
+        ),
     ],
 )
 def test_constructor_calls_leave_out_exactly_the_defaults(op, shape, params, explicit, defaults):

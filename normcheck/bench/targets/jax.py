@@ -83,8 +83,14 @@ def build(impl: Implementation, problem: Problem, pass_: str, variant: str, devi
     return target
 
 
-def _build(impl: FlaxImplementation | UserImplementation, problem: Problem, pass_: str, variant: str,
-           device: jax.Device, lay: str) -> Target:
+def _build(
+    impl: FlaxImplementation | UserImplementation,
+    problem: Problem,
+    pass_: str,
+    variant: str,
+    device: jax.Device,
+    lay: str,
+) -> Target:
     fwd = impl.apply_fn(problem, lay)
     params, stats = variables(problem, fwd.stats_dtype, device)
     dtype = JAX_DTYPES[problem.dtype]
@@ -96,7 +102,10 @@ def _build(impl: FlaxImplementation | UserImplementation, problem: Problem, pass
 
     fn = jax.jit(forward) if jit else forward
     common: dict[str, Any] = {
-        "mode": variant, "compiled": jit, "layout": lay, "sync": _sync,
+        "mode": variant,
+        "compiled": jit,
+        "layout": lay,
+        "sync": _sync,
         # JAX reports a GPU's peak_bytes_in_use (device.memory_stats()) since the process started
         # and offers no way to reset it, so one call's peak cannot be read: no probe.
         "memory": None,
@@ -121,8 +130,9 @@ def _build(impl: FlaxImplementation | UserImplementation, problem: Problem, pass
         call = lambda: apply_pullback(pullback, dy)
     else:
         call = lambda: pullback(dy)
-    return Target(call, keep=[pullback, dy, x, params, stats, y, updated], setup_compile_s=setup if jit else 0.0,
-                  **common)
+    return Target(
+        call, keep=[pullback, dy, x, params, stats, y, updated], setup_compile_s=setup if jit else 0.0, **common
+    )
 
 
 def _sync(out: Any) -> None:
@@ -150,5 +160,6 @@ def _traceable(impl: Implementation) -> Iterator[None]:
         yield
     except TRACING_ERRORS as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise Unsupported(f"{impl.name} cannot be traced by jax.jit ({type(e).__name__}: {first}); "
-                          "its eager row times it op by op") from e
+        raise Unsupported(
+            f"{impl.name} cannot be traced by jax.jit ({type(e).__name__}: {first}); its eager row times it op by op"
+        ) from e

@@ -48,8 +48,10 @@ MISSING_KERNEL = (*NO_KERNEL, "No OpKernel was registered", "No registered", "De
 
 
 def set_threads(n: int) -> int | None:
-    for setter in (tf.config.threading.set_intra_op_parallelism_threads,
-                   tf.config.threading.set_inter_op_parallelism_threads):
+    for setter in (
+        tf.config.threading.set_intra_op_parallelism_threads,
+        tf.config.threading.set_inter_op_parallelism_threads,
+    ):
         with contextlib.suppress(RuntimeError):  # the runtime is initialised: its thread pools are fixed
             setter(n)
     threads = tf.config.threading.get_intra_op_parallelism_threads()
@@ -103,8 +105,7 @@ def _reason(e: BaseException) -> str:
     return next((line for line in lines if any(m in line for m in markers)), lines[0] if lines else type(e).__name__)
 
 
-def _build(impl: TensorFlowImplementation, problem: Problem, pass_: str, variant: str, device: str,
-           lay: str) -> Target:
+def _build(impl: TensorFlowImplementation, problem: Problem, pass_: str, variant: str, device: str, lay: str) -> Target:
     place = tf_device(device)
     bound = impl.bind(problem, lay, device)
     training = problem.params.mode == "train" or not problem.params.running_stats
@@ -119,10 +120,14 @@ def _build(impl: TensorFlowImplementation, problem: Problem, pass_: str, variant
     x = on_device(problem.x, problem.dtype, lay)
     cuda = device.startswith("cuda")
     common: dict[str, Any] = {
-        "mode": variant, "compiled": variant != "eager", "layout": lay, "sync": device_sync(cuda),
+        "mode": variant,
+        "compiled": variant != "eager",
+        "layout": lay,
+        "sync": device_sync(cuda),
         "memory": memory_probe(place) if cuda else None,
     }
     if pass_ == FORWARD:
+
         def call() -> tf.Tensor:
             with tf.device(place):
                 return fn(x)
@@ -143,8 +148,9 @@ def _build(impl: TensorFlowImplementation, problem: Problem, pass_: str, variant
         with tf.device(place):
             return tape.gradient(y, sources, output_gradients=dy)
 
-    return Target(backward, keep=[x, y, dy, tape, bound, fn], setup_compile_s=setup if variant != "eager" else 0.0,
-                  **common)
+    return Target(
+        backward, keep=[x, y, dy, tape, bound, fn], setup_compile_s=setup if variant != "eager" else 0.0, **common
+    )
 
 
 def variables(bound: Bound) -> list[Any]:

@@ -57,11 +57,15 @@ def build(impl: Implementation, problem: Problem, pass_: str, variant: str, devi
     x = tensor(problem.x, problem.dtype, device, lay)
     cuda = device.startswith("cuda")
     common: dict[str, Any] = {
-        "mode": variant, "compiled": variant != "eager", "layout": lay, "cuda_stream": cuda,
+        "mode": variant,
+        "compiled": variant != "eager",
+        "layout": lay,
+        "cuda_stream": cuda,
         "sync": (lambda out: torch.cuda.synchronize(device)) if cuda else (lambda out: None),
         "memory": memory_probe(device) if cuda else None,
     }
     if pass_ == FORWARD:
+
         def call() -> torch.Tensor:
             with torch.no_grad():
                 return fn(x)

@@ -121,8 +121,11 @@ def test_user_implementations_time_each_pass(op, kind, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("impl", [flax_impl("bn"), user_impl("function", "bn"), user_impl("module", "bn")],
-                         ids=["flax", "function", "module"])
+@pytest.mark.parametrize(
+    "impl",
+    [flax_impl("bn"), user_impl("function", "bn"), user_impl("module", "bn")],
+    ids=["flax", "function", "module"],
+)
 def test_batch_norm_forward_returns_updated_statistics(impl, variant):
     p = problem("bn")
     _, stats = target.build(impl, p, FORWARD, variant, "cpu").call()
@@ -134,8 +137,11 @@ def test_batch_norm_forward_returns_updated_statistics(impl, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("impl", [flax_impl("gn"), flax_impl("ln"), flax_impl("rms"), user_impl("function", "gn")],
-                         ids=["gn", "ln", "rms", "user-gn"])
+@pytest.mark.parametrize(
+    "impl",
+    [flax_impl("gn"), flax_impl("ln"), flax_impl("rms"), user_impl("function", "gn")],
+    ids=["gn", "ln", "rms", "user-gn"],
+)
 def test_backward_call_does_not_run_the_forward_again(impl, variant):
     p = problem(impl.op)
     forward = primitives(jax.make_jaxpr(target.build(impl, p, FORWARD, variant, "cpu").call)().jaxpr)

@@ -135,6 +135,7 @@ def test_compiled_backward_gives_the_eager_gradients(op):
 
 def _half_determinant_binder(p, layout, device):
     """A forward using an op TensorFlow has no float16 CPU kernel for (nor XLA)."""
+
     def forward(x, train):
         return x * tf.linalg.det(tf.eye(2, dtype=x.dtype))
 
