@@ -145,7 +145,7 @@ def do_bench_timer(device: str) -> Measure | None:
 # -- the run -------------------------------------------------------------------------------
 def build_target(op: str, shape: tuple[int, ...], pass_: str, device: str) -> tuple[Any, str]:
     from normcheck import frameworks
-    from normcheck.bench.problem import bench_problem
+    from normcheck.bench.inputs import bench_problem
     from normcheck.bench.shapes import shape_params
     from normcheck.bench.targets import module
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from normcheck.engine.jobs import execute
 from normcheck.errors import UsageError
-from normcheck.request import Report, Request, execute
+from normcheck.verify.request import Report, Request
 
 __all__ = ["Report", "assert_matches", "check", "mismatch_report"]
 

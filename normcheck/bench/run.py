@@ -15,16 +15,16 @@ from typing import Any
 from normcheck.bench import metrics, stats
 from normcheck.bench.bandwidth import CopyBandwidth, copy_bandwidth
 from normcheck.bench.env import environment, gpu_info
+from normcheck.bench.inputs import bench_problem
 from normcheck.bench.memory import WHAT as CPU_MEMORY
 from normcheck.bench.memory import rss_probe, steady_malloc
 from normcheck.bench.plan import BenchPlan, Source
-from normcheck.bench.problem import bench_problem
 from normcheck.bench.records import ERROR, OK, OOM, SKIP, BenchCase, BenchReport, BenchResult
 from normcheck.bench.shapes import BenchShape
 from normcheck.bench.targets import Target, module, target_framework
 from normcheck.bench.timer import Measurement, TimerSettings, host_flush, measure_cuda_events, measure_host
 from normcheck.frameworks.base import Implementation, Unsupported
-from normcheck.inputs import Problem
+from normcheck.problem import Problem
 
 Progress = Callable[[BenchResult], None]
 

@@ -114,7 +114,7 @@ def verify(
     Exit code 0 when every check passes, 1 on any failure or error, 2 on bad usage.
     """
     from normcheck.cli.output import check_output
-    from normcheck.request import Request
+    from normcheck.verify.request import Request
 
     lists = {"op": _joined(op), "framework": _joined(framework), "dtype": _joined(dtype), "input": _joined(input)}
     selection = {
@@ -175,7 +175,7 @@ def _joined(values: list[str] | None) -> str | None:
 
 
 def _validate(request) -> None:
-    from normcheck.request import named, validate
+    from normcheck.verify.request import named, validate
 
     try:
         validate(request)
@@ -185,7 +185,7 @@ def _validate(request) -> None:
 
 def _config_requests(config: Path | None, given: list[str]):
     """The config's checks: from --config, or from the current directory when no flag selects checks."""
-    from normcheck.config import find_config, load_config
+    from normcheck.verify.config import find_config, load_config
 
     if config is None:
         if given:
@@ -216,10 +216,11 @@ def _run(requests, fmt, output, all_rows, strict, jobs, verbose, compile_cache) 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from normcheck.engine.jobs import check_shards, plan_request, run_plan
     from normcheck.engine.pool import Engine
-    from normcheck.records import ERROR, FAIL, KNOWN
     from normcheck.report import render
-    from normcheck.request import check_shards, merge_reports, plan_request, run_plan
+    from normcheck.verify.records import ERROR, FAIL, KNOWN
+    from normcheck.verify.request import merge_reports
 
     err = Console(stderr=True)
     reports = []

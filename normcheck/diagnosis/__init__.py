@@ -8,12 +8,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from normcheck.compare import CONDITIONING_FACTOR, witness_errors
 from normcheck.diagnosis.hypotheses import HYPOTHESES, Context, Hypothesis, Prediction
 from normcheck.frameworks.base import RunOutput
-from normcheck.inputs import Problem
-from normcheck.ops import reference
-from normcheck.records import FAIL, PASS, CheckResult, Diagnosis, Tolerance
+from normcheck.problem import Problem
+from normcheck.reference import reference
+from normcheck.verify.records import FAIL, PASS, CheckResult, Diagnosis, Tolerance
+from normcheck.verify.tolerance import CONDITIONING_FACTOR, witness_errors
 
 __all__ = ["HYPOTHESES", "Diagnosis", "Hypothesis", "diagnose"]
 

@@ -14,8 +14,9 @@ import numpy as np
 from normcheck.conventions import CONVENTIONS
 from normcheck.diagnosis.model import AFFINE_ORDER, AFFINE_SWAPPED, Variant, fitted_variance, outputs
 from normcheck.dtypes import EPS, compute_dtype, quantize
-from normcheck.inputs import Problem
-from normcheck.ops import OPS, reference
+from normcheck.ops import OPS
+from normcheck.problem import Problem
+from normcheck.reference import reference
 
 try:  # bfloat16 arithmetic in NumPy (installed with TensorFlow and JAX)
     from ml_dtypes import bfloat16 as _BFLOAT16

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from normcheck.inputs import Problem
 from normcheck.ops import OPS
 from normcheck.ops._op import broadcast_channels
+from normcheck.problem import Problem
 
 AFFINE_RIGHT, AFFINE_ORDER, AFFINE_SWAPPED = "right", "order", "swapped"
 

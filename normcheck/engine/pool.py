@@ -22,7 +22,12 @@ from normcheck.bench.threads import THREAD_VARIABLES, XLA_ONE_THREAD, available_
 from normcheck.engine.process import InlineWorker, Worker, WorkerDied, WorkerTimeout, make_worker
 from normcheck.engine.tasks import USER_PART, PartPlan, Plan, PlannedUnit
 from normcheck.errors import UsageError
-from normcheck.records import ERROR, RUN, SKIP, Case, CheckResult
+from normcheck.problem import Problem
+from normcheck.verify.judge import Truth, judge_outcome
+from normcheck.verify.plan import Options, shard_cases
+from normcheck.verify.records import ERROR, RUN, SKIP, Case, CheckResult, load_error_row
+from normcheck.verify.request import Request
+from normcheck.verify.run import Outcome
 
 MAX_TIMEOUTS = 2  # after this many cases of one implementation time out, its other cases are not run
 MAX_DEATHS = 3  # likewise for cases that crash their worker
@@ -51,7 +56,7 @@ def compile_cache_env() -> dict[str, str]:
     }
 
 
-def can_send(request: Any) -> bool:
+def can_send(request: Request) -> bool:
     """Whether a worker can receive ``request``: an implementation object goes by its importable
     name, so a lambda or a function defined inside another cannot."""
     import importlib.util
@@ -83,7 +88,7 @@ def default_jobs() -> int:
 class Task:
     part: str
     req_id: str
-    request: Any
+    request: Request
     pending: deque[tuple[int, Case]]  # (unit id, case), in the order the worker runs them
 
     def items(self, plan: Plan, problems: dict[int, Any]) -> list[tuple[int, tuple, Any, list[Case]]]:
@@ -216,7 +221,7 @@ class Engine:
 
     # -- planning ----------------------------------------------------------------------------
 
-    def plan(self, request: Any, parts: list[str], fallback_opts: Any) -> Plan:
+    def plan(self, request: Request, parts: list[str], fallback_opts: Options) -> Plan:
         """Plan ``request`` part by part, in parallel workers; UsageError for what the user must fix."""
         req_id = self._new_id()
         done: dict[str, PartPlan | str] = {}
@@ -310,9 +315,9 @@ def _ready(slots: list[_Slot], timeout: float | None) -> list[_Slot]:
     return now + [piped[c] for c in got]
 
 
-def _merge(request: Any, req_id: str, parts: list[str], done: dict[str, PartPlan | str], fallback_opts: Any) -> Plan:
-    from normcheck.request import load_error_row
-    from normcheck.verify import shard_cases
+def _merge(
+    request: Request, req_id: str, parts: list[str], done: dict[str, PartPlan | str], fallback_opts: Options
+) -> Plan:
 
     frameworks, units, load_rows, notes = [], [], [], []
     against, opts = None, None
@@ -346,8 +351,8 @@ class _Run:
         self.engine, self.plan, self.progress = engine, plan, progress
         self.req_id = plan.req_id
         self.rows: dict[tuple[int, Case], list[CheckResult]] = {}
-        self.problems: dict[int, Any] = {}
-        self.truths: dict[int, Any] = {}
+        self.problems: dict[int, Problem] = {}
+        self.truths: dict[int, Truth] = {}
         self.left: dict[int, int] = {}
         self.baselines: dict[int, Any] = {}
         self.timeouts: dict[tuple[str, str], int] = {}
@@ -397,14 +402,12 @@ class _Run:
         for (part, *_), pending in groups.items():
             self.queue.append(Task(part, self.req_id, request, deque(pending)))
 
-    def _problem(self, u: int) -> Any:
+    def _problem(self, u: int) -> Problem:
         if u not in self.problems:
             self.problems[u] = self.plan.units[u].problem(self.plan.opts.seed)
         return self.problems[u]
 
-    def _truth(self, u: int) -> Any:
-        from normcheck.verify import Truth
-
+    def _truth(self, u: int) -> Truth:
         if u not in self.truths:
             self.truths[u] = Truth.of(self._problem(u))
         return self.truths[u]
@@ -525,9 +528,7 @@ class _Run:
             slot.task = None
             slot.deadline = float("inf")
 
-    def _judge(self, u: int, case: Case, outcome: Any) -> None:
-        from normcheck.verify import judge_outcome
-
+    def _judge(self, u: int, case: Case, outcome: Outcome) -> None:
         unit: PlannedUnit = self.plan.units[u]
         framework = self.plan.frameworks[unit.framework]
         against = self.plan.against

@@ -15,10 +15,14 @@ from typing import Any
 import numpy as np
 
 from normcheck.conventions import Settings
-from normcheck.frameworks.base import FrameworkFacts
-from normcheck.inputs import Problem, make_problem
+from normcheck.frameworks.base import Framework, FrameworkFacts
 from normcheck.ops import OpParams
-from normcheck.records import ERROR, RUN, Case, CheckResult
+from normcheck.problem import Problem
+from normcheck.verify.inputs import make_problem
+from normcheck.verify.plan import Options, Unit, aligned_settings, translations
+from normcheck.verify.records import ERROR, RUN, Case, CheckResult
+from normcheck.verify.request import Prepared, Request, prepare
+from normcheck.verify.run import Outcome, run_baseline, run_case
 
 USER_PART = "user"
 
@@ -68,16 +72,16 @@ class PartPlan:
     load_rows: list[CheckResult]
     translations: list[str]
     against: FrameworkFacts | None
-    opts: Any  # verify.Options, without the live baseline framework
+    opts: Options  # without the live baseline framework
 
 
 @dataclass
 class Plan:
     """A whole request as the parent runs it."""
 
-    request: Any  # request.Request
+    request: Request
     req_id: str  # what workers know the request by
-    opts: Any  # verify.Options (against is None here; see against)
+    opts: Options  # against is None here; see against
     frameworks: list[FrameworkFacts]
     units: list[PlannedUnit]
     load_rows: list[CheckResult] = field(default_factory=list)
@@ -92,7 +96,7 @@ class Plan:
 
 # ---- the worker's side ---------------------------------------------------------------------
 
-_prepared: dict[tuple[str, str], tuple[Any, dict[tuple, Any]]] = {}
+_prepared: dict[tuple[str, str], tuple[Prepared, dict[tuple, Unit]]] = {}
 
 
 def forget(req_ids: list[str]) -> None:
@@ -101,16 +105,14 @@ def forget(req_ids: list[str]) -> None:
         del _prepared[key]
 
 
-def part_request(request: Any, part: str) -> Any:
+def part_request(request: Request, part: str) -> Request:
     """The request narrowed to one part, unsharded (the parent shards the merged plan)."""
     if part == USER_PART:
         return replace(request, shard=None)
     return replace(request, frameworks=part, shard=None)
 
 
-def _prepared_part(req_id: str, request: Any, part: str) -> tuple[Any, dict[tuple, Any]]:
-    from normcheck.request import prepare
-
+def _prepared_part(req_id: str, request: Request, part: str) -> tuple[Prepared, dict[tuple, Unit]]:
     key = (req_id, part)
     if key not in _prepared:
         prepared = prepare(part_request(request, part))
@@ -122,14 +124,12 @@ def _prepared_part(req_id: str, request: Any, part: str) -> tuple[Any, dict[tupl
     return _prepared[key]
 
 
-def _local(frameworks: list, framework: Any) -> int:
+def _local(frameworks: list[Framework], framework: Framework) -> int:
     same = [f for f in frameworks if f.name == framework.name]
     return next(i for i, f in enumerate(same) if f is framework)
 
 
-def plan_part(payload: tuple[str, Any, str], send: Callable[[Any], None]) -> None:
-    from normcheck.verify import aligned_settings, translations
-
+def plan_part(payload: tuple[str, Request, str], send: Callable[[Any], None]) -> None:
     req_id, request, part = payload
     prepared, _ = _prepared_part(req_id, request, part)
     facts = [f.facts() for f in prepared.frameworks]
@@ -179,11 +179,9 @@ def freeze(problem: Problem) -> Problem:
     return problem
 
 
-def run_units(payload: tuple[str, Any, str, list], send: Callable[[Any], None]) -> None:
+def run_units(payload: tuple[str, Request, str, list], send: Callable[[Any], None]) -> None:
     """Run the given cases, sending one ("case", ...) message per case as it finishes (and, with
     --against, one ("baseline", ...) per unit first), so the parent's clock runs per case."""
-    from normcheck.verify import Outcome, run_baseline, run_case
-
     req_id, request, part, items = payload
     prepared, index = _prepared_part(req_id, request, part)
     send(("ready", None))

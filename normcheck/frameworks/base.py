@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from normcheck.conventions import CONVENTIONS, Convention, Settings, settings
-from normcheck.inputs import Problem
 from normcheck.ops import OpParams
-from normcheck.records import Case
+from normcheck.problem import Problem
+from normcheck.verify.records import Case
 
 
 class Unsupported(Exception):

@@ -21,7 +21,7 @@ import numpy as np
 
 from normcheck.conventions import Convention
 from normcheck.frameworks.base import Framework, Implementation, KnownIssue, RunOutput, Unsupported
-from normcheck.inputs import Problem
+from normcheck.problem import Problem
 
 JAX_DTYPES = {"float64": jnp.float64, "float32": jnp.float32, "float16": jnp.float16, "bfloat16": jnp.bfloat16}
 MODULE_NAMES = {

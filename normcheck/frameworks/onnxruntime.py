@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 from normcheck.conventions import Convention
 from normcheck.dtypes import quantize
 from normcheck.frameworks.base import Framework, Implementation, KnownIssue, RunOutput, Unsupported
-from normcheck.inputs import Problem
+from normcheck.problem import Problem
 
 # The op's current definition in the default ONNX domain. InstanceNormalization 22 only widens
 # opset 6's types to bfloat16, so ORT reports a missing bfloat16 kernel as NOT_IMPLEMENTED

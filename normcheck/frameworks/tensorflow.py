@@ -30,8 +30,8 @@ import tensorflow as tf  # noqa: E402
 
 from normcheck.conventions import TENSORFLOW  # noqa: E402
 from normcheck.frameworks.base import Framework, Implementation, KnownIssue, RunOutput, Unsupported  # noqa: E402
-from normcheck.inputs import Problem  # noqa: E402
 from normcheck.ops import OpParams  # noqa: E402
+from normcheck.problem import Problem  # noqa: E402
 
 TF_DTYPES = {
     "float64": tf.float64,

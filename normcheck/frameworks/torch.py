@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from normcheck.frameworks.base import Framework, Implementation, KnownIssue, RunOutput, Unsupported
-from normcheck.inputs import Problem
 from normcheck.ops import OpParams
 from normcheck.ops.rms_norm import default_eps as rms_default_eps
+from normcheck.problem import Problem
 
 TORCH_DTYPES = {
     "float64": torch.float64,

@@ -19,9 +19,9 @@ import numpy as np
 
 from normcheck.conventions import CONVENTIONS
 from normcheck.frameworks.base import Implementation, RunOutput, Unsupported
-from normcheck.inputs import Problem
 from normcheck.ops import OPS, fmt_shape
 from normcheck.ops._op import broadcast_channels
+from normcheck.problem import Problem
 
 STYLE = "cs231n"
 NUMPY_DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16}

@@ -33,8 +33,8 @@ from normcheck.frameworks.jax import (
     precision,
     run_case,
 )
-from normcheck.inputs import Problem
 from normcheck.ops import OPS
+from normcheck.problem import Problem
 
 # Raised while tracing code that needs concrete values (Python branches on array values, NumPy
 # conversions): such code cannot be jitted, but may run op by op.

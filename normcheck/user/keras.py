@@ -29,8 +29,8 @@ from normcheck.frameworks.tensorflow import (
     tf,
     trailing,
 )
-from normcheck.inputs import Problem
 from normcheck.ops import OpParams
+from normcheck.problem import Problem
 
 # The Keras 3 constructors' defaults for the arguments normcheck passes (tests/user check them
 # against the installed Keras); eps and momentum come from the conventions.

@@ -10,6 +10,7 @@ from normcheck.names import OP_NAMES
 from normcheck.parsing import choose
 from normcheck.user import FORMS, FormError, LoadError, SpecError, detect_form, guess_op, user_frameworks
 from normcheck.user.spec import ImplSpec, load_object, parse_spec
+from normcheck.verify.records import load_error_row
 
 
 def impl_label(value: Any) -> tuple[ImplSpec | None, str]:
@@ -31,7 +32,6 @@ def _load(value: Any) -> tuple[str, object]:
 def resolve_impl(request: Any, framework: str | None, ops_given: list[str]) -> tuple[tuple[str, ...], list, list]:
     """(ops, frameworks, load_rows) for the request's implementation."""
     from normcheck import frameworks as registry
-    from normcheck.request import load_error_row
 
     spec_label = request.impl if isinstance(request.impl, str) else impl_label(request.impl)[1]
     _, name = impl_label(request.impl)

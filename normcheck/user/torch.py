@@ -16,7 +16,7 @@ from torch import nn
 from normcheck.conventions import CONVENTIONS
 from normcheck.frameworks.base import Implementation, RunOutput
 from normcheck.frameworks.torch import TORCH_DTYPES, Binder, Bound, TorchImplementation, leaf, running_stats, tensor
-from normcheck.inputs import Problem
+from normcheck.problem import Problem
 
 # Ranks a layer class takes when its name ends like torch.nn's BatchNorm1d/2d/3d.
 RANK_SUFFIXES = {"1d": (2, 3), "2d": (4,), "3d": (5,)}

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from _require import require
 
+from normcheck.bench.inputs import bench_problem
 from normcheck.bench.plan import BenchRequest, prepare
-from normcheck.bench.problem import bench_problem
 from normcheck.bench.run import run
 from normcheck.bench.targets import module
 from normcheck.bench.timer import TimerSettings, measure_cuda_events

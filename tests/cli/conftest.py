@@ -8,7 +8,7 @@ import pytest
 from normcheck import frameworks
 from normcheck.frameworks import FrameworkInfo
 from normcheck.frameworks.base import Framework, Implementation, RunOutput
-from normcheck.ops import reference
+from normcheck.reference import reference
 
 
 class NumpyImplementation(Implementation):

@@ -8,14 +8,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from normcheck.compare import tolerance_for, witness_errors
 from normcheck.diagnosis import HYPOTHESES, diagnose
 from normcheck.diagnosis.model import Variant, interleave_order, outputs
 from normcheck.frameworks.base import RunOutput
-from normcheck.inputs import make_problem
-from normcheck.ops import OPS, OpParams, reference
-from normcheck.records import Case
-from normcheck.verify import Options, check_one
+from normcheck.ops import OPS, OpParams
+from normcheck.reference import reference
+from normcheck.verify.inputs import make_problem
+from normcheck.verify.judge import check_one
+from normcheck.verify.plan import Options
+from normcheck.verify.records import Case
+from normcheck.verify.tolerance import tolerance_for, witness_errors
 
 CASES = [
     ("gn", (2, 6, 5, 5), OpParams(groups=3)),

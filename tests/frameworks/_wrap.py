@@ -7,14 +7,18 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from normcheck.compare import witness_errors
 from normcheck.frameworks.base import Framework, Implementation
 from normcheck.frameworks.torch import Bound, TorchImplementation, framework
-from normcheck.inputs import Problem, make_problem
-from normcheck.ops import OpParams, reference
-from normcheck.records import RUN, SKIP, Case, CheckResult
+from normcheck.ops import OpParams
+from normcheck.problem import Problem
+from normcheck.reference import reference
 from normcheck.user.torch import function_binder
-from normcheck.verify import Options, check_case, unrepresentable_statistics
+from normcheck.verify.inputs import make_problem
+from normcheck.verify.judge import unrepresentable_statistics
+from normcheck.verify.local import check_case
+from normcheck.verify.plan import Options
+from normcheck.verify.records import RUN, SKIP, Case, CheckResult
+from normcheck.verify.tolerance import witness_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # the fixtures live beside the package, not in it

@@ -16,15 +16,17 @@ import flax.linen as nn  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from normcheck.compare import compare, tolerance_for, witness_errors  # noqa: E402
 from normcheck.conventions import BIASED, CHANNELS_LAST, JAX, NEW, OLD, UNBIASED  # noqa: E402
 from normcheck.dtypes import quantize  # noqa: E402
 from normcheck.frameworks import jax as adapter  # noqa: E402
 from normcheck.frameworks import load  # noqa: E402
-from normcheck.inputs import make_problem  # noqa: E402
-from normcheck.ops import OPS, OpParams, reference  # noqa: E402
-from normcheck.records import ERROR, FAIL, KNOWN, PASS, RUN, SKIP, Case  # noqa: E402
-from normcheck.verify import Options, check_case, plan, run  # noqa: E402
+from normcheck.ops import OPS, OpParams  # noqa: E402
+from normcheck.reference import reference  # noqa: E402
+from normcheck.verify.inputs import make_problem  # noqa: E402
+from normcheck.verify.local import check_case, run  # noqa: E402
+from normcheck.verify.plan import Options, plan  # noqa: E402
+from normcheck.verify.records import ERROR, FAIL, KNOWN, PASS, RUN, SKIP, Case  # noqa: E402
+from normcheck.verify.tolerance import compare, tolerance_for, witness_errors  # noqa: E402
 
 OP_NAMES = ("bn", "ln", "in", "gn", "rms")
 GRADS = ("grad_input", "grad_weight", "grad_bias")
@@ -504,7 +506,8 @@ def test_runs_on_the_gpu(fw):
 def test_float16_running_variance_under_pytorchs_momentum_fails_only_with_fast_variance(fw):
     """With momentum 0.1 (ten times Flax's) the one-pass variance's per-step error shows in the
     float16 running variance; the use_fast_variance=False variant still passes."""
-    from normcheck.verify import Options, plan, run
+    from normcheck.verify.local import run
+    from normcheck.verify.plan import Options, plan
 
     opts = Options(ops=("bn",), dtypes=("float16",), shapes=((2, 3, 2, 3, 4),), kinds=("large_mean",), momentum=0.1)
     results = [r for r in run(plan(opts, [fw]), opts) if r.check == "running_var" and r.case.layout == "contiguous"]

@@ -14,15 +14,17 @@ onnx = require("onnxruntime", "onnx")
 import numpy as np  # noqa: E402
 from onnx import TensorProto, defs, helper  # noqa: E402
 
-from normcheck.compare import compare, tolerance_for, witness_errors  # noqa: E402
 from normcheck.conventions import BIASED, CHANNELS_FIRST, NEW, OLD, ONNXRUNTIME, UNBIASED  # noqa: E402
 from normcheck.frameworks import load  # noqa: E402
 from normcheck.frameworks import onnxruntime as adapter  # noqa: E402
 from normcheck.frameworks.base import Unsupported  # noqa: E402
-from normcheck.inputs import make_problem  # noqa: E402
-from normcheck.ops import OPS, OpParams, reference  # noqa: E402
-from normcheck.records import ERROR, FAIL, KNOWN, PASS, RUN, SKIP, Case  # noqa: E402
-from normcheck.verify import Options, check_case, plan, run  # noqa: E402
+from normcheck.ops import OPS, OpParams  # noqa: E402
+from normcheck.reference import reference  # noqa: E402
+from normcheck.verify.inputs import make_problem  # noqa: E402
+from normcheck.verify.local import check_case, run  # noqa: E402
+from normcheck.verify.plan import Options, plan  # noqa: E402
+from normcheck.verify.records import ERROR, FAIL, KNOWN, PASS, RUN, SKIP, Case  # noqa: E402
+from normcheck.verify.tolerance import compare, tolerance_for, witness_errors  # noqa: E402
 
 OP_NAMES = ("bn", "ln", "in", "gn", "rms")
 GRADS = ("grad_input", "grad_weight", "grad_bias")

@@ -17,7 +17,6 @@ tf = require("tensorflow")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from normcheck.compare import witness_errors  # noqa: E402
 from normcheck.conventions import BIASED, CHANNELS_LAST, OLD, TENSORFLOW, TWO_PASS  # noqa: E402
 from normcheck.frameworks import load  # noqa: E402
 from normcheck.frameworks import tensorflow as adapter  # noqa: E402
@@ -31,9 +30,12 @@ from normcheck.frameworks.tensorflow import (  # noqa: E402
     bind_keras,
     tensor,
 )
-from normcheck.ops import OpParams, reference  # noqa: E402
-from normcheck.records import ERROR, FAIL, KNOWN, PASS, RUN, SKIP, Case  # noqa: E402
-from normcheck.verify import Options, Unit, check_case, plan, problem_for, run  # noqa: E402
+from normcheck.ops import OpParams  # noqa: E402
+from normcheck.reference import reference  # noqa: E402
+from normcheck.verify.local import check_case, run  # noqa: E402
+from normcheck.verify.plan import Options, Unit, plan, problem_for  # noqa: E402
+from normcheck.verify.records import ERROR, FAIL, KNOWN, PASS, RUN, SKIP, Case  # noqa: E402
+from normcheck.verify.tolerance import witness_errors  # noqa: E402
 
 OP_NAMES = ("bn", "ln", "in", "gn", "rms")
 GRADS = ("grad_input", "grad_weight", "grad_bias")

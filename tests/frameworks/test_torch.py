@@ -10,14 +10,16 @@ torch = require("torch")
 import numpy as np  # noqa: E402
 from _wrap import TORCH, FixtureFramework, check, problem_for, tf, wrap  # noqa: E402
 
-from normcheck.compare import witness_errors  # noqa: E402
 from normcheck.frameworks import load  # noqa: E402
 from normcheck.frameworks.base import Implementation, RunOutput, Unsupported  # noqa: E402
 from normcheck.frameworks.torch import FUNCTIONAL_NAMES, MODULE_NAMES, Bound, TorchImplementation  # noqa: E402
-from normcheck.inputs import KINDS  # noqa: E402
-from normcheck.ops import OPS, OpParams, reference  # noqa: E402
-from normcheck.records import ERROR, FAIL, KNOWN, PASS, RUN, SKIP, Case  # noqa: E402
-from normcheck.verify import Options, Unit, check_case, plan, run  # noqa: E402
+from normcheck.ops import OPS, OpParams  # noqa: E402
+from normcheck.reference import reference  # noqa: E402
+from normcheck.verify.inputs import KINDS  # noqa: E402
+from normcheck.verify.local import check_case, run  # noqa: E402
+from normcheck.verify.plan import Options, Unit, plan  # noqa: E402
+from normcheck.verify.records import ERROR, FAIL, KNOWN, PASS, RUN, SKIP, Case  # noqa: E402
+from normcheck.verify.tolerance import witness_errors  # noqa: E402
 
 OP_NAMES = ("bn", "ln", "in", "gn", "rms")
 GRADS = ("grad_input", "grad_weight", "grad_bias")

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 from normcheck.dtypes import quantize
-from normcheck.inputs import make_problem
-from normcheck.ops import OPS, OpParams, reference
+from normcheck.ops import OPS, OpParams
 from normcheck.ops import rms_norm as rms_module
 from normcheck.ops.batch_norm import batch_norm, batch_norm_backward
 from normcheck.ops.group_norm import group_norm, group_norm_backward
 from normcheck.ops.instance_norm import instance_norm, instance_norm_backward
 from normcheck.ops.layer_norm import layer_norm, layer_norm_backward
 from normcheck.ops.rms_norm import rms_norm, rms_norm_backward
+from normcheck.reference import reference
+from normcheck.verify.inputs import make_problem
 
 EPS = 1e-5
 TIGHT = {"rtol": 1e-12, "atol": 1e-12}

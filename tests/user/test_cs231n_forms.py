@@ -13,7 +13,8 @@ from fixtures import cs231n_layers as layers
 from normcheck.api import check
 from normcheck.user import EXPLICIT_EPS, EXPLICIT_MOMENTUM, FORMS, UserFramework
 from normcheck.user.cs231n import build
-from normcheck.verify import Options, plan, run
+from normcheck.verify.local import run
+from normcheck.verify.plan import Options, plan
 
 FILE = "fixtures/cs231n_layers.py"
 F64 = {"dtypes": "float64", "kinds": "normal"}

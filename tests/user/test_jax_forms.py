@@ -21,11 +21,11 @@ from fixtures import flax_modules as fm  # noqa: E402
 from fixtures import jax_functions as jf  # noqa: E402
 from normcheck.api import check  # noqa: E402
 from normcheck.conventions import CONVENTIONS  # noqa: E402
-from normcheck.inputs import KINDS, make_problem  # noqa: E402
 from normcheck.ops import OpParams  # noqa: E402
-from normcheck.records import ERROR, FAIL, PASS, RUN, SKIP  # noqa: E402
 from normcheck.user import EXPLICIT_EPS, EXPLICIT_MOMENTUM, FORMS  # noqa: E402
 from normcheck.user import jax as form  # noqa: E402
+from normcheck.verify.inputs import KINDS, make_problem  # noqa: E402
+from normcheck.verify.records import ERROR, FAIL, PASS, RUN, SKIP  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 FUNCTIONS = FIXTURES / "jax_functions.py"

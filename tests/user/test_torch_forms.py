@@ -17,11 +17,11 @@ from fixtures import torch_functional as tf  # noqa: E402
 from fixtures import torch_modules as tm  # noqa: E402
 from normcheck.api import check  # noqa: E402
 from normcheck.conventions import CONVENTIONS  # noqa: E402
-from normcheck.inputs import KINDS, make_problem  # noqa: E402
 from normcheck.ops import OpParams  # noqa: E402
-from normcheck.records import ERROR, FAIL, PASS, RUN, SKIP  # noqa: E402
 from normcheck.user import EXPLICIT_EPS, EXPLICIT_MOMENTUM  # noqa: E402
 from normcheck.user.torch import constructor_call, function_call, rank_problem  # noqa: E402
+from normcheck.verify.inputs import KINDS, make_problem  # noqa: E402
+from normcheck.verify.records import ERROR, FAIL, PASS, RUN, SKIP  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 FUNCTIONS = FIXTURES / "torch_functional.py"

@@ -31,7 +31,7 @@ from normcheck.bench.targets import Target
 from normcheck.bench.threads import available_cpus
 from normcheck.frameworks.base import Implementation, Unsupported
 from normcheck.frameworks.jax import JAX_DTYPES, FlaxImplementation, jax_device, precision, put, variables
-from normcheck.inputs import Problem
+from normcheck.problem import Problem
 from normcheck.user.jax import TRACING_ERRORS, UserImplementation
 
 JIT = "jax.jit"

@@ -11,9 +11,10 @@ import numpy as np
 from normcheck.bench.records import FORWARD
 from normcheck.bench.targets import Target
 from normcheck.frameworks.base import Implementation, RunOutput, Unsupported
-from normcheck.inputs import Problem
-from normcheck.ops import OPS, reference
+from normcheck.ops import OPS
 from normcheck.ops._op import broadcast_channels
+from normcheck.problem import Problem
+from normcheck.reference import reference
 from normcheck.user.cs231n import Cs231nImplementation, numpy_dtype, unpack
 
 MODES = {"eager": ("eager",), "compiled": ("eager",)}

@@ -24,7 +24,7 @@ from normcheck.frameworks.onnxruntime import (
     session,
     to_storage,
 )
-from normcheck.inputs import Problem
+from normcheck.problem import Problem
 
 MODES = {"eager": ("session",), "compiled": ("session",)}
 OOM, SKIP = "oom", "skip"

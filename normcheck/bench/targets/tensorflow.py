@@ -35,7 +35,7 @@ from normcheck.frameworks.tensorflow import (
     tf,
     tf_device,
 )
-from normcheck.inputs import Problem
+from normcheck.problem import Problem
 
 MODES = {"eager": ("eager",), "compiled": ("tf.function", "tf.function+XLA")}
 # Every compiled case traces its own tf.function, on purpose (its compile time is its own);

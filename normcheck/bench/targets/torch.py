@@ -13,7 +13,7 @@ from normcheck.bench.records import FORWARD
 from normcheck.bench.targets import MemoryProbe, Target
 from normcheck.frameworks.base import Implementation, Unsupported
 from normcheck.frameworks.torch import TorchImplementation, tensor
-from normcheck.inputs import Problem
+from normcheck.problem import Problem
 
 MODES = {"eager": ("eager",), "compiled": ("torch.compile",)}
 OOM, SKIP = "oom", "skip"

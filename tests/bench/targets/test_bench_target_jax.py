@@ -16,7 +16,7 @@ import jax.numpy as jnp  # noqa: E402
 from fixtures import flax_modules as fm  # noqa: E402
 from fixtures import jax_functions as jf  # noqa: E402
 from normcheck import frameworks  # noqa: E402
-from normcheck.bench.problem import bench_problem  # noqa: E402
+from normcheck.bench.inputs import bench_problem  # noqa: E402
 from normcheck.bench.records import BACKWARD, FORWARD, PASSES  # noqa: E402
 from normcheck.bench.targets import module  # noqa: E402
 from normcheck.bench.threads import available_cpus  # noqa: E402

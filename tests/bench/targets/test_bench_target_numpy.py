@@ -7,13 +7,14 @@ import pytest
 from _target_cases import OP_CASES
 
 from fixtures import cs231n_layers as layers
-from normcheck.bench.problem import bench_problem
+from normcheck.bench.inputs import bench_problem
 from normcheck.bench.records import BACKWARD, FORWARD
 from normcheck.bench.targets import module, target_framework
 from normcheck.bench.timer import TimerSettings, measure_host
 from normcheck.frameworks.base import Unsupported
-from normcheck.ops import OPS, OpParams, reference
+from normcheck.ops import OPS, OpParams
 from normcheck.ops._generic import Grads
+from normcheck.reference import reference
 from normcheck.user.cs231n import build as build_cs231n
 
 target = module("numpy")

@@ -12,13 +12,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors  # noqa: E402
 
-from normcheck.bench.problem import bench_problem  # noqa: E402
+from normcheck.bench.inputs import bench_problem  # noqa: E402
 from normcheck.bench.records import BACKWARD, FORWARD  # noqa: E402
 from normcheck.bench.targets import module  # noqa: E402
 from normcheck.bench.timer import TimerSettings, measure_host  # noqa: E402
 from normcheck.frameworks.base import Unsupported  # noqa: E402
 from normcheck.frameworks.onnxruntime import GRAD_REASON, framework  # noqa: E402
-from normcheck.ops import OPS, OpParams, reference  # noqa: E402
+from normcheck.ops import OPS, OpParams  # noqa: E402
+from normcheck.reference import reference  # noqa: E402
 
 target = module("onnxruntime")
 

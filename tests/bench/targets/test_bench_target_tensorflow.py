@@ -12,7 +12,7 @@ tf = require("tensorflow")
 
 from fixtures import keras_layers  # noqa: E402
 from normcheck import frameworks  # noqa: E402
-from normcheck.bench.problem import bench_problem  # noqa: E402
+from normcheck.bench.inputs import bench_problem  # noqa: E402
 from normcheck.bench.records import BACKWARD, FORWARD, PASSES  # noqa: E402
 from normcheck.bench.targets import module  # noqa: E402
 from normcheck.bench.timer import TimerSettings, measure_host  # noqa: E402

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from normcheck.inputs import Problem, case_seed
 from normcheck.ops import OPS, OpParams
+from normcheck.problem import Problem, case_seed
 
 EPS = 1e-5
 MOMENTUM = 0.1

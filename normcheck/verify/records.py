@@ -131,3 +131,15 @@ class CheckResult:
 def _finite(v: float) -> float | str:
     """JSON has no inf or nan: those travel as strings."""
     return v if math.isfinite(v) else str(v)
+
+
+def summarize(results: list[CheckResult]) -> dict[str, int]:
+    counts = dict.fromkeys(STATUSES, 0)
+    for r in results:
+        counts[r.status] += 1
+    return counts
+
+
+def load_error_row(op: str, impl: str, message: str, framework: str = "user") -> CheckResult:
+    """The one row that stands for every case of an implementation that could not be loaded."""
+    return CheckResult(Case(op, framework, impl, (), OpParams(), "-", "-"), RUN, ERROR, message=message)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from normcheck.compare import (
+from normcheck.dtypes import EPS, quantize
+from normcheck.ops import OPS, OpParams
+from normcheck.reference import reference
+from normcheck.verify.inputs import make_problem
+from normcheck.verify.records import Tolerance
+from normcheck.verify.tolerance import (
     CONDITIONING_FACTOR,
     DTYPE_TOLERANCES,
     compare,
@@ -13,10 +18,6 @@ from normcheck.compare import (
     tolerance_for,
     witness_errors,
 )
-from normcheck.dtypes import EPS, quantize
-from normcheck.inputs import make_problem
-from normcheck.ops import OPS, OpParams, reference
-from normcheck.records import Tolerance
 
 LAYER_EPS = 1e-5
 

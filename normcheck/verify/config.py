@@ -26,7 +26,7 @@ from typing import Any
 
 from normcheck.errors import UsageError
 from normcheck.parsing import parse_shape, split_list
-from normcheck.request import Request
+from normcheck.verify.request import Request
 
 CONFIG_FILES = ("normcheck.toml", "pyproject.toml")
 STR, NUM, INT = "a string", "a number", "an integer"

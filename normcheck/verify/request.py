@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -14,9 +13,9 @@ from normcheck.errors import UsageError
 from normcheck.frameworks.base import Framework
 from normcheck.memory_estimate import memory_problem
 from normcheck.names import DEFAULT_DTYPES, DTYPE_NAMES, KIND_NAMES, OP_NAMES
-from normcheck.ops import OpParams
 from normcheck.parsing import choose, parse_ints, parse_shape, split_list
-from normcheck.records import ERROR, FAIL, KNOWN, RUN, STATUSES, Case, CheckResult
+from normcheck.verify.plan import Options, Unit, invalid_cases, plan
+from normcheck.verify.records import ERROR, FAIL, KNOWN, STATUSES, CheckResult
 
 DEFAULT_TIMEOUT = 60.0  # seconds one case may take
 
@@ -54,9 +53,9 @@ class Prepared:
     """A resolved request: the engine's plan, plus rows for what could not even be loaded."""
 
     request: Request
-    opts: Any  # verify.Options
+    opts: Options
     frameworks: list[Framework]
-    units: list[Any]  # verify.Unit
+    units: list[Unit]
     load_rows: list[CheckResult] = field(default_factory=list)
 
     @property
@@ -90,7 +89,7 @@ class Report:
         return not self.interrupted and not self.failing()
 
 
-def _items(value: ListLike) -> str | None:
+def items(value: ListLike) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return ",".join(str(v) for v in value)
@@ -166,7 +165,7 @@ def validate(request: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if reason:
             raise UsageError(reason)
     parse_shard(r.shard)
-    fw_names = choose(_items(r.frameworks), registry.FRAMEWORKS, "framework", ())
+    fw_names = choose(items(r.frameworks), registry.FRAMEWORKS, "framework", ())
     baseline = choose(r.against, registry.FRAMEWORKS, "framework", ())
     if len(baseline) > 1:
         raise UsageError("--against takes one framework")
@@ -185,13 +184,11 @@ def validate(request: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
             extra = registry.FRAMEWORKS[name].extra
             raise UsageError(f"framework {name!r} is not installed; pip install 'normcheck[{extra}]'")
     if r.impl is None:
-        _refuse_invalid_cases(_options(r, choose(_items(r.ops), OP_NAMES, "op", OP_NAMES)))
+        _refuse_invalid_cases(options(r, choose(items(r.ops), OP_NAMES, "op", OP_NAMES)))
     return names, baseline
 
 
-def _refuse_invalid_cases(opts: Any) -> None:
-    from normcheck.verify import invalid_cases
-
+def _refuse_invalid_cases(opts: Options) -> None:
     problems = invalid_cases(opts)
     if problems:
         raise UsageError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
@@ -202,17 +199,16 @@ def named(request: Request, error: UsageError) -> UsageError:
     return UsageError(f"{request.name}: {error}") if request.name else error
 
 
-def _options(r: Request, ops: tuple[str, ...]) -> Any:
-    from normcheck.verify import Options
-
-    dtype_text = _items(r.dtypes)
+def options(r: Request, ops: tuple[str, ...]) -> Options:
+    """The plan's options for ``r`` checking ``ops`` (flags parsed; nothing loaded)."""
+    dtype_text = items(r.dtypes)
     return Options(
         ops=ops,
         dtypes=choose(dtype_text, DTYPE_NAMES, "dtype", DEFAULT_DTYPES),
         shapes=tuple(_shape(s) for s in r.shapes or ()),
         groups=_ints(r.groups, "groups"),
         normalized_ndim=_ints(r.normalized_ndim, "normalized_ndim"),
-        kinds=choose(_items(r.kinds), KIND_NAMES, "input kind", KIND_NAMES),
+        kinds=choose(items(r.kinds), KIND_NAMES, "input kind", KIND_NAMES),
         device=r.device,
         seed=r.seed,
         tolerance=None if r.rtol is None else (r.rtol, r.atol),
@@ -228,22 +224,21 @@ def prepare(request: Request) -> Prepared:
     """Validate ``request``, load what it names and plan it, in this process (a worker's job:
     this imports frameworks and the user's code). UsageError for anything the user must fix."""
     from normcheck import frameworks as registry
-    from normcheck.verify import plan
 
     r = request
     names, baseline = validate(r)
-    fw_names = choose(_items(r.frameworks), registry.FRAMEWORKS, "framework", ())
+    fw_names = choose(items(r.frameworks), registry.FRAMEWORKS, "framework", ())
     user_fws: list[Framework] = []
     load_rows: list[CheckResult] = []
-    ops_given = split_list(_items(r.ops))
+    ops_given = split_list(items(r.ops))
     if r.impl is not None:
         from normcheck.user.resolve import resolve_impl
 
         ops, user_fws, load_rows = resolve_impl(r, fw_names[0] if fw_names else None, ops_given)
-        _refuse_invalid_cases(_options(r, ops))  # (validate checked the built-ins' ops)
+        _refuse_invalid_cases(options(r, ops))  # (validate checked the built-ins' ops)
     else:
-        ops = choose(_items(r.ops), OP_NAMES, "op", OP_NAMES)
-    opts = _options(r, ops)
+        ops = choose(items(r.ops), OP_NAMES, "op", OP_NAMES)
+    opts = options(r, ops)
     loaded: dict[str, Framework] = {}
     for name in dict.fromkeys((*names, *baseline)):
         loaded[name] = registry.load(name)
@@ -255,92 +250,6 @@ def prepare(request: Request) -> Prepared:
     if baseline:
         opts = replace(opts, against=loaded[baseline[0]])
     return Prepared(request, opts, fws, plan(opts, fws), load_rows)
-
-
-def load_error_row(op: str, impl: str, message: str, framework: str = "user") -> CheckResult:
-    """The one row that stands for every case of an implementation that could not be loaded."""
-    return CheckResult(Case(op, framework, impl, (), OpParams(), "-", "-"), RUN, ERROR, message=message)
-
-
-def parts(request: Request) -> tuple[list[str], Any]:
-    """The request checked here (nothing loaded), as the parts the engine plans, and options that
-    stand in where no part could be planned."""
-    from normcheck.engine.tasks import USER_PART
-
-    names, _ = validate(request)
-    ops = split_list(_items(request.ops))
-    if request.impl is not None and not ops:
-        from normcheck.user import guess_op
-        from normcheck.user.resolve import impl_label
-
-        guessed = guess_op(impl_label(request.impl)[1])
-        ops = [guessed] if guessed else []
-    opts = _options(request, tuple(o for o in ops if o in OP_NAMES))
-    return ([USER_PART] if request.impl is not None else list(names)), opts
-
-
-def plan_request(engine: Any, request: Request) -> Any:
-    """Validate here, then load and plan in the engine's workers: an engine Plan."""
-    names, fallback = parts(request)
-    try:
-        return engine.plan(request, names, fallback)
-    except UsageError as e:
-        raise named(request, e) from None
-
-
-def run_plan(engine: Any, plan: Any, progress: Callable[[int], None] | None = None, strict: bool = False) -> Report:
-    start = time.perf_counter()
-    outcome = engine.run(plan, progress)
-    elapsed = time.perf_counter() - start
-    results = outcome.results
-    from normcheck.verify import summarize
-
-    summary: dict[str, Any] = {
-        **summarize(results),
-        "cases": plan.total,
-        "seconds": round(elapsed, 2),
-        "translations": plan.translations,
-    }
-    if plan.against is not None:
-        summary["against"] = plan.against.name
-    if plan.opts.shard is not None:
-        summary["shard"] = "{}/{}".format(*plan.opts.shard)
-    if plan.request.name:
-        summary["name"] = plan.request.name
-    if outcome.interrupted:
-        summary["interrupted"] = True
-    return Report(results, summary, strict, outcome.interrupted)
-
-
-def execute(
-    request: Request,
-    progress: Callable[[int], None] | None = None,
-    strict: bool = False,
-    jobs: int | None = None,
-    compile_cache: bool = False,
-) -> Report:
-    """Plan and run one request in worker processes (in this process when the implementation is an
-    object that cannot be sent to one, such as a lambda: then without isolation)."""
-    from normcheck.engine.pool import Engine, can_send
-
-    with Engine(jobs, inline=not can_send(request), compile_cache=compile_cache) as engine:
-        plan = plan_request(engine, request)
-        check_shards([plan])
-        report = run_plan(engine, plan, progress, strict)
-    if report.interrupted:  # the caller's Ctrl-C: raise it in the caller, after the workers are gone
-        engine.restore_ctrl_c()
-        raise KeyboardInterrupt
-    return report
-
-
-def check_shards(plans: list[Any]) -> None:
-    """UsageError when --shard leaves nothing to run in the whole run (one small check of a
-    config may rightly hold no case of a slice)."""
-    sharded = [p for p in plans if p.opts.shard is not None]
-    if sharded and not any(p.units for p in sharded):
-        k, n = sharded[0].opts.shard
-        total = sum(p.unsharded for p in sharded)
-        raise UsageError(f"shard {k}/{n} holds no cases: the matrix has {total}, so N may be at most {max(total, 1)}")
 
 
 def merge_reports(reports: list[Report], strict: bool = False) -> Report:

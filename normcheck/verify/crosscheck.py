@@ -8,10 +8,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from normcheck.compare import compare, tolerance_for
 from normcheck.frameworks.base import FrameworkFacts, RunOutput
-from normcheck.inputs import Problem
-from normcheck.records import FAIL, KNOWN, PASS, RUN, SKIP, Case, CheckResult, Tolerance
+from normcheck.problem import Problem
+from normcheck.verify.records import FAIL, KNOWN, PASS, RUN, SKIP, Case, CheckResult, Tolerance
+from normcheck.verify.tolerance import compare, tolerance_for
 
 
 @dataclass(frozen=True)

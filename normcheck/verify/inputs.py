@@ -6,54 +6,18 @@ reference sees precisely what the implementation is given.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
-
 import numpy as np
 
 from normcheck.dtypes import EPS, quantize
 from normcheck.names import KIND_NAMES
 from normcheck.ops import OPS, OpParams
+from normcheck.problem import Problem, case_seed
 
 KINDS = KIND_NAMES
-KIND_HELP = {
-    "normal": "standard normal data",
-    "large_mean": "mean 1e4, small spread: exposes one-pass variance E[x^2] - E[x]^2",
-    "constant": "one normalization group constant: variance 0, output = bias",
-    "tiny_scale": "spread sqrt(eps): exposes eps outside the square root or missing",
-    "half_range": "uniform in +-6e4, near float16's limit: exposes half-precision accumulation",
-}
 TRAINING_STEPS = 3  # batches seen before running statistics are compared
 LARGE_MEAN = 1e4
 CONSTANT_VALUE = 1.5  # sums of it stay exact, so a correct mean is exactly this value
 HALF_RANGE = 6e4
-
-
-@dataclass(frozen=True, eq=False)
-class Problem:
-    """All inputs of one case, shared by every implementation checked on it."""
-
-    op: str
-    shape: tuple[int, ...]
-    params: OpParams
-    dtype: str
-    kind: str
-    eps: float
-    momentum: float
-    x: np.ndarray
-    dy: np.ndarray
-    weight: np.ndarray | None
-    bias: np.ndarray | None
-    steps: tuple[np.ndarray, ...] = ()
-    running_mean: np.ndarray | None = None
-    running_var: np.ndarray | None = None
-    unbiased_running_var: bool = True  # the framework's running-variance convention
-
-
-def case_seed(seed: int, *parts: object) -> int:
-    """A stable 64-bit seed from the user's seed and the case's identity (not Python's salted hash)."""
-    digest = hashlib.sha256("|".join(map(str, (seed, *parts))).encode()).digest()
-    return int.from_bytes(digest[:8], "little")
 
 
 def make_problem(

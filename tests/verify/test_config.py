@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from normcheck.config import find_config, load_config
 from normcheck.errors import UsageError
+from normcheck.verify.config import find_config, load_config
 
 
 def config(tmp_path: Path, body: str, name: str = "normcheck.toml") -> Path:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from normcheck.dtypes import DTYPES, quantize
-from normcheck.inputs import CONSTANT_VALUE, HALF_RANGE, KINDS, LARGE_MEAN, TRAINING_STEPS, case_seed, make_problem
 from normcheck.ops import OPS, OpParams
+from normcheck.problem import case_seed
+from normcheck.verify.inputs import CONSTANT_VALUE, HALF_RANGE, KINDS, LARGE_MEAN, TRAINING_STEPS, make_problem
 
 EPS = 1e-5
 

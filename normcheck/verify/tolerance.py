@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from normcheck.dtypes import MAX, compute_dtype, quantize
-from normcheck.inputs import Problem
-from normcheck.ops import reference
-from normcheck.records import Comparison, Tolerance
+from normcheck.problem import Problem
+from normcheck.reference import reference
+from normcheck.verify.records import Comparison, Tolerance
 
 # torch.testing's defaults: (rtol, atol) per dtype.
 DTYPE_TOLERANCES: dict[str, tuple[float, float]] = {

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from normcheck.compare import tolerance_for
-from normcheck.crosscheck import Baseline, compare_frameworks, pair_tolerance
 from normcheck.frameworks.base import Framework, KnownIssue, RunOutput
 from normcheck.ops import OpParams
-from normcheck.records import FAIL, KNOWN, PASS, RUN, SKIP, Case
+from normcheck.verify.crosscheck import Baseline, compare_frameworks, pair_tolerance
+from normcheck.verify.records import FAIL, KNOWN, PASS, RUN, SKIP, Case
+from normcheck.verify.tolerance import tolerance_for
 
 PARAMS = OpParams(mode="train", running_stats=True)
 SHAPE = (4, 2)
@@ -106,8 +106,9 @@ def test_eval_outputs_are_not_compared_across_running_variance_conventions():
 
 def test_run_baseline_reports_a_failing_baseline_as_a_reason():
     from normcheck.frameworks.base import Implementation
-    from normcheck.inputs import make_problem
-    from normcheck.verify import Options, run_baseline
+    from normcheck.verify.inputs import make_problem
+    from normcheck.verify.plan import Options
+    from normcheck.verify.run import run_baseline
 
     class Raising(Implementation):
         framework, op, name = "tensorflow", "bn", "boom"

@@ -1,0 +1,41 @@
+"""The inputs of one case: what every implementation checked or timed on it is given.
+
+verify makes them seeded and hostile (normcheck.verify.inputs), bench makes them plain
+(normcheck.bench.inputs); adapters, the reference and the diagnosis all read this one type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from normcheck.ops import OpParams
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """All inputs of one case, shared by every implementation checked on it."""
+
+    op: str
+    shape: tuple[int, ...]
+    params: OpParams
+    dtype: str
+    kind: str
+    eps: float
+    momentum: float
+    x: np.ndarray
+    dy: np.ndarray
+    weight: np.ndarray | None
+    bias: np.ndarray | None
+    steps: tuple[np.ndarray, ...] = ()
+    running_mean: np.ndarray | None = None
+    running_var: np.ndarray | None = None
+    unbiased_running_var: bool = True  # the framework's running-variance convention
+
+
+def case_seed(seed: int, *parts: object) -> int:
+    """A stable 64-bit seed from the user's seed and the case's identity (not Python's salted hash)."""
+    digest = hashlib.sha256("|".join(map(str, (seed, *parts))).encode()).digest()
+    return int.from_bytes(digest[:8], "little")

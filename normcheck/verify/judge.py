@@ -1,0 +1,155 @@
+"""verify's judge: a case's outputs against the float64 reference, with a tolerance tied to
+what a correct implementation in the same dtype achieves; known defects marked, failures
+diagnosed, and (with --against) the direct comparison with a baseline framework."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import numpy as np
+
+from normcheck.frameworks.base import RunOutput
+from normcheck.ops import fmt_shape
+from normcheck.problem import Problem
+from normcheck.reference import reference
+from normcheck.verify.crosscheck import Baseline, compare_frameworks
+from normcheck.verify.plan import Options
+from normcheck.verify.records import ERROR, FAIL, KNOWN, PASS, SKIP, Case, CheckResult
+from normcheck.verify.run import Outcome
+from normcheck.verify.tolerance import compare, out_of_range, tolerance_for, witness_errors
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The reference outputs of one problem, and what judging against them needs."""
+
+    expected: dict[str, np.ndarray]
+    witness_errs: dict[str, float]
+    unheld: str | None  # why no implementation in this dtype can be checked, or None
+
+    @classmethod
+    def of(cls, problem: Problem) -> Truth:
+        expected = reference(problem)
+        return cls(expected, witness_errors(problem, expected), unrepresentable_statistics(problem, expected))
+
+
+class KnownIssues(Protocol):
+    name: str
+
+    def known_issue(self, case: Case, check: str) -> object | None: ...
+
+
+def judge_outcome(
+    case: Case,
+    problem: Problem,
+    truth: Truth,
+    outcome: Outcome,
+    opts: Options,
+    framework: KnownIssues,
+    baseline: Baseline | str | None = None,
+) -> list[CheckResult]:
+    """Records for one case: every check against the reference, known defects marked, failures
+    diagnosed, and (with --against) the direct comparison with the baseline's outputs."""
+    out = outcome.out
+    if out is None:
+        return [mark_known(r, framework) for r in outcome.rows]
+    rows = judge(case, problem, out, truth.expected, truth.witness_errs, opts, outcome.missing)
+    rows = [mark_known(r, framework) for r in rows]
+    if opts.diagnose:
+        rows = with_diagnosis(rows, problem, truth.expected, out)
+    if baseline is not None:
+        direct = compare_frameworks(case, problem, out, baseline, truth.expected, truth.witness_errs, opts.tolerance)
+        rows += [mark_known(r, framework) for r in direct]
+    return rows
+
+
+def unrepresentable_statistics(problem: Problem, expected: dict[str, np.ndarray]) -> str | None:
+    """In evaluation mode the running statistics are inputs: if the dtype cannot hold them,
+    no implementation in that dtype can be checked."""
+    if not (problem.params.running_stats and problem.params.mode == "eval"):
+        return None
+    reason = out_of_range(expected["running_var"], problem.dtype)
+    return f"running variance cannot be held: {reason}" if reason else None
+
+
+def with_diagnosis(
+    rows: list[CheckResult], problem: Problem, expected: dict[str, np.ndarray], out: RunOutput
+) -> list[CheckResult]:
+    """Failing rows get the known mistake that reproduces them (or "unknown")."""
+    if not any(r.status == FAIL for r in rows):
+        return rows
+    from normcheck.diagnosis import diagnose
+
+    found = diagnose(problem, expected, out, rows)
+    return [replace(r, diagnosis=found.get(r.check)) if r.status == FAIL else r for r in rows]
+
+
+def mark_known(result: CheckResult, framework: KnownIssues) -> CheckResult:
+    if result.status != FAIL:
+        return result
+    issue = framework.known_issue(result.case, result.check)
+    if issue is None:
+        return result
+    return replace(result, status=KNOWN, message=f"known defect: {issue.cause}. {result.message}")
+
+
+def judge(
+    case: Case,
+    problem: Problem,
+    out: RunOutput,
+    expected: dict[str, np.ndarray],
+    witness_errs: dict[str, float],
+    opts: Options,
+    missing: dict[str, str],
+) -> list[CheckResult]:
+    return [
+        check_one(
+            case,
+            check,
+            out.values.get(check),
+            out.dtypes.get(check),
+            want,
+            witness_errs[check],
+            opts,
+            missing.get(check),
+        )
+        for check, want in expected.items()
+    ]
+
+
+def check_one(
+    case: Case,
+    check: str,
+    got: np.ndarray | None,
+    got_dtype: str | None,
+    want: np.ndarray,
+    witness_err: float,
+    opts: Options,
+    missing: str | None = None,
+) -> CheckResult:
+    if missing is not None:
+        return CheckResult(case, check, SKIP, message=missing)
+    if got is None:
+        return CheckResult(case, check, ERROR, message=f"the implementation returned no {check}")
+    if got.shape != want.shape:
+        message = f"returned shape {fmt_shape(got.shape) or '()'}, expected {fmt_shape(want.shape)}"
+        return CheckResult(case, check, ERROR, message=message)
+    if check in ("forward", "grad_input") and got_dtype != case.dtype:
+        return CheckResult(case, check, ERROR, message=f"returned dtype {got_dtype} for {case.dtype} input")
+    reason = out_of_range(want, case.dtype)
+    if reason:
+        return CheckResult(case, check, SKIP, message=reason)
+    tol = tolerance_for(case.dtype, witness_err, opts.tolerance)
+    cmp = compare(got, want, tol)
+    if not cmp.mismatched:
+        return CheckResult(case, check, PASS, cmp, tol)
+    idx = cmp.worst_index
+    message = (
+        f"{cmp.mismatched}/{cmp.numel} elements ({cmp.mismatched_pct:.3g}%) beyond tolerance; "
+        f"worst at {list(idx)}: got {got[idx]:.7g}, expected {want[idx]:.7g}"
+    )
+    nonfinite = int(np.count_nonzero(~np.isfinite(got) & np.isfinite(want)))
+    if nonfinite:
+        message += f"; {nonfinite} elements are NaN or inf where finite values are expected"
+    return CheckResult(case, check, FAIL, cmp, tol, message)

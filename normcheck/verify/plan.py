@@ -1,0 +1,157 @@
+"""verify's plan: the case matrix a request asks for (ops × shapes × params × frameworks ×
+implementations × dtypes × input kinds × layouts), in a stable order, optionally sharded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from normcheck.conventions import Settings
+from normcheck.frameworks.base import Framework, Implementation
+from normcheck.ops import OPS, OpParams
+from normcheck.problem import Problem
+from normcheck.verify.inputs import KINDS, make_problem
+from normcheck.verify.records import Case
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Options:
+    ops: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...] = ()  # empty: each op's default grid
+    groups: tuple[int, ...] = ()
+    normalized_ndim: tuple[int, ...] = ()
+    kinds: tuple[str, ...] = KINDS
+    device: str = "cpu"
+    seed: int = 0
+    tolerance: tuple[float, float] | None = None  # (rtol, atol) given by the user
+    eps: float | None = None  # given by the user; None: each framework's default
+    momentum: float | None = None  # given by the user, in PyTorch's meaning
+    against: Framework | None = None  # also compare every framework directly with this one
+    explicit_dtypes: bool = False  # asked for by the user: an unsupported dtype is an error
+    shard: tuple[int, int] | None = None  # (K, N): run slice K of N of the case matrix
+    timeout: float | None = None  # seconds one case may take in a worker before it is an error
+    diagnose: bool = True  # test the known-mistake hypotheses on every failing case
+
+
+@dataclass
+class Unit:
+    """One set of inputs and every implementation that runs on it."""
+
+    op: str
+    shape: tuple[int, ...]
+    params: OpParams
+    dtype: str
+    kind: str
+    framework: Framework
+    runs: list[tuple[Case, Implementation]] = field(default_factory=list)
+    order: tuple[int, int] = (0, 0)  # (op, case) position in the plan: parts planned apart merge by it
+
+
+def op_cases(op: str, opts: Options) -> list[tuple[tuple[int, ...], OpParams]]:
+    """(shape, params) pairs to check for ``op``: the user's shapes or the default grid."""
+    spec = OPS[op]
+    if not opts.shapes:
+        return spec.default_cases()
+    cases = []
+    for shape in opts.shapes:
+        for params in spec.cases_for_shape(shape, list(opts.groups), list(opts.normalized_ndim)):
+            cases.append((shape, params))
+    return cases
+
+
+def invalid_cases(opts: Options) -> list[str]:
+    """One message per user shape that cannot be checked as asked."""
+    problems = []
+    for op in opts.ops:
+        for shape, params in op_cases(op, opts):
+            reason = OPS[op].validate(shape, params)
+            if reason and (opts.groups or op != "gn" or "divisible" not in reason):
+                problems.append(reason)
+    return list(dict.fromkeys(problems))
+
+
+def plan(opts: Options, frameworks: list[Framework]) -> list[Unit]:
+    units: list[Unit] = []
+    seen: dict[int, set] = {}
+    for op_i, op in enumerate(opts.ops):
+        for case_i, (shape, params) in enumerate(op_cases(op, opts)):
+            if OPS[op].validate(shape, params):
+                continue
+            for fw in frameworks:
+                fw_params = fw.case_params(op, params)
+                if (fw_params, shape) in seen.setdefault(id(fw), set()):
+                    continue
+                seen[id(fw)].add((fw_params, shape))
+                impls = fw.implementations(op)
+                for dtype in opts.dtypes:
+                    for kind in opts.kinds:
+                        unit = Unit(op, shape, fw_params, dtype, kind, fw, order=(op_i, case_i))
+                        for impl in impls:
+                            for layout in impl.layouts(shape):
+                                case = Case(op, fw.name, impl.name, shape, fw_params, dtype, kind, layout, opts.device)
+                                unit.runs.append((case, impl))
+                        units.append(unit)
+    return shard(units, opts.shard) if opts.shard else units
+
+
+def shard(units: list[Unit], spec: tuple[int, int]) -> list[Unit]:
+    """Slice K of N (1-based) of the case matrix: every N-th case in plan order, starting at the
+    K-th, so the slices are disjoint, cover every case and take about as long each."""
+    return _every_nth(units, spec, "runs")
+
+
+def shard_cases(units: list[T], spec: tuple[int, int]) -> list[T]:
+    """``shard`` for the engine's planned units (their cases in ``cases``)."""
+    return _every_nth(units, spec, "cases")
+
+
+def _every_nth(units: list[T], spec: tuple[int, int], items: str) -> list[T]:
+    k, n = spec
+    index, kept = 0, []
+    for unit in units:
+        mine = []
+        for item in getattr(unit, items):
+            if index % n == k - 1:
+                mine.append(item)
+            index += 1
+        if mine:
+            kept.append(replace(unit, **{items: type(getattr(unit, items))(mine)}))  # type: ignore[type-var]
+    return kept
+
+
+def aligned_settings(unit: Unit, opts: Options) -> Settings:
+    """The unit's eps and momentum: the user's, else (with --against) the baseline framework's
+    defaults, else its own framework's defaults; translated into the framework's meaning."""
+    eps, momentum = opts.eps, opts.momentum
+    if opts.against is not None:
+        eps = opts.against.default_eps(unit.op, unit.dtype) if eps is None else eps
+        momentum = opts.against.default_momentum(unit.op) if momentum is None else momentum
+    return unit.framework.settings(unit.op, unit.dtype, eps, momentum)
+
+
+def problem_for(unit: Unit, opts: Options) -> Problem:
+    """The unit's inputs under its framework's conventions."""
+    s = aligned_settings(unit, opts)
+    return make_problem(
+        unit.op,
+        unit.shape,
+        unit.params,
+        unit.dtype,
+        unit.kind,
+        eps=s.eps,
+        momentum=s.momentum,
+        seed=opts.seed,
+        unbiased_running_var=s.unbiased_running_var,
+    )
+
+
+def translations(units: list[Unit], opts: Options) -> list[str]:
+    """How explicit (or aligned) eps and momentum were given to each framework, once each."""
+    notes: dict[str, None] = {}
+    for unit in units:
+        for note in aligned_settings(unit, opts).notes:
+            notes[note] = None
+    return list(notes)
