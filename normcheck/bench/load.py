@@ -9,6 +9,7 @@ from typing import Any
 
 from normcheck.bench.records import STATUSES, BenchCase, BenchReport, BenchResult
 from normcheck.errors import UsageError
+from normcheck.report.json_document import SCHEMAS
 
 TEXT_FIELDS = ("op", "params", "dtype", "framework", "impl", "device", "pass", "mode", "layout", "status")
 OPTIONAL_TEXT = ("model", "reason", "timer", "notes")
@@ -23,6 +24,11 @@ def load_report(path: Path) -> BenchReport:
     doc = _read_json(Path(path), where)
     if not isinstance(doc, dict) or doc.get("kind") != "bench":
         raise UsageError(f"{where}: not the JSON of a normcheck bench run (write one with --format json)")
+    if doc.get("schema", SCHEMAS["bench"]) != SCHEMAS["bench"]:
+        raise UsageError(
+            f"{where}: written with bench JSON schema {doc.get('schema')!r} (normcheck {doc.get('normcheck')}); "
+            f"this normcheck reads schema {SCHEMAS['bench']}: run the baseline again with this version"
+        )
     rows = _results(doc, where)
     results = []
     for i, row in enumerate(rows, 1):

@@ -14,7 +14,6 @@ import os
 
 from normcheck.errors import UsageError
 
-DEFAULT_THREADS = 1  # as torch.utils.benchmark: the least noisy, and comparable across machines
 XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",

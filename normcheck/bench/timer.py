@@ -84,15 +84,36 @@ def _done(samples: list[float], spent: float, settings: TimerSettings) -> bool |
     return None
 
 
-def measure_host(target: Target, settings: TimerSettings, flush: Callable[[], None] | None = None) -> Measurement:
-    """Blocks of calls timed with perf_counter; with ``flush`` (a device), one call per block,
-    the cache flushed and the device idle before each."""
+# A timer's one hook: given the warm-up's estimate of a call, the block size and a function that
+# times one round and returns (its samples, the seconds it measured).
+Rounds = Callable[[float], tuple[int, Callable[[], tuple[list[float], float]]]]
+
+
+def _measure(target: Target, settings: TimerSettings, rounds: Rounds, timer: str) -> Measurement:
+    """The measurement loop every timer shares (as torch.utils.benchmark's): warm up with the
+    collector off, then time rounds until the samples are stable or the time cap is reached."""
     with _no_gc():
         first, estimate = _warm_up(target, settings)
-        block = 1 if flush else max(1, math.ceil(BLOCK_S / estimate))
+        block, one_round = rounds(estimate)
         samples: list[float] = []
         spent = 0.0
         while True:
+            round_samples, seconds = one_round()
+            samples.extend(round_samples)
+            spent += seconds
+            verdict = _done(samples, spent, settings)
+            if verdict is not None:
+                return Measurement(tuple(samples), block, first, verdict, timer)
+
+
+def measure_host(target: Target, settings: TimerSettings, flush: Callable[[], None] | None = None) -> Measurement:
+    """Blocks of calls timed with perf_counter; with ``flush`` (a device), one call per block,
+    the cache flushed and the device idle before each."""
+
+    def rounds(estimate: float) -> tuple[int, Callable[[], tuple[list[float], float]]]:
+        block = 1 if flush else max(1, math.ceil(BLOCK_S / estimate))
+
+        def one_block() -> tuple[list[float], float]:
             if flush:
                 flush()
             call, sync = target.call, target.sync
@@ -100,12 +121,11 @@ def measure_host(target: Target, settings: TimerSettings, flush: Callable[[], No
             for _ in range(block):
                 sync(call())
             elapsed = time.perf_counter() - start
-            spent += elapsed
-            samples.append(elapsed / block)
-            verdict = _done(samples, spent, settings)
-            if verdict is not None:
-                timer = "perf_counter + sync, L2 flushed" if flush else "perf_counter"
-                return Measurement(tuple(samples), block, first, verdict, timer)
+            return [elapsed / block], elapsed
+
+        return block, one_block
+
+    return _measure(target, settings, rounds, "perf_counter + sync, L2 flushed" if flush else "perf_counter")
 
 
 def measure_cuda_events(target: Target, settings: TimerSettings, device: str) -> Measurement:
@@ -113,13 +133,12 @@ def measure_cuda_events(target: Target, settings: TimerSettings, device: str) ->
     import torch
 
     cache = l2_flush_buffer(device)
-    with _no_gc():
-        first, estimate = _warm_up(target, settings)
-        samples: list[float] = []
-        spent = 0.0
-        while True:
-            # a round of calls lasting about 10 ms of device time, read back at once
-            n = max(MIN_SAMPLES, min(1000, math.ceil(0.01 / estimate)))
+
+    def rounds(estimate: float) -> tuple[int, Callable[[], tuple[list[float], float]]]:
+        # a round of calls lasting about 10 ms of device time, read back at once
+        n = max(MIN_SAMPLES, min(1000, math.ceil(0.01 / estimate)))
+
+        def one_round() -> tuple[list[float], float]:
             starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
             ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
             for s, e in zip(starts, ends, strict=True):
@@ -128,12 +147,12 @@ def measure_cuda_events(target: Target, settings: TimerSettings, device: str) ->
                 target.call()  # its outputs go back to the allocator at once, as in a training step
                 e.record()
             torch.cuda.synchronize(device)
-            round_times = [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends, strict=True)]
-            samples.extend(round_times)
-            spent += sum(round_times)
-            verdict = _done(samples, spent, settings)
-            if verdict is not None:
-                return Measurement(tuple(samples), 1, first, verdict, "cuda events, L2 flushed")
+            times = [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends, strict=True)]
+            return times, sum(times)
+
+        return 1, one_round
+
+    return _measure(target, settings, rounds, "cuda events, L2 flushed")
 
 
 L2_FLUSH_BYTES = 256 * 2**20  # larger than any current GPU's L2 (triton's do_bench uses the same)

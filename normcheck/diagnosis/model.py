@@ -48,54 +48,23 @@ def outputs(
 
     ``running`` (mean, var) are the statistics evaluation mode normalizes with.
     """
-    op = OPS[problem.op]
     params = problem.params
-    norm = op.normalization(problem.shape, params)
-    x, dy, w, b = problem.x, problem.dy, problem.weight, problem.bias
-    order = None
-    if v.interleaved:
-        order = interleave_order(problem.shape[1], params.groups)
-        x, dy = x[:, order], dy[:, order]
-        w = None if w is None else w[order]
-        b = None if b is None else b[order]
-    view, pview = norm.view, norm.param_view
+    norm = OPS[problem.op].normalization(problem.shape, params)
+    order = interleave_order(problem.shape[1], params.groups) if v.interleaved else None
+    X, G, W, B = _in_view(problem, order, norm.view, norm.param_view, dtype)
     axes = norm.axes if v.axes is None else v.axes
     center = norm.center if v.center is None else v.center
-    X = np.asarray(x, dtype=dtype).reshape(view)
-    G = np.asarray(dy, dtype=dtype).reshape(view)
-    W = None if w is None else np.asarray(w, dtype=dtype).reshape(pview)
-    B = None if b is None else np.asarray(b, dtype=dtype).reshape(pview)
     eps = problem.eps if v.eps is None else v.eps
-    fixed = running is not None and params.running_stats and params.mode == "eval"
-    n = int(np.prod([view[a] for a in axes]))
+    fixed = running if running is not None and params.running_stats and params.mode == "eval" else None
+    n = int(np.prod([norm.view[a] for a in axes]))
     with np.errstate(all="ignore"):
-        if fixed:
-            bshape = broadcast_channels(len(problem.shape), problem.shape[1])
-            mean, var = (np.asarray(s, dtype=dtype).reshape(bshape) for s in running)
-            d = X - mean
-        else:
-            mean = X.mean(axis=axes, keepdims=True) if center else np.zeros((1,) * X.ndim, dtype=dtype)
-            d = X - mean
-            var = (d * d).mean(axis=axes, keepdims=True) if v.var is None else np.asarray(v.var, dtype=dtype)
+        d, var = _centered_and_variance(X, axes, center, v, fixed, len(problem.shape), problem.shape[1], dtype)
         c = dtype(n / (n - 1) if v.correction and n > 1 else 1.0)
-        var_used = var * c
-        if v.eps_outside:
-            root = np.sqrt(var_used)
-            r = 1.0 / (root + eps)
-            dr = -r * r / (2.0 * root)
-        else:
-            r = 1.0 / np.sqrt(var_used + eps)
-            dr = -0.5 * r**3
+        r, dr = _inverse_std(var * c, eps, v.eps_outside)
         xhat = d * r
-        scale, shift = (B, W) if v.affine == AFFINE_SWAPPED else (W, B)
-        if v.affine == AFFINE_ORDER and W is not None and B is not None:
-            y = (xhat + B) * W
-        else:
-            y = xhat * scale if scale is not None else xhat.copy()
-            if shift is not None:
-                y = y + shift
+        y, scale = _affine(xhat, W, B, v.affine)
         dxhat = G * scale if scale is not None else G
-        if fixed:
+        if fixed is not None:
             dx = dxhat * r
         else:
             k = 0.0 if v.cut in ("variance", "both") else (dxhat * d).sum(axis=axes, keepdims=True) * dr
@@ -105,21 +74,94 @@ def outputs(
             "forward": y.reshape(problem.shape).astype(np.float64),
             "grad_input": dx.reshape(problem.shape).astype(np.float64),
         }
-        if W is not None:
-            wsum = {AFFINE_ORDER: G * (xhat + B) if B is not None else G * xhat, AFFINE_SWAPPED: G}.get(
-                v.affine, G * xhat
-            )
-            out["grad_weight"] = _reduce(wsum, pview, np.shape(w)).astype(np.float64)
-        if B is not None:
-            bsum = {AFFINE_ORDER: G * W, AFFINE_SWAPPED: G * xhat}.get(v.affine, G)
-            out["grad_bias"] = _reduce(bsum, pview, np.shape(b)).astype(np.float64)
+        out.update(_param_grads(G, xhat, W, B, v.affine, norm.param_view, problem))
+    return out if order is None else _original_order(out, order)
+
+
+def _in_view(
+    problem: Problem, order: np.ndarray | None, view: tuple[int, ...], pview: tuple[int, ...], dtype: type
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """x, dy, weight and bias in the op's view and ``dtype``, channels in ``order`` if given."""
+    x, dy, w, b = problem.x, problem.dy, problem.weight, problem.bias
     if order is not None:
-        back = np.argsort(order)
-        for check in ("forward", "grad_input"):
-            out[check] = out[check][:, back]
-        for check in ("grad_weight", "grad_bias"):
-            if check in out:
-                out[check] = out[check][back]
+        x, dy = x[:, order], dy[:, order]
+        w = None if w is None else w[order]
+        b = None if b is None else b[order]
+    X = np.asarray(x, dtype=dtype).reshape(view)
+    G = np.asarray(dy, dtype=dtype).reshape(view)
+    W = None if w is None else np.asarray(w, dtype=dtype).reshape(pview)
+    B = None if b is None else np.asarray(b, dtype=dtype).reshape(pview)
+    return X, G, W, B
+
+
+def _centered_and_variance(
+    X: np.ndarray,
+    axes: tuple[int, ...],
+    center: bool,
+    v: Variant,
+    fixed: tuple[np.ndarray, np.ndarray] | None,
+    ndim: int,
+    channels: int,
+    dtype: type,
+) -> tuple[np.ndarray, np.ndarray]:
+    """x minus the mean it is normalized with, and the variance (the running ones when ``fixed``)."""
+    if fixed is not None:
+        bshape = broadcast_channels(ndim, channels)
+        mean, var = (np.asarray(s, dtype=dtype).reshape(bshape) for s in fixed)
+        return X - mean, var
+    mean = X.mean(axis=axes, keepdims=True) if center else np.zeros((1,) * X.ndim, dtype=dtype)
+    d = X - mean
+    var = (d * d).mean(axis=axes, keepdims=True) if v.var is None else np.asarray(v.var, dtype=dtype)
+    return d, var
+
+
+def _inverse_std(var: np.ndarray, eps: float, eps_outside: bool) -> tuple[np.ndarray, np.ndarray]:
+    """1 / std and its derivative with respect to the variance."""
+    if eps_outside:
+        root = np.sqrt(var)
+        r = 1.0 / (root + eps)
+        return r, -r * r / (2.0 * root)
+    r = 1.0 / np.sqrt(var + eps)
+    return r, -0.5 * r**3
+
+
+def _affine(
+    xhat: np.ndarray, W: np.ndarray | None, B: np.ndarray | None, affine: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The output and the factor the upstream gradient is scaled by on its way to xhat."""
+    scale, shift = (B, W) if affine == AFFINE_SWAPPED else (W, B)
+    if affine == AFFINE_ORDER and W is not None and B is not None:
+        return (xhat + B) * W, scale
+    y = xhat * scale if scale is not None else xhat.copy()
+    return (y + shift if shift is not None else y), scale
+
+
+def _param_grads(
+    G: np.ndarray,
+    xhat: np.ndarray,
+    W: np.ndarray | None,
+    B: np.ndarray | None,
+    affine: str,
+    pview: tuple[int, ...],
+    problem: Problem,
+) -> dict[str, np.ndarray]:
+    out = {}
+    if W is not None:
+        wsum = {AFFINE_ORDER: G * (xhat + B) if B is not None else G * xhat, AFFINE_SWAPPED: G}.get(affine, G * xhat)
+        out["grad_weight"] = _reduce(wsum, pview, np.shape(problem.weight)).astype(np.float64)
+    if B is not None:
+        bsum = {AFFINE_ORDER: G * W, AFFINE_SWAPPED: G * xhat}.get(affine, G)
+        out["grad_bias"] = _reduce(bsum, pview, np.shape(problem.bias)).astype(np.float64)
+    return out
+
+
+def _original_order(out: dict[str, np.ndarray], order: np.ndarray) -> dict[str, np.ndarray]:
+    back = np.argsort(order)
+    for check in ("forward", "grad_input"):
+        out[check] = out[check][:, back]
+    for check in ("grad_weight", "grad_bias"):
+        if check in out:
+            out[check] = out[check][back]
     return out
 
 

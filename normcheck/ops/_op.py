@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,6 +36,16 @@ class OpParams:
             parts.append("no-affine")
         return " ".join(parts) or "-"
 
+    def need(self, name: str) -> int:
+        """The integer setting ``name`` ("groups" or "normalized_ndim"), which the op requires.
+
+        ``Op.validate`` refuses a case without it; this is for code that runs on a valid case.
+        """
+        value: int | None = getattr(self, name)
+        if value is None:
+            raise ValueError(f"{name} is required here, got None ({self.label()})")
+        return value
+
 
 @dataclass(frozen=True)
 class Op:
@@ -45,8 +55,6 @@ class Op:
     title: str
     min_ndim: int
     max_ndim: int | None = None
-    default_eps: float = 1e-5
-    checks_running: bool = field(default=False)
 
     # -- what the op decides -------------------------------------------------
     def normalization(self, shape: tuple[int, ...], params: OpParams) -> Normalization:
@@ -72,9 +80,6 @@ class Op:
             hi = f"..{self.max_ndim}" if self.max_ndim else "+"
             return f"{self.title} needs a {self.min_ndim}{hi}-D input, got shape {fmt_shape(shape)}"
         return None
-
-    def has_running_stats(self, params: OpParams) -> bool:
-        return params.running_stats
 
     def update_running(
         self,
@@ -102,8 +107,8 @@ class Op:
         correction = (n / (n - 1) if n > 1 else np.nan) if unbiased else 1.0
         batch_var = (var * correction).reshape(-1, channels).mean(axis=0)
         m = dtype(momentum)
-        rm = np.asarray(running_mean, dtype=dtype)
-        rv = np.asarray(running_var, dtype=dtype)
+        rm: np.ndarray = np.asarray(running_mean, dtype=dtype)
+        rv: np.ndarray = np.asarray(running_var, dtype=dtype)
         return (1 - m) * rm + m * batch_mean, (1 - m) * rv + m * batch_var
 
 

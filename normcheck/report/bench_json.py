@@ -6,17 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from normcheck import __version__
 from normcheck.bench.records import BenchReport
-
-SCHEMA = 1
+from normcheck.report.json_document import header
 
 
 def bench_document(report: BenchReport, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "normcheck": __version__,
-        "kind": "bench",
-        "schema": SCHEMA,
+        **header("bench"),
         "env": report.env,
         "settings": report.settings,
         "interrupted": report.interrupted,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from normcheck import __version__
+from normcheck.report.json_document import header
 
 OP_TITLES = {"bn": "batch norm", "ln": "layer norm", "in": "instance norm", "gn": "group norm", "rms": "RMS norm"}
 META = ("op", "property", "differs", "when porting")
@@ -17,7 +17,7 @@ def framework_columns(rows: list[dict[str, Any]]) -> list[str]:
 
 def render_conventions(fmt: str, rows: list[dict[str, Any]]) -> Any:
     if fmt == "json":
-        return json.dumps({"normcheck": __version__, "conventions": rows}, indent=1) + "\n"
+        return json.dumps({**header("conventions"), "conventions": rows}, indent=1) + "\n"
     if fmt == "csv":
         from normcheck.report.csv import render_csv
 

@@ -18,27 +18,36 @@ from normcheck.verify.run import execute, run_baseline, run_case
 
 
 def run(units: list[Unit], opts: Options, progress: Callable[[int], None] | None = None) -> Iterator[CheckResult]:
-    """Check every planned case in this process, yielding records as they come. The engine
-    (normcheck.engine) does the same with the cases run in worker processes, where it also owns
-    the time limit; here nothing stops a case that hangs."""
+    """Check every planned case, yielding records as they come."""
     baselines: dict[tuple, Baseline | str] = {}
     for unit in units:
         problem = problem_for(unit, opts)
         truth = Truth.of(problem)
         for case, impl in unit.runs:
-            if truth.unheld:
-                yield CheckResult(case, RUN, SKIP, message=truth.unheld)
-            else:
-                outcome = run_case(case, impl, problem, opts)
-                baseline = None
-                if outcome.out is not None and opts.against is not None and unit.framework.name != opts.against.name:
-                    key = (unit.op, unit.shape, unit.params, unit.dtype, unit.kind)
-                    if key not in baselines:
-                        baselines[key] = run_baseline(opts.against, problem, case.device, opts)
-                    baseline = baselines[key]
-                yield from judge_outcome(case, problem, truth, outcome, opts, unit.framework, baseline)
+            yield from _check(unit, case, impl, problem, truth, opts, baselines)
             if progress:
                 progress(1)
+
+
+def _check(
+    unit: Unit,
+    case: Case,
+    impl: Implementation,
+    problem: Problem,
+    truth: Truth,
+    opts: Options,
+    baselines: dict[tuple, Baseline | str],
+) -> list[CheckResult]:
+    if truth.unheld:
+        return [CheckResult(case, RUN, SKIP, message=truth.unheld)]
+    outcome = run_case(case, impl, problem, opts)
+    baseline = None
+    if outcome.out is not None and opts.against is not None and unit.framework.name != opts.against.name:
+        key = (unit.op, unit.shape, unit.params, unit.dtype, unit.kind)
+        if key not in baselines:
+            baselines[key] = run_baseline(opts.against, problem, case.device, opts)
+        baseline = baselines[key]
+    return judge_outcome(case, problem, truth, outcome, opts, unit.framework, baseline)
 
 
 def check_case(

@@ -11,7 +11,6 @@ from normcheck.ops import OpParams, fmt_shape
 PASS, FAIL, ERROR, SKIP = "pass", "fail", "error", "skip"
 KNOWN = "known"  # a failure matching a documented defect of a built-in framework
 STATUSES = (PASS, FAIL, KNOWN, ERROR, SKIP)
-CHECKS = ("forward", "grad_input", "grad_weight", "grad_bias", "running_mean", "running_var")
 RUN = "run"  # the check name of a row that stands for a whole case (an error or a skip)
 
 

@@ -124,9 +124,16 @@ def parse_shard(value: str | tuple[int, int] | None) -> tuple[int, int] | None:
 
 def validate(request: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The checks that need nothing loaded: (framework names, baseline). UsageError otherwise."""
-    from normcheck import frameworks as registry
-
     r = request
+    _check_numbers(r)
+    _check_cases(r)
+    names, baseline = _check_frameworks(r)
+    if r.impl is None:
+        _refuse_invalid_cases(options(r, choose(items(r.ops), OP_NAMES, "op", OP_NAMES)))
+    return names, baseline
+
+
+def _check_numbers(r: Request) -> None:
     if (r.rtol is None) != (r.atol is None):
         raise UsageError("give rtol and atol together, or neither")
     for name in ("rtol", "atol", "eps", "momentum", "timeout"):
@@ -135,7 +142,7 @@ def validate(request: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
             raise UsageError(f"{name} must be a number, got {value!r}")
         if value is not None and not math.isfinite(value):
             raise UsageError(f"{name} must be a finite number, got {value:g}")
-    if r.rtol is not None and (r.rtol < 0 or r.atol < 0):
+    if r.rtol is not None and r.atol is not None and (r.rtol < 0 or r.atol < 0):
         raise UsageError("rtol and atol must not be negative")
     if r.rtol is not None and r.rtol >= 1:
         raise UsageError(f"rtol {r.rtol:g} allows any value of the right sign; give a relative tolerance below 1")
@@ -149,6 +156,9 @@ def validate(request: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
         raise UsageError(f"timeout must be positive, got {r.timeout:g}")
     if not isinstance(r.seed, int) or isinstance(r.seed, bool) or r.seed < 0:
         raise UsageError(f"seed must be a non-negative integer, got {r.seed!r}")
+
+
+def _check_cases(r: Request) -> None:
     if r.device != "cpu" and not r.device.startswith("cuda"):
         raise UsageError(f"unknown device {r.device!r}; choose from cpu, cuda")
     if (r.backward is not None or r.style is not None) and r.impl is None:
@@ -165,6 +175,12 @@ def validate(request: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if reason:
             raise UsageError(reason)
     parse_shard(r.shard)
+
+
+def _check_frameworks(r: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the frameworks checked, the --against baseline), each installed."""
+    from normcheck import frameworks as registry
+
     fw_names = choose(items(r.frameworks), registry.FRAMEWORKS, "framework", ())
     baseline = choose(r.against, registry.FRAMEWORKS, "framework", ())
     if len(baseline) > 1:
@@ -183,8 +199,6 @@ def validate(request: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if not registry.is_installed(name):
             extra = registry.FRAMEWORKS[name].extra
             raise UsageError(f"framework {name!r} is not installed; pip install 'normcheck[{extra}]'")
-    if r.impl is None:
-        _refuse_invalid_cases(options(r, choose(items(r.ops), OP_NAMES, "op", OP_NAMES)))
     return names, baseline
 
 
@@ -225,31 +239,31 @@ def prepare(request: Request) -> Prepared:
     this imports frameworks and the user's code). UsageError for anything the user must fix."""
     from normcheck import frameworks as registry
 
-    r = request
-    names, baseline = validate(r)
-    fw_names = choose(items(r.frameworks), registry.FRAMEWORKS, "framework", ())
-    user_fws: list[Framework] = []
-    load_rows: list[CheckResult] = []
-    ops_given = split_list(items(r.ops))
-    if r.impl is not None:
-        from normcheck.user.resolve import resolve_impl
-
-        ops, user_fws, load_rows = resolve_impl(r, fw_names[0] if fw_names else None, ops_given)
-        _refuse_invalid_cases(options(r, ops))  # (validate checked the built-ins' ops)
-    else:
-        ops = choose(items(r.ops), OP_NAMES, "op", OP_NAMES)
-    opts = options(r, ops)
-    loaded: dict[str, Framework] = {}
-    for name in dict.fromkeys((*names, *baseline)):
-        loaded[name] = registry.load(name)
+    names, baseline = validate(request)
+    ops, user_fws, load_rows = _ops_and_user_code(request)
+    loaded = {name: registry.load(name) for name in dict.fromkeys((*names, *baseline))}
     fws = [loaded[n] for n in names] + user_fws
-    for fw in fws + ([loaded[baseline[0]]] if baseline else []):
-        reason = fw.device_problem(r.device)
+    against = loaded[baseline[0]] if baseline else None
+    for fw in fws + ([against] if against is not None else []):
+        reason = fw.device_problem(request.device)
         if reason:
-            raise UsageError(f"--device {r.device}: {reason}")
-    if baseline:
-        opts = replace(opts, against=loaded[baseline[0]])
+            raise UsageError(f"--device {request.device}: {reason}")
+    opts = replace(options(request, ops), against=against)
     return Prepared(request, opts, fws, plan(opts, fws), load_rows)
+
+
+def _ops_and_user_code(r: Request) -> tuple[tuple[str, ...], list[Framework], list[CheckResult]]:
+    """The ops checked, the frameworks holding the user's implementation (loaded here) and the
+    rows for what of it could not be loaded."""
+    if r.impl is None:
+        return choose(items(r.ops), OP_NAMES, "op", OP_NAMES), [], []
+    from normcheck import frameworks as registry
+    from normcheck.user.resolve import resolve_impl
+
+    fw_names = choose(items(r.frameworks), registry.FRAMEWORKS, "framework", ())
+    ops, user_fws, load_rows = resolve_impl(r, fw_names[0] if fw_names else None, split_list(items(r.ops)))
+    _refuse_invalid_cases(options(r, ops))  # (validate checked the built-ins' ops)
+    return ops, user_fws, load_rows
 
 
 def merge_reports(reports: list[Report], strict: bool = False) -> Report:

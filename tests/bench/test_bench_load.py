@@ -59,6 +59,7 @@ def test_a_well_formed_run_loads(tmp_path):
         ('"results"', "not the JSON of a normcheck bench run"),
         ({"kind": "verify", "results": []}, "not the JSON of a normcheck bench run"),
         ({"kind": "bench"}, "has no 'results' list"),
+        ({**run_doc(ROW), "schema": 2, "normcheck": "9.0"}, "written with bench JSON schema 2 (normcheck 9.0)"),
         ({"kind": "bench", "results": {"a": 1}}, "'results' must be a list, got dict"),
         ({"kind": "bench", "results": None}, "'results' must be a list, got NoneType"),
         (run_doc(), "'results' is empty; nothing to compare against"),
