@@ -147,12 +147,12 @@ def build_target(op: str, shape: tuple[int, ...], pass_: str, device: str) -> tu
     from normcheck import frameworks
     from normcheck.bench.inputs import bench_problem
     from normcheck.bench.shapes import shape_params
-    from normcheck.bench.targets import module
+    from normcheck.frameworks import bench_module
 
     params = shape_params(op, shape, GROUPS)
     impl = frameworks.load("torch").implementations(op)[0]
     problem = bench_problem(op, shape, params, "float32")
-    return module("torch").build(impl, problem, pass_, "eager", device), params.label()
+    return bench_module("torch").build(impl, problem, pass_, "eager", device), params.label()
 
 
 def run_case(op: str, shape: tuple[int, ...], pass_: str, device: str, rounds: int, timers: dict[str, Measure]) -> Row:

@@ -11,7 +11,7 @@ single process). "cache" runs JAX alone twice with --compile-cache in an empty c
 (compiling and storing) then warm (loading what the first run stored), then the default run with
 that warm cache.
 
-Prints one line per run and exits 0; the numbers are for the README's speed section, not a test.
+Prints one line per run and exits 0; the numbers are for docs/performance.md, not a test.
 """
 
 from __future__ import annotations

@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from normcheck.conventions import BIASED, CONVENTIONS, MACHINE_EPS, NEW, OLD, UNBIASED, Convention
+from normcheck.conventions import BIASED, MACHINE_EPS, NEW, OLD, UNBIASED, Convention
+from normcheck.frameworks import CONVENTIONS, FRAMEWORKS
 
-FRAMEWORK_ORDER = ("torch", "tensorflow", "jax", "onnxruntime")
+FRAMEWORK_ORDER = tuple(FRAMEWORKS)  # the frameworks, in the registry's order
+# conventions that are no framework's (the CS231n assignment's): compared only when asked for
+OTHER_CONVENTIONS = tuple(name for name in CONVENTIONS if name not in FRAMEWORKS)
 NO_SUCH_OP = "—"  # a convention without the op (CS231n has no instance or RMS norm); not compared
 CHANNEL_OPS = ("bn", "in", "gn")
 

@@ -36,6 +36,8 @@ def reference(
     stats = None
     if params.running_stats:
         rm, rv = problem.running_mean, problem.running_var
+        if rm is None or rv is None:
+            raise ValueError(f"{problem.op}: a case with running statistics needs running_mean and running_var")
         batches = problem.steps + ((problem.x,) if params.mode == "train" else ())
         for batch in batches:
             rm, rv = op.update_running(

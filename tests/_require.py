@@ -24,7 +24,7 @@ def required_frameworks() -> set[str]:
 
 def require(framework: str, module: str | None = None) -> ModuleType:
     """Import ``module`` (default: the framework's first import name) or skip; fail when required."""
-    module = module or FRAMEWORKS[framework].requires[0]
+    module = module or FRAMEWORKS[framework].probe[0]
     try:
         return pytest.importorskip(module)
     except pytest.skip.Exception:

@@ -26,3 +26,22 @@ os.environ.setdefault("NORMCHECK_INLINE", "1")
 def real_workers(monkeypatch):
     """Cases run in worker processes, as in normal use."""
     monkeypatch.setenv("NORMCHECK_INLINE", "0")
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device: the one test of where ``gpu`` tests run."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu and not cuda_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device (torch sees none)")
+        for item in gpu:
+            item.add_marker(skip)

@@ -7,9 +7,9 @@ from _require import require
 
 torch = require("torch")
 
-import normcheck  # noqa: E402
-from fixtures import torch_functional as tf  # noqa: E402
-from normcheck.errors import UsageError  # noqa: E402
+import normcheck
+from fixtures import torch_functional as tf
+from normcheck.errors import UsageError
 
 SMALL = {"framework": "torch", "shapes": (2, 6, 5, 5), "groups": 3, "dtypes": ["float32"], "kinds": ["normal"]}
 

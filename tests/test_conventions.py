@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from normcheck.conventions import BIASED, CHANNELS_FIRST, CONVENTIONS, MACHINE_EPS, NEW, OLD, Convention, settings
+from normcheck.conventions import BIASED, CHANNELS_FIRST, MACHINE_EPS, NEW, OLD, Convention, settings
+from normcheck.frameworks import CONVENTIONS
 from normcheck.names import OP_NAMES
 
 # conventions that are not a framework's, and the ops they have

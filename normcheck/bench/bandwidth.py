@@ -11,7 +11,7 @@ import numpy as np
 
 from normcheck.bench.metrics import COPY_BYTES
 from normcheck.bench.stats import median
-from normcheck.bench.targets import Target
+from normcheck.bench.target import Target
 from normcheck.bench.timer import TimerSettings, measure_cuda_events, measure_host
 
 

@@ -9,6 +9,7 @@ overlap, so noise that either run saw cannot explain the difference.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from normcheck.bench.records import BenchResult
 from normcheck.errors import UsageError
@@ -20,12 +21,9 @@ ENV_KEYS = ("cpu", "threads", "device", "gpu")
 class Change:
     old: BenchResult
     new: BenchResult
+    ratio: float  # new median / old median
 
-    @property
-    def ratio(self) -> float:
-        return self.new.median / self.old.median
-
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             **self.new.as_dict(),
             "old_median_s": self.old.median,
@@ -62,29 +60,30 @@ def compare(
     old: list[BenchResult],
     new: list[BenchResult],
     threshold: float,
-    old_env: dict | None = None,
-    new_env: dict | None = None,
+    old_env: dict[str, Any] | None = None,
+    new_env: dict[str, Any] | None = None,
 ) -> Comparison:
     result = Comparison(threshold)
-    before = {r.case.key(): r for r in old if r.measured}
+    before = {r.case.key(): (r, q) for r in old if (q := r.quantiles) is not None}  # the measured rows
     seen = set()
     for r in new:
-        if not r.measured:
+        now = r.quantiles
+        if now is None:  # not measured
             continue
         key = r.case.key()
         seen.add(key)
-        prev = before.get(key)
-        if prev is None:
+        if key not in before:
             result.only_new.append(r)
             continue
-        change = Change(prev, r)
-        if change.ratio > 1 + threshold and r.p20 > prev.p80:
+        prev, then = before[key]
+        change = Change(prev, r, now.median / then.median)
+        if change.ratio > 1 + threshold and now.p20 > then.p80:
             result.slower.append(change)
-        elif change.ratio < 1 / (1 + threshold) and r.p80 < prev.p20:
+        elif change.ratio < 1 / (1 + threshold) and now.p80 < then.p20:
             result.faster.append(change)
         else:
             result.unchanged += 1
-    result.only_old = [r for k, r in before.items() if k not in seen]
+    result.only_old = [r for k, (r, _) in before.items() if k not in seen]
     if old_env is not None and new_env is not None:
         result.env_differences = [
             f"{k}: {old_env.get(k)!r} then, {new_env.get(k)!r} now"

@@ -10,14 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# distributions whose versions matter to a framework's timing
-DISTRIBUTIONS = {
-    "numpy": ("numpy",),
-    "torch": ("torch",),
-    "tensorflow": ("tensorflow", "tensorflow-cpu", "keras"),
-    "jax": ("jax", "jaxlib", "flax"),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnx"),
-}
+from normcheck.frameworks import REGISTRY
 
 
 def cpu_model() -> str:
@@ -31,9 +24,13 @@ def cpu_model() -> str:
 
 
 def versions(frameworks: list[str]) -> dict[str, str]:
+    """The versions of normcheck, Python, the core dependencies' frameworks (NumPy) and ``frameworks``:
+    of every distribution their registry entries name."""
     out = {"normcheck": _version("normcheck") or "unknown", "python": platform.python_version()}
-    for fw in ["numpy", *frameworks]:
-        for dist in DISTRIBUTIONS.get(fw, ()):
+    core = [name for name, entry in REGISTRY.items() if entry.extra is None]
+    for fw in [*core, *frameworks]:
+        entry = REGISTRY.get(fw)
+        for dist in entry.distributions if entry is not None else ():
             v = _version(dist)
             if v:
                 out[dist] = v

@@ -19,9 +19,9 @@ def bench_problem(op: str, shape: tuple[int, ...], params: OpParams, dtype: str,
     if params.affine:
         weight = 1.0 + 0.5 * rng.standard_normal(pshape)
         bias = None if op == "rms" else 0.5 * rng.standard_normal(pshape)
-    running = {}
+    running_mean = running_var = None
     if params.running_stats:
-        running = {"running_mean": np.zeros(shape[1]), "running_var": np.ones(shape[1])}
+        running_mean, running_var = np.zeros(shape[1]), np.ones(shape[1])
     return Problem(
         op=op,
         shape=tuple(shape),
@@ -34,5 +34,6 @@ def bench_problem(op: str, shape: tuple[int, ...], params: OpParams, dtype: str,
         dy=rng.standard_normal(shape),
         weight=weight,
         bias=bias,
-        **running,
+        running_mean=running_mean,
+        running_var=running_var,
     )

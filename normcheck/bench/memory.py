@@ -14,7 +14,7 @@ import ctypes
 import ctypes.util
 from pathlib import Path
 
-from normcheck.bench.targets import MemoryProbe
+from normcheck.bench.target import MemoryProbe
 
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")

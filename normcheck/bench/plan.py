@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from normcheck import frameworks as registry
 from normcheck.bench.records import PASSES
 from normcheck.bench.shapes import BenchShape, default_shapes, shape_params
 from normcheck.errors import UsageError
@@ -14,7 +15,6 @@ from normcheck.memory_estimate import memory_problem
 from normcheck.names import DTYPE_NAMES, OP_NAMES
 from normcheck.parsing import choose, parse_shape, split_list
 
-BUILTIN = ("torch", "tensorflow", "jax", "onnxruntime", "numpy")
 MODES = ("eager", "compiled")
 PASS_CHOICES = (*PASSES, "both")
 DEFAULT_BASELINE = "torch"
@@ -36,14 +36,13 @@ class BenchRequest:
     modes: str | None = None
     threads: int = 1
     baseline: str | None = None
-    seed: int = 0
 
 
 @dataclass
 class Source:
     """One framework's implementations to time (a built-in framework, or the user's code)."""
 
-    name: str  # the framework column: torch, ..., numpy, or "user"
+    name: str  # the framework column: a registry name, or "user"
     impls: dict[str, list[Implementation]]  # op -> implementations
 
 
@@ -95,11 +94,7 @@ def _device_check(names: list[str], explicit: bool, device: str) -> tuple[list[s
         return names, []
     if not device.startswith("cuda"):
         raise UsageError(f"unknown device {device!r}; choose from cpu, cuda")
-    from normcheck import frameworks as registry
-
-    problems = {}
-    for name in names:
-        problems[name] = "numpy runs on the CPU only" if name == "numpy" else registry.load(name).device_problem(device)
+    problems = {name: registry.bench_module(name).device_problem(device) for name in names}
     missing = {n: p for n, p in problems.items() if p}
     usable = [n for n in names if not problems[n]]
     if not usable or (explicit and missing):
@@ -124,14 +119,13 @@ def validate(request: BenchRequest) -> None:
 
 
 def _timed_frameworks(r: BenchRequest) -> list[str]:
-    """The frameworks asked for (default: every installed one and NumPy); UsageError for one that
-    is not installed."""
-    from normcheck import frameworks as registry
-
-    names = list(choose(r.frameworks, BUILTIN, "framework", [*registry.installed(), "numpy"]))
+    """The frameworks asked for (default: every installed one, NumPy included); UsageError for one
+    that is not installed."""
+    every = [name for name in registry.REGISTRY if registry.is_installed(name)]
+    names = list(choose(r.frameworks, tuple(registry.REGISTRY), "framework", every))
     for name in names:
-        if name != "numpy" and not registry.is_installed(name):
-            extra = registry.FRAMEWORKS[name].extra
+        if not registry.is_installed(name):
+            extra = registry.REGISTRY[name].extra
             raise UsageError(f"{name} is not installed; pip install 'normcheck[{extra}]'")
     return names
 
@@ -167,20 +161,15 @@ def prepare(request: BenchRequest) -> BenchPlan:
 
 
 def _builtin_impls(name: str, op: str) -> list[Implementation]:
-    if name == "numpy":
-        from normcheck.bench.targets.numpy import implementations
-
-        return implementations(op)
-    from normcheck import frameworks as registry
-
-    return registry.load(name).implementations(op)
+    return registry.bench_module(name).implementations(op)
 
 
 def _user_source(r: BenchRequest, names: list[str], ops_given: list[str]) -> tuple[tuple[str, ...], Source]:
     """The user's implementation in its explicit call style (every argument given)."""
+    from normcheck.user import FUNCTION_FRAMEWORKS
     from normcheck.user.resolve import resolve_impl
 
-    written_for = [n for n in split_list(r.frameworks) if n in ("torch", "jax")]
+    written_for = [n for n in split_list(r.frameworks) if n in FUNCTION_FRAMEWORKS]
     hint = written_for[0] if len(written_for) == 1 else None
     ops, fws, load_rows = resolve_impl(r, hint, ops_given)
     if load_rows:

@@ -56,6 +56,15 @@ class BenchCase:
 
 
 @dataclass(frozen=True)
+class Quantiles:
+    """A measured row's median and 20th and 80th percentiles, in seconds per call."""
+
+    median: float
+    p20: float
+    p80: float
+
+
+@dataclass(frozen=True)
 class BenchResult:
     """The measurement of one case, or why there is none (skip, error, out of memory)."""
 
@@ -80,6 +89,15 @@ class BenchResult:
     @property
     def measured(self) -> bool:
         return self.status == OK and bool(self.samples)
+
+    @property
+    def quantiles(self) -> Quantiles | None:
+        """median, p20 and p80 together; None when the row was not measured."""
+        if not self.measured:
+            return None
+        return Quantiles(
+            stats.median(self.samples), stats.quantile(self.samples, 0.2), stats.quantile(self.samples, 0.8)
+        )
 
     @property
     def median(self) -> float | None:

@@ -6,10 +6,10 @@ an "oom" row; the run goes on after each. Ctrl-C stops it and keeps what was mea
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from types import ModuleType
 from typing import Any
 
 from normcheck.bench import metrics, stats
@@ -21,9 +21,10 @@ from normcheck.bench.memory import rss_probe, steady_malloc
 from normcheck.bench.plan import BenchPlan, Source
 from normcheck.bench.records import ERROR, OK, OOM, SKIP, BenchCase, BenchReport, BenchResult
 from normcheck.bench.shapes import BenchShape
-from normcheck.bench.targets import Target, module, target_framework
+from normcheck.bench.target import Target
 from normcheck.bench.timer import Measurement, TimerSettings, host_flush, measure_cuda_events, measure_host
-from normcheck.frameworks.base import Implementation, Unsupported
+from normcheck.frameworks import bench_module
+from normcheck.frameworks.base import BenchModule, Implementation, Unsupported
 from normcheck.problem import Problem
 
 Progress = Callable[[BenchResult], None]
@@ -96,38 +97,45 @@ def results(
 def _set_threads(plan: BenchPlan) -> dict[str, int | None]:
     if plan.device != "cpu":
         return {}
-    return {s.name: module(_fw(s)).set_threads(plan.threads) for s in plan.sources}
+    return {s.name: bench_module(_fw(s)).set_threads(plan.threads) for s in plan.sources}
 
 
 def _fw(source: Source) -> str:
+    """The framework whose bench module times the source's implementations (user code's: its form's)."""
     impls = [i for group in source.impls.values() for i in group]
-    return target_framework(impls[0]) if impls else source.name
+    return impls[0].framework if impls else source.name
 
 
-def _planned(plan: BenchPlan) -> Iterator[tuple[BenchCase, ModuleType, Implementation, BenchShape]]:
+def _planned(plan: BenchPlan) -> Iterator[tuple[BenchCase, BenchModule, Implementation, BenchShape]]:
     """Every row of ``plan`` in run order: the case, its target module, implementation and shape."""
     for op in plan.ops:
-        for shape in plan.shapes[op]:
-            for dtype in plan.dtypes:
-                for pass_ in plan.passes:
-                    for source in plan.sources:
-                        for impl in source.impls.get(op, []):
-                            fw = module(target_framework(impl))
-                            for variant in _variants(fw, plan.modes):
-                                case = BenchCase(
-                                    op,
-                                    shape.shape,
-                                    shape.params.label(),
-                                    dtype,
-                                    source.name,
-                                    impl.name,
-                                    plan.device,
-                                    pass_,
-                                    variant,
-                                    fw.layout(impl, shape.shape),
-                                    shape.model,
-                                )
-                                yield case, fw, impl, shape
+        for shape, dtype, pass_, (source, impl, fw, variant) in itertools.product(
+            plan.shapes[op], plan.dtypes, plan.passes, _timed(plan, op)
+        ):
+            case = BenchCase(
+                op,
+                shape.shape,
+                shape.params.label(),
+                dtype,
+                source,
+                impl.name,
+                plan.device,
+                pass_,
+                variant,
+                fw.layout(impl, shape.shape),
+                shape.model,
+            )
+            yield case, fw, impl, shape
+
+
+def _timed(plan: BenchPlan, op: str) -> list[tuple[str, Implementation, BenchModule, str]]:
+    """(source, implementation, its target module, variant) for each way ``op`` is timed, in order."""
+    out = []
+    for source in plan.sources:
+        for impl in source.impls.get(op, []):
+            fw = bench_module(impl.framework)
+            out += [(source.name, impl, fw, variant) for variant in _variants(fw, plan.modes)]
+    return out
 
 
 def planned_rows(plan: BenchPlan) -> int:
@@ -153,13 +161,13 @@ def _cases(
         yield i, time_case(case, fw, impl, problems[key], settings, threads.get(case.framework))
 
 
-def _variants(fw: ModuleType, modes: tuple[str, ...]) -> list[str]:
+def _variants(fw: BenchModule, modes: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(v for mode in modes for v in fw.MODES[mode]))
 
 
 def time_case(
     case: BenchCase,
-    fw: ModuleType,
+    fw: BenchModule,
     impl: Implementation,
     problem: Problem,
     settings: TimerSettings,
@@ -185,7 +193,7 @@ def time_case(
     except BaseException as e:  # a failing case is a row (sys.exit and KeyboardInterrupt from the code too)
         kind = fw.classify(e)
         _release(case.device)
-        status = {"oom": OOM, "skip": SKIP}.get(kind, ERROR)
+        status = {"oom": OOM, "skip": SKIP}.get(kind or "", ERROR)
         reason = _line(e) if status != ERROR else f"{type(e).__name__}: {_line(e)}"
         if not isinstance(e, Exception):
             from normcheck.engine.deaths import escaped

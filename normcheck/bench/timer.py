@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from normcheck.bench import stats
-from normcheck.bench.targets import Target
+from normcheck.bench.target import Target
 
 BLOCK_S = 1e-2
 MIN_SAMPLES = 5

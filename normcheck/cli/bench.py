@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from normcheck.cli._common import UsageError, emit, fail_usage, say, stderr_is_tty
+from normcheck.frameworks import FORMS, FUNCTION, REGISTRY
 from normcheck.names import DTYPE_NAMES, OP_NAMES
 
+if TYPE_CHECKING:  # the bench modules load on use, so `normcheck --help` stays light
+    from normcheck.bench.compare import Comparison
+    from normcheck.bench.plan import BenchRequest
+    from normcheck.bench.records import BenchReport, BenchResult
+    from normcheck.bench.timer import TimerSettings
+
 FORMATS = ("table", "csv", "json", "markdown")
-FRAMEWORKS = "torch, tensorflow, jax, onnxruntime, numpy"
+FRAMEWORKS = ", ".join(REGISTRY)
+# the frameworks a function given to --impl may be written for
+FUNCTION_FRAMEWORKS = " or ".join(dict.fromkeys(f.framework for f in FORMS.values() if f.kind == FUNCTION))
 
 
 def bench(
@@ -20,7 +30,7 @@ def bench(
         str | None,
         typer.Option(
             help=f"Frameworks, comma list of {FRAMEWORKS}. Default: every installed one. With a function "
-            "given to --impl, name the one it is written for (torch or jax) here."
+            f"given to --impl, name the one it is written for ({FUNCTION_FRAMEWORKS}) here."
         ),
     ] = None,
     impl: Annotated[
@@ -133,10 +143,13 @@ def bench(
         validate(request)
     except UsageError as e:
         fail_usage(str(e))
-    _run(request, min_time, max_time, timeout, verbose, format, output, plot, old, threshold)
+    from normcheck.bench.timer import TimerSettings
+
+    job = _Job(request, TimerSettings(min_time=min_time, max_time=max_time), timeout, verbose, format, output, plot)
+    _run(job, old, threshold)
 
 
-def _earlier_run(compare: Path | None, fail_if_slower: str):
+def _earlier_run(compare: Path | None, fail_if_slower: str) -> tuple[BenchReport | None, float]:
     from normcheck.bench.compare import parse_threshold
     from normcheck.bench.load import load_report
 
@@ -144,17 +157,38 @@ def _earlier_run(compare: Path | None, fail_if_slower: str):
     return (load_report(compare) if compare is not None else None), threshold
 
 
-def _run(request, min_time, max_time, timeout, verbose, fmt, output, plot, old, threshold) -> None:
+@dataclass(frozen=True)
+class _Job:
+    """One bench run as the command line asked for it, checked."""
+
+    request: BenchRequest
+    settings: TimerSettings
+    timeout: float
+    verbose: bool
+    fmt: str
+    output: Path | None
+    plot: Path | None
+
+
+def _run(job: _Job, old: BenchReport | None, threshold: float) -> None:
+    from normcheck.bench.compare import compare
+
+    report = _measure(job)
+    comparison = None
+    if old is not None:
+        comparison = compare(old.results, report.results, threshold, old.env, report.env)
+    _write(job, report, comparison)
+    _summarize(job, report, comparison)
+
+
+def _measure(job: _Job) -> BenchReport:
+    """The run, with a progress bar on a terminal's stderr."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from normcheck.bench.compare import compare
-    from normcheck.bench.timer import TimerSettings
     from normcheck.engine.stream import run_bench
-    from normcheck.report import render_bench
 
     err = Console(stderr=True)
-    settings = TimerSettings(min_time=min_time, max_time=max_time)
     with Progress(
         TextColumn("bench"),
         BarColumn(),
@@ -172,28 +206,35 @@ def _run(request, min_time, max_time, timeout, verbose, fmt, output, plot, old, 
                 bar.console.print(f"normcheck bench: {note}", highlight=False, soft_wrap=True)
             bar.update(task, total=rows)
 
-        def progress(result) -> None:
+        def progress(result: BenchResult) -> None:
             c = result.case
             bar.update(task, advance=1, description=f"{c.op} {c.framework} {c.impl} {c.pass_} {c.mode}")
 
         try:
-            report = run_bench(request, settings, timeout, verbose, on_plan, progress).report
+            return run_bench(job.request, job.settings, job.timeout, job.verbose, on_plan, progress).report
         except UsageError as e:
             fail_usage(str(e))
         except KeyboardInterrupt:
             say("normcheck bench: interrupted before anything was measured; no report written")
             raise typer.Exit(130) from None
-    comparison = None
-    if old is not None:
-        comparison = compare(old.results, report.results, threshold, old.env, report.env)
+
+
+def _write(job: _Job, report: BenchReport, comparison: Comparison | None) -> None:
+    from normcheck.report import render_bench
+
     try:
-        emit(render_bench(fmt, report, comparison), output)
-        if plot is not None:
+        emit(render_bench(job.fmt, report, comparison), job.output)
+        if job.plot is not None:
             from normcheck.report.bench_plot import plot as draw
 
-            draw(report.results, plot)
+            draw(report.results, job.plot)
     except UsageError as e:
         fail_usage(str(e))
+
+
+def _summarize(job: _Job, report: BenchReport, comparison: Comparison | None) -> None:
+    """The one-line summary on stderr, and the exit code."""
+    output, plot = job.output, job.plot
     counts = report.counts()
     shown = output is not None and str(output) != "-"
     head = (

@@ -11,9 +11,6 @@ from normcheck.cli._common import UsageError, choose, emit, fail_usage
 from normcheck.names import OP_NAMES
 
 FORMATS = ("table", "csv", "json", "markdown")
-FRAMEWORK_NAMES = ("torch", "tensorflow", "jax", "onnxruntime")
-# conventions that are no framework's: shown only when named
-OTHER_CONVENTIONS = ("cs231n",)
 
 
 def conventions(
@@ -35,14 +32,14 @@ def conventions(
 ) -> None:
     """Show each framework's defaults and semantics for each op, side by side, with the
     differences that bite when porting and the rule that translates each one."""
-    from normcheck.porting import convention_rows
+    from normcheck.porting import FRAMEWORK_ORDER, OTHER_CONVENTIONS, convention_rows
     from normcheck.report.conventions import render_conventions
 
     try:
         if format not in FORMATS:
             raise UsageError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
         ops = choose(op, OP_NAMES, "op", OP_NAMES)
-        fws = choose(framework, (*FRAMEWORK_NAMES, *OTHER_CONVENTIONS), "framework", FRAMEWORK_NAMES)
+        fws = choose(framework, (*FRAMEWORK_ORDER, *OTHER_CONVENTIONS), "framework", FRAMEWORK_ORDER)
         rows = convention_rows(ops, fws)
         if differences:
             rows = [r for r in rows if r["differs"]]

@@ -69,7 +69,7 @@ def emit(report: object, output: Path | None) -> None:
     """Print a report (text or a rich renderable) on stdout when ``output`` is None or "-", else
     write it whole to ``output`` (see normcheck.report.output_file for how each kind of file is
     written); UsageError "cannot write PATH: reason" when that fails."""
-    if is_stdout(output):
+    if output is None or is_stdout(output):
         _print(report)
     else:
         write_text_output(Path(output), report if isinstance(report, str) else _plain_text(report))

@@ -12,10 +12,19 @@ from normcheck.diagnosis.hypotheses import HYPOTHESES, Context, Hypothesis, Pred
 from normcheck.frameworks.base import RunOutput
 from normcheck.problem import Problem
 from normcheck.reference import reference
-from normcheck.verify.records import FAIL, PASS, CheckResult, Diagnosis, Tolerance
+from normcheck.verify.records import FAIL, PASS, CheckResult, Comparison, Diagnosis, Tolerance
 from normcheck.verify.tolerance import CONDITIONING_FACTOR, witness_errors
 
 __all__ = ["HYPOTHESES", "Diagnosis", "Hypothesis", "diagnose"]
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A judged check of the case (pass or fail): the error found and the tolerance it was held to."""
+
+    status: str
+    comparison: Comparison
+    tolerance: Tolerance
 
 
 @dataclass
@@ -44,7 +53,7 @@ def _err(got: np.ndarray, want: np.ndarray, tol: Tolerance) -> tuple[bool, float
     return bool(np.all(diff <= allowed)), float(diff.max())
 
 
-def _tolerances(pred: Prediction, rows: dict[str, CheckResult]) -> dict[str, Tolerance]:
+def _tolerances(pred: Prediction, rows: dict[str, _Row]) -> dict[str, Tolerance]:
     """Each row's tolerance, widened to the conditioning of the mistaken case where it has one."""
     tols = {c: r.tolerance for c, r in rows.items()}
     with np.errstate(all="ignore"):
@@ -64,9 +73,9 @@ def _tolerances(pred: Prediction, rows: dict[str, CheckResult]) -> dict[str, Tol
 def _judge(
     pred: Prediction,
     hyp: Hypothesis,
-    expected,
-    got,
-    rows: dict[str, CheckResult],
+    expected: dict[str, np.ndarray],
+    got: dict[str, np.ndarray],
+    rows: dict[str, _Row],
     tols: dict[str, Tolerance],
     only: tuple[str, ...] | None = None,
 ) -> _Verdict | None:
@@ -87,7 +96,7 @@ def _judge(
     return _Verdict(hyp, pred, explained, score, tols) if explained else None
 
 
-def _evidence(v: _Verdict, rows: dict[str, CheckResult]) -> str:
+def _evidence(v: _Verdict, rows: dict[str, _Row]) -> str:
     check = max(v.explained, key=lambda c: rows[c].comparison.max_abs_err / max(rows[c].tolerance.atol, 1e-300))
     before = rows[check].comparison.max_abs_err
     tol = v.tols[check]
@@ -102,7 +111,11 @@ def diagnose(
     problem: Problem, expected: dict[str, np.ndarray], out: RunOutput, results: list[CheckResult]
 ) -> dict[str, Diagnosis]:
     """A diagnosis for each failing check of one case, by check name."""
-    rows = {r.check: r for r in results if r.status in (PASS, FAIL) and r.tolerance is not None}
+    rows = {
+        r.check: _Row(r.status, r.comparison, r.tolerance)
+        for r in results
+        if r.status in (PASS, FAIL) and r.comparison is not None and r.tolerance is not None
+    }
     failing = [c for c, r in rows.items() if r.status == FAIL]
     if not failing:
         return {}

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from normcheck.conventions import CONVENTIONS
 from normcheck.diagnosis.model import AFFINE_ORDER, AFFINE_SWAPPED, Variant, fitted_variance, outputs
 from normcheck.dtypes import EPS, compute_dtype, quantize
-from normcheck.ops import OPS
+from normcheck.frameworks import CONVENTIONS
+from normcheck.ops import OPS, Normalization
 from normcheck.problem import Problem
 from normcheck.reference import reference
 
@@ -77,7 +77,7 @@ def _one(title: str, values: dict[str, np.ndarray] | None) -> list[Prediction]:
     return [] if values is None else [Prediction(title, values)]
 
 
-def _norm(ctx: Context):
+def _norm(ctx: Context) -> Normalization:
     return OPS[ctx.problem.op].normalization(ctx.problem.shape, ctx.problem.params)
 
 

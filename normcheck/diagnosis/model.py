@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from normcheck.ops import OPS
-from normcheck.ops._op import broadcast_channels
+from normcheck.ops._op import broadcast_channels, required
 from normcheck.problem import Problem
 
 AFFINE_RIGHT, AFFINE_ORDER, AFFINE_SWAPPED = "right", "order", "swapped"
@@ -50,7 +50,7 @@ def outputs(
     """
     params = problem.params
     norm = OPS[problem.op].normalization(problem.shape, params)
-    order = interleave_order(problem.shape[1], params.groups) if v.interleaved else None
+    order = interleave_order(problem.shape[1], required(params.groups, "groups")) if v.interleaved else None
     X, G, W, B = _in_view(problem, order, norm.view, norm.param_view, dtype)
     axes = norm.axes if v.axes is None else v.axes
     center = norm.center if v.center is None else v.center
@@ -87,10 +87,10 @@ def _in_view(
         x, dy = x[:, order], dy[:, order]
         w = None if w is None else w[order]
         b = None if b is None else b[order]
-    X = np.asarray(x, dtype=dtype).reshape(view)
-    G = np.asarray(dy, dtype=dtype).reshape(view)
-    W = None if w is None else np.asarray(w, dtype=dtype).reshape(pview)
-    B = None if b is None else np.asarray(b, dtype=dtype).reshape(pview)
+    X: np.ndarray = np.asarray(x, dtype=dtype).reshape(view)
+    G: np.ndarray = np.asarray(dy, dtype=dtype).reshape(view)
+    W: np.ndarray | None = None if w is None else np.asarray(w, dtype=dtype).reshape(pview)
+    B: np.ndarray | None = None if b is None else np.asarray(b, dtype=dtype).reshape(pview)
     return X, G, W, B
 
 
@@ -107,7 +107,8 @@ def _centered_and_variance(
     """x minus the mean it is normalized with, and the variance (the running ones when ``fixed``)."""
     if fixed is not None:
         bshape = broadcast_channels(ndim, channels)
-        mean, var = (np.asarray(s, dtype=dtype).reshape(bshape) for s in fixed)
+        mean: np.ndarray = np.asarray(fixed[0], dtype=dtype).reshape(bshape)
+        var: np.ndarray = np.asarray(fixed[1], dtype=dtype).reshape(bshape)
         return X - mean, var
     mean = X.mean(axis=axes, keepdims=True) if center else np.zeros((1,) * X.ndim, dtype=dtype)
     d = X - mean
@@ -145,12 +146,12 @@ def _param_grads(
     pview: tuple[int, ...],
     problem: Problem,
 ) -> dict[str, np.ndarray]:
-    out = {}
-    if W is not None:
+    out: dict[str, np.ndarray] = {}
+    if W is not None and problem.weight is not None:  # W is problem.weight in the op's view
         wsum = {AFFINE_ORDER: G * (xhat + B) if B is not None else G * xhat, AFFINE_SWAPPED: G}.get(affine, G * xhat)
         out["grad_weight"] = _reduce(wsum, pview, np.shape(problem.weight)).astype(np.float64)
-    if B is not None:
-        bsum = {AFFINE_ORDER: G * W, AFFINE_SWAPPED: G * xhat}.get(affine, G)
+    if B is not None and problem.bias is not None:  # B is problem.bias in the op's view
+        bsum = {AFFINE_ORDER: G * W if W is not None else G, AFFINE_SWAPPED: G * xhat}.get(affine, G)
         out["grad_bias"] = _reduce(bsum, pview, np.shape(problem.bias)).astype(np.float64)
     return out
 

@@ -85,8 +85,8 @@ def execute(
 def check_shards(plans: list[Plan]) -> None:
     """UsageError when --shard leaves nothing to run in the whole run (one small check of a
     config may rightly hold no case of a slice)."""
-    sharded = [p for p in plans if p.opts.shard is not None]
-    if sharded and not any(p.units for p in sharded):
-        k, n = sharded[0].opts.shard
-        total = sum(p.unsharded for p in sharded)
+    sharded = [(p, p.opts.shard) for p in plans if p.opts.shard is not None]
+    if sharded and not any(p.units for p, _ in sharded):
+        k, n = sharded[0][1]
+        total = sum(p.unsharded for p, _ in sharded)
         raise UsageError(f"shard {k}/{n} holds no cases: the matrix has {total}, so N may be at most {max(total, 1)}")

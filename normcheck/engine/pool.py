@@ -22,7 +22,9 @@ from normcheck.bench.threads import THREAD_VARIABLES, XLA_ONE_THREAD, available_
 from normcheck.engine.process import InlineWorker, Worker, WorkerDied, WorkerTimeout, make_worker
 from normcheck.engine.tasks import USER_PART, PartPlan, Plan, PlannedUnit
 from normcheck.errors import UsageError
+from normcheck.frameworks.base import FrameworkFacts
 from normcheck.problem import Problem
+from normcheck.verify.crosscheck import Baseline
 from normcheck.verify.judge import Truth, judge_outcome
 from normcheck.verify.plan import Options, shard_cases
 from normcheck.verify.records import ERROR, RUN, SKIP, Case, CheckResult, load_error_row
@@ -91,7 +93,7 @@ class Task:
     request: Request
     pending: deque[tuple[int, Case]]  # (unit id, case), in the order the worker runs them
 
-    def items(self, plan: Plan, problems: dict[int, Any]) -> list[tuple[int, tuple, Any, list[Case]]]:
+    def items(self, plan: Plan, problems: dict[int, Problem]) -> list[tuple[int, tuple, Problem, list[Case]]]:
         out: dict[int, list[Case]] = {}
         for u, case in self.pending:
             out.setdefault(u, []).append(case)
@@ -263,7 +265,7 @@ class Engine:
         soonest = min(d for _, _, d in waiting.values())
         ready = _ready([s for s, _, _ in waiting.values()], max(0.0, soonest - now))
         for key, (slot, part, deadline) in list(waiting.items()):
-            if slot not in ready and not slot.worker.inline and slot.worker.from_child.poll(0):
+            if slot not in ready and isinstance(slot.worker, Worker) and slot.worker.from_child.poll(0):
                 ready.append(slot)  # it answered while others were being read
             if slot not in ready:
                 how = slot.worker.death()
@@ -308,20 +310,23 @@ class Engine:
 def _ready(slots: list[_Slot], timeout: float | None) -> list[_Slot]:
     """The slots with a message waiting, after up to ``timeout`` seconds."""
     now = [s for s in slots if s.worker.ready()]
-    piped = {s.worker.from_child: s for s in slots if not s.worker.inline}
+    piped = {s.worker.from_child: s for s in slots if isinstance(s.worker, Worker)}
     if not piped:
         return now
-    got = wait(list(piped), 0 if now else timeout)
-    return now + [piped[c] for c in got]
+    got = wait(list(piped), 0 if now else timeout)  # a subset of what it was given
+    return now + [s for c, s in piped.items() if c in got]
 
 
 def _merge(
     request: Request, req_id: str, parts: list[str], done: dict[str, PartPlan | str], fallback_opts: Options
 ) -> Plan:
-
-    frameworks, units, load_rows, notes = [], [], [], []
-    against, opts = None, None
-    for rank, part in enumerate(parts):
+    frameworks: list[FrameworkFacts] = []
+    units: list[PlannedUnit] = []
+    load_rows: list[CheckResult] = []
+    notes: list[str] = []
+    against: FrameworkFacts | None = None
+    opts: Options | None = None
+    for part in parts:
         got = done.get(part, "it was not planned")
         if isinstance(got, str):
             label = request.impl if part == USER_PART and isinstance(request.impl, str) else part
@@ -330,13 +335,14 @@ def _merge(
             continue
         offset = len(frameworks)
         frameworks += got.frameworks
-        for u in got.units:
-            units.append(replace(u, framework=u.framework + offset, order=(u.order[0], u.order[1], rank, u.order[2])))
+        for u in got.units:  # order: (op, case, framework) with the framework's index in the merged plan
+            fw = u.framework + offset
+            units.append(replace(u, framework=fw, order=(u.order[0], u.order[1], fw)))
         load_rows += got.load_rows
         notes += got.translations
         against = against or got.against
         opts = opts or got.opts
-    units.sort(key=lambda u: u.order[:3])  # stable: within a part, the part's own order
+    units.sort(key=lambda u: u.order)  # stable: within a framework, its part's own order
     opts = replace(opts or fallback_opts, shard=fallback_opts.shard)  # parts are planned unsharded
     unsharded = sum(len(u.cases) for u in units)
     if opts.shard is not None:
@@ -354,7 +360,7 @@ class _Run:
         self.problems: dict[int, Problem] = {}
         self.truths: dict[int, Truth] = {}
         self.left: dict[int, int] = {}
-        self.baselines: dict[int, Any] = {}
+        self.baselines: dict[int, Baseline | str] = {}
         self.timeouts: dict[tuple[str, str], int] = {}
         self.deaths: dict[tuple[str, str], int] = {}
         self.queue: deque[Task] = deque()
@@ -392,9 +398,10 @@ class _Run:
         groups: dict[tuple, list[tuple[int, Case]]] = {}
         for u, unit in enumerate(self.plan.units):
             self.left[u] = len(unit.cases)
-            if unit.params.running_stats and unit.params.mode == "eval" and self._truth(u).unheld:
+            unheld = self._truth(u).unheld if unit.params.running_stats and unit.params.mode == "eval" else None
+            if unheld:
                 for case in unit.cases:
-                    self._record(u, case, [CheckResult(case, RUN, SKIP, message=self._truth(u).unheld)])
+                    self._record(u, case, [CheckResult(case, RUN, SKIP, message=unheld)])
                 continue
             key = (unit.part, unit.framework, unit.op, unit.shape, unit.params, unit.dtype)
             groups.setdefault(key, []).extend((u, c) for c in unit.cases)
@@ -484,7 +491,7 @@ class _Run:
         timeout = min(1.0, max(0.0, soonest - time.monotonic()))
         ready = _ready(busy, timeout)
         for slot in busy:
-            if slot in ready or (not slot.worker.inline and slot.worker.from_child.poll(0)):
+            if slot in ready or (isinstance(slot.worker, Worker) and slot.worker.from_child.poll(0)):
                 self._receive(slot)
                 continue
             how = slot.worker.death()

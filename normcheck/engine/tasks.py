@@ -179,7 +179,9 @@ def freeze(problem: Problem) -> Problem:
     return problem
 
 
-def run_units(payload: tuple[str, Request, str, list], send: Callable[[Any], None]) -> None:
+def run_units(
+    payload: tuple[str, Request, str, list[tuple[int, tuple, Problem, list[Case]]]], send: Callable[[Any], None]
+) -> None:
     """Run the given cases, sending one ("case", ...) message per case as it finishes (and, with
     --against, one ("baseline", ...) per unit first), so the parent's clock runs per case."""
     req_id, request, part, items = payload

@@ -1,13 +1,30 @@
-"""What an adapter provides: a framework's conventions and its implementations of each op."""
+"""The one interface every framework folder implements (normcheck/frameworks/<name>/).
+
+- ``Framework`` and ``Implementation``: what verify, bench, diagnosis and the user forms call on
+  a framework and on one of its implementations of an op (the adapter module's ``framework()``
+  returns a Framework);
+- ``AdapterModule``, ``FormsModule``, ``BenchModule`` and ``FactsModule``: what each module of a
+  framework's folder provides (the registry, normcheck.frameworks, loads them by name and returns
+  them as these types);
+- ``KnownIssue`` (a documented defect, declared in the facts module) and ``FrameworkFacts`` (what
+  judging needs of a framework, without the framework);
+- ``RunOutput``, ``Unsupported`` and ``initial_running``: what the adapters share when they run a case.
+
+A framework's implementation classes may offer more (how its bench module binds a case, say);
+those are public, documented methods of the classes, used only inside the framework's folder.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from normcheck.conventions import CONVENTIONS, Convention, Settings, settings
+from normcheck.bench.target import Target
+from normcheck.conventions import Convention, Settings, settings
 from normcheck.ops import OpParams
 from normcheck.problem import Problem
 from normcheck.verify.records import Case
@@ -29,12 +46,20 @@ class RunOutput:
         self.dtypes[check] = dtype
 
 
+def initial_running(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
+    """The case's initial running mean and variance, for a case that tracks them
+    (``params.running_stats``, always for batch norm): a valid case then has both."""
+    if problem.running_mean is None or problem.running_var is None:
+        raise ValueError(f"{problem.op}: a case with running statistics needs running_mean and running_var")
+    return problem.running_mean, problem.running_var
+
+
 class Implementation(ABC):
     """One way a framework computes an op (a function, a layer class, ...)."""
 
-    framework: str
+    framework: str  # the registry entry whose bench module times it (its folder's name)
     op: str
-    name: str
+    name: str  # as reports show it
 
     def layouts(self, shape: tuple[int, ...]) -> tuple[str, ...]:
         """Layouts the case runs in: "contiguous" is the canonical channels-first layout,
@@ -89,29 +114,35 @@ class KnownIssue:
 
 @dataclass(frozen=True)
 class FrameworkFacts:
-    """What judging needs of a framework, without the framework: its name, whose conventions it
+    """What judging needs of a framework, without the framework: its name, the conventions it
     follows and its documented defects. Small and picklable, so the parent process that judges
     never imports a framework or the user's code."""
 
     name: str
-    conventions_of: str | None
+    conventions: Mapping[str, Convention] = field(hash=False)  # op -> the convention it follows
     known_issues: tuple[KnownIssue, ...] = ()
 
     def convention(self, op: str) -> Convention:
-        return CONVENTIONS[self.conventions_of or self.name][op]
+        return self.conventions[op]
 
     def known_issue(self, case: Case, check: str) -> KnownIssue | None:
         return next((k for k in self.known_issues if k.matches(case, check)), None)
 
 
 class Framework(ABC):
-    name: str
-    conventions_of: str | None = None  # whose conventions it follows; None: its own name
+    """A framework's implementations of each op, under the conventions it follows.
+
+    An adapter takes ``conventions`` and ``known_issues`` from its facts module (its
+    ``CONVENTIONS[name]`` and ``KNOWN_ISSUES``); user code follows the conventions its form names.
+    """
+
+    name: str  # its registry name; "user" for user code
+    conventions: Mapping[str, Convention]  # op -> the convention it follows
     dtypes: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
     known_issues: tuple[KnownIssue, ...] = ()
 
     def convention(self, op: str) -> Convention:
-        return CONVENTIONS[self.conventions_of or self.name][op]
+        return self.conventions[op]
 
     def settings(self, op: str, dtype: str, eps: float | None = None, momentum: float | None = None) -> Settings:
         """The eps, momentum and running-variance rule a case of ``op`` runs with here."""
@@ -121,7 +152,7 @@ class Framework(ABC):
         return self.facts().known_issue(case, check)
 
     def facts(self) -> FrameworkFacts:
-        return FrameworkFacts(self.name, self.conventions_of, tuple(self.known_issues))
+        return FrameworkFacts(self.name, dict(self.conventions), tuple(self.known_issues))
 
     @abstractmethod
     def implementations(self, op: str) -> list[Implementation]:
@@ -142,3 +173,77 @@ class Framework(ABC):
     def device_problem(self, device: str) -> str | None:
         """Why ``device`` cannot be used, or None."""
         return None if device == "cpu" else f"{self.name} has no {device} device here"
+
+
+# -- the modules of a framework's folder ----------------------------------------------------
+# A module provides the members of its protocol at module level (PEP 544 allows a module as an
+# implementation of a protocol); tests/frameworks/test_registry.py checks every one.
+
+
+class AdapterModule(Protocol):
+    """normcheck/frameworks/<name>/adapter.py: the framework's built-in implementations, to verify.
+    Imports its framework at the top."""
+
+    def framework(self) -> Framework:
+        """The adapter, named as its registry entry."""
+        ...
+
+
+class FormsModule(Protocol):
+    """normcheck/frameworks/<name>/forms.py: user code written for the framework (``--impl``), in
+    the forms its registry entry lists. Imports its framework at the top."""
+
+    def build(
+        self, form: str, op: str, obj: object, name: str, omit_defaults: bool, backward: object | None
+    ) -> Implementation | None:
+        """The implementation of ``op`` by the user's ``obj`` in ``form``; None when the form has no
+        version of ``op``. With ``omit_defaults`` the implementation leaves out every optional
+        argument the case does not need (eps, momentum, weight and bias when there are none), so
+        the framework's own defaults must apply; otherwise it passes them all. ``backward`` is the
+        second function of a form that takes two (CS231n's), else None."""
+        ...
+
+
+class BenchModule(Protocol):
+    """normcheck/frameworks/<name>/bench.py: timed calls of the framework's implementations (the
+    built-in ones and the user's forms) for one case, pass and mode. Imports its framework at the
+    top, so importing it is what loads the framework."""
+
+    # --mode eager/compiled -> the variants it runs, each a row (TensorFlow's "compiled" is
+    # tf.function and tf.function+XLA)
+    MODES: Mapping[str, tuple[str, ...]]
+
+    def implementations(self, op: str) -> list[Implementation]:
+        """The built-in implementations of ``op`` bench times (the adapter's; NumPy's are the
+        reference formulas in the case's dtype)."""
+        ...
+
+    def device_problem(self, device: str) -> str | None:
+        """Why ``device`` cannot be used, or None."""
+        ...
+
+    def layout(self, impl: Implementation, shape: tuple[int, ...]) -> str:
+        """The layout ``impl`` runs in (its native one)."""
+        ...
+
+    def build(self, impl: Implementation, problem: Problem, pass_: str, variant: str, device: str) -> Target:
+        """The timed call of ``impl`` on ``problem``; raises Unsupported(reason) for a case it cannot time."""
+        ...
+
+    def set_threads(self, n: int) -> int | None:
+        """Ask for ``n`` CPU threads; the count actually in effect afterwards (None: unknown)."""
+        ...
+
+    def classify(self, e: BaseException) -> str | None:
+        """The kind of a failure: "oom" (out of memory), "skip" (a missing kernel) or None (anything else)."""
+        ...
+
+
+class FactsModule(Protocol):
+    """normcheck/frameworks/<name>/facts.py: what is known of the framework without importing it,
+    so the parent process and ``normcheck conventions`` read it at no cost."""
+
+    # convention name -> op -> Convention: the framework's own (named as its registry entry), or
+    # for NumPy the CS231n assignment's ("cs231n")
+    CONVENTIONS: Mapping[str, Mapping[str, Convention]]
+    KNOWN_ISSUES: tuple[KnownIssue, ...]  # the framework's documented defects (the adapter's known_issues)

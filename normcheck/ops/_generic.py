@@ -86,7 +86,7 @@ class Normalization:
         evaluation mode; the gradient then does not flow through them.
         """
         shape = np.shape(x)
-        v = np.asarray(x, dtype=dtype).reshape(self.view)
+        v: np.ndarray = np.asarray(x, dtype=dtype).reshape(self.view)
         if stats is None:
             mean, centered = self._center(v, dtype, mean_ulps)
             var = self._mean_of_product(centered, centered, dtype)
@@ -120,7 +120,7 @@ class Normalization:
         mean(dxhat * xhat) = rstd * (sum(dxhat * x) - mean * sum(dxhat)) / n. Same math,
         different rounding; the witness uses it to know what correct kernels reach.
         """
-        g = np.asarray(dy, dtype=dtype).reshape(self.view)
+        g: np.ndarray = np.asarray(dy, dtype=dtype).reshape(self.view)
         dxhat = g * cache.weight if cache.weight is not None else g
         if cache.fixed_stats:
             dx = dxhat * cache.rstd

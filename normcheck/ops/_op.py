@@ -36,16 +36,6 @@ class OpParams:
             parts.append("no-affine")
         return " ".join(parts) or "-"
 
-    def need(self, name: str) -> int:
-        """The integer setting ``name`` ("groups" or "normalized_ndim"), which the op requires.
-
-        ``Op.validate`` refuses a case without it; this is for code that runs on a valid case.
-        """
-        value: int | None = getattr(self, name)
-        if value is None:
-            raise ValueError(f"{name} is required here, got None ({self.label()})")
-        return value
-
 
 @dataclass(frozen=True)
 class Op:
@@ -110,6 +100,37 @@ class Op:
         rm: np.ndarray = np.asarray(running_mean, dtype=dtype)
         rv: np.ndarray = np.asarray(running_var, dtype=dtype)
         return (1 - m) * rm + m * batch_mean, (1 - m) * rv + m * batch_var
+
+
+def required(value: int | None, name: str) -> int:
+    """A setting the op cannot do without (group norm's groups, layer norm's normalized_ndim).
+
+    ``validate`` refuses a case that lacks it; this guards the code that runs on a valid case.
+    """
+    if value is None:
+        raise ValueError(f"{name} is required, got None")
+    return value
+
+
+def running_pair(
+    running_mean: np.ndarray | None, running_var: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(running mean, running var) when both are given, None when neither is; ValueError for one alone."""
+    if running_mean is None and running_var is None:
+        return None
+    if running_mean is None or running_var is None:
+        raise ValueError("give running_mean and running_var together, or neither")
+    return running_mean, running_var
+
+
+def running_as_stats(
+    shape: tuple[int, ...], running: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The running statistics reshaped to broadcast against ``x``, for evaluation mode."""
+    if running is None:
+        raise ValueError("evaluation mode normalizes with the running statistics: give running_mean and running_var")
+    b = broadcast_channels(len(shape), shape[1])
+    return np.reshape(running[0], b), np.reshape(running[1], b)
 
 
 def fmt_shape(shape: tuple[int, ...]) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from normcheck.ops._generic import Grads, Normalization
-from normcheck.ops._op import Op, OpParams, divisors, fmt_shape
+from normcheck.ops._op import Op, OpParams, divisors, fmt_shape, required
 
 
 class GroupNorm(Op):
     def normalization(self, shape: tuple[int, ...], params: OpParams) -> Normalization:
         n, c, *spatial = shape
-        g = params.groups
+        g = required(params.groups, "groups")
         view = (n, g, c // g, *spatial)
         param_view = (1, g, c // g) + (1,) * len(spatial)
         return Normalization(view=view, axes=tuple(range(2, len(view))), param_view=param_view)
@@ -34,7 +34,9 @@ class GroupNorm(Op):
         ]
         return [(shape, OpParams(groups=g)) for shape, gs in grid for g in gs]
 
-    def cases_for_shape(self, shape, groups, normalized_ndim):
+    def cases_for_shape(
+        self, shape: tuple[int, ...], groups: list[int] | None, normalized_ndim: list[int] | None
+    ) -> list[OpParams]:
         if groups:
             return [OpParams(groups=g) for g in groups]
         c = shape[1] if len(shape) > 1 else 1
@@ -45,11 +47,20 @@ class GroupNorm(Op):
 OP = GroupNorm(name="gn", title="group norm", min_ndim=2)
 
 
-def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5) -> np.ndarray:
+def group_norm(
+    x: np.ndarray, num_groups: int, weight: np.ndarray | None = None, bias: np.ndarray | None = None, eps: float = 1e-5
+) -> np.ndarray:
     """Group norm forward in float64, as ``torch.nn.functional.group_norm``."""
     return OP.normalization(np.shape(x), OpParams(groups=num_groups)).forward(x, eps, weight, bias)[0]
 
 
-def group_norm_backward(dy, x, num_groups: int, weight=None, bias=None, eps: float = 1e-5) -> Grads:
+def group_norm_backward(
+    dy: np.ndarray,
+    x: np.ndarray,
+    num_groups: int,
+    weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    eps: float = 1e-5,
+) -> Grads:
     norm = OP.normalization(np.shape(x), OpParams(groups=num_groups))
     return norm.backward(dy, norm.forward(x, eps, weight, bias)[1])

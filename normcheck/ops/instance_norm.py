@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from normcheck.ops._generic import Grads, Normalization
-from normcheck.ops._op import Op, OpParams, broadcast_channels, fmt_shape, spatial_axes
+from normcheck.ops._op import Op, OpParams, broadcast_channels, fmt_shape, running_as_stats, running_pair, spatial_axes
 
 
 class InstanceNorm(Op):
@@ -25,14 +25,16 @@ class InstanceNorm(Op):
             )
         return problem
 
-    def default_cases(self):
+    def default_cases(self) -> list[tuple[tuple[int, ...], OpParams]]:
         shapes = [(2, 3, 10), (1, 4, 5, 5), (3, 6, 4, 4), (2, 3, 3, 4, 5), (2, 5, 1, 7)]
         cases = [(s, OpParams()) for s in shapes]
         cases.append(((2, 4, 6, 6), OpParams(affine=False)))  # PyTorch's default: no affine
         cases += [((3, 4, 5, 5), OpParams(mode=m, running_stats=True)) for m in ("train", "eval")]
         return cases
 
-    def cases_for_shape(self, shape, groups, normalized_ndim):
+    def cases_for_shape(
+        self, shape: tuple[int, ...], groups: list[int] | None, normalized_ndim: list[int] | None
+    ) -> list[OpParams]:
         return [OpParams(), OpParams(mode="train", running_stats=True), OpParams(mode="eval", running_stats=True)]
 
 
@@ -40,33 +42,35 @@ OP = InstanceNorm(name="in", title="instance norm", min_ndim=3, max_ndim=5)
 
 
 def instance_norm(
-    x,
-    running_mean=None,
-    running_var=None,
-    weight=None,
-    bias=None,
+    x: np.ndarray,
+    running_mean: np.ndarray | None = None,
+    running_var: np.ndarray | None = None,
+    weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
     use_input_stats: bool = True,
     momentum: float = 0.1,
     eps: float = 1e-5,
-):
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Instance norm forward in float64, as ``torch.nn.functional.instance_norm``.
 
     Returns (y, new running mean, new running var). With ``use_input_stats`` the running
     statistics, when given, move towards the batch average of the per-instance statistics.
     """
     shape = np.shape(x)
-    params = OpParams(running_stats=running_mean is not None)
+    running = running_pair(running_mean, running_var)
+    params = OpParams(running_stats=running is not None)
     norm = OP.normalization(shape, params)
     if use_input_stats:
         y = norm.forward(x, eps, weight, bias)[0]
-        if running_mean is None:
+        if running is None:
             return y, None, None
-        return (y, *OP.update_running(x, params, running_mean, running_var, momentum))
-    b = broadcast_channels(len(shape), shape[1])
-    stats = (np.reshape(running_mean, b), np.reshape(running_var, b))
+        return (y, *OP.update_running(x, params, *running, momentum))
+    stats = running_as_stats(shape, running)
     return norm.forward(x, eps, weight, bias, stats=stats)[0], running_mean, running_var
 
 
-def instance_norm_backward(dy, x, weight=None, bias=None, eps: float = 1e-5) -> Grads:
+def instance_norm_backward(
+    dy: np.ndarray, x: np.ndarray, weight: np.ndarray | None = None, bias: np.ndarray | None = None, eps: float = 1e-5
+) -> Grads:
     norm = OP.normalization(np.shape(x), OpParams())
     return norm.backward(dy, norm.forward(x, eps, weight, bias)[1])

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from normcheck.ops._generic import Grads, Normalization
-from normcheck.ops._op import Op, OpParams, fmt_shape, trailing_axes
+from normcheck.ops._op import Op, OpParams, fmt_shape, required, trailing_axes
 
 
 class LayerNorm(Op):
     center = True
 
     def normalization(self, shape: tuple[int, ...], params: OpParams) -> Normalization:
-        k = params.normalized_ndim
+        k = required(params.normalized_ndim, "normalized_ndim")
         return Normalization(
             view=tuple(shape),
             axes=trailing_axes(len(shape), k),
@@ -21,7 +23,7 @@ class LayerNorm(Op):
         )
 
     def param_shape(self, shape: tuple[int, ...], params: OpParams) -> tuple[int, ...]:
-        return tuple(shape[len(shape) - params.normalized_ndim :])
+        return tuple(shape[len(shape) - required(params.normalized_ndim, "normalized_ndim") :])
 
     def validate(self, shape: tuple[int, ...], params: OpParams) -> str | None:
         problem = super().validate(shape, params)
@@ -42,7 +44,9 @@ class LayerNorm(Op):
         ]
         return [(shape, OpParams(normalized_ndim=k)) for shape, k in grid]
 
-    def cases_for_shape(self, shape, groups, normalized_ndim):
+    def cases_for_shape(
+        self, shape: tuple[int, ...], groups: list[int] | None, normalized_ndim: list[int] | None
+    ) -> list[OpParams]:
         ks = normalized_ndim or sorted({1, max(1, len(shape) - 1)})
         return [OpParams(normalized_ndim=k) for k in ks]
 
@@ -50,12 +54,25 @@ class LayerNorm(Op):
 OP = LayerNorm(name="ln", title="layer norm", min_ndim=1)
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> np.ndarray:
+def layer_norm(
+    x: np.ndarray,
+    normalized_shape: Sequence[int],
+    weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    eps: float = 1e-5,
+) -> np.ndarray:
     """Layer norm forward in float64, as ``torch.nn.functional.layer_norm``."""
     k = len(tuple(normalized_shape))
     return OP.normalization(np.shape(x), OpParams(normalized_ndim=k)).forward(x, eps, weight, bias)[0]
 
 
-def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Grads:
+def layer_norm_backward(
+    dy: np.ndarray,
+    x: np.ndarray,
+    normalized_shape: Sequence[int],
+    weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    eps: float = 1e-5,
+) -> Grads:
     norm = OP.normalization(np.shape(x), OpParams(normalized_ndim=len(tuple(normalized_shape))))
     return norm.backward(dy, norm.forward(x, eps, weight, bias)[1])

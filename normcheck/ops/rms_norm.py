@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from normcheck.ops._generic import Grads
@@ -21,7 +23,7 @@ def default_eps(dtype: str) -> float:
 class RMSNorm(LayerNorm):
     center = False
 
-    def default_cases(self):
+    def default_cases(self) -> list[tuple[tuple[int, ...], OpParams]]:
         grid = [
             ((4, 16), 1, True),
             ((2, 5, 33), 1, True),
@@ -36,7 +38,13 @@ class RMSNorm(LayerNorm):
 OP = RMSNorm(name="rms", title="RMS norm", min_ndim=1)
 
 
-def rms_norm(x, normalized_shape, weight=None, eps: float | None = None, dtype: str = "float32") -> np.ndarray:
+def rms_norm(
+    x: np.ndarray,
+    normalized_shape: Sequence[int],
+    weight: np.ndarray | None = None,
+    eps: float | None = None,
+    dtype: str = "float32",
+) -> np.ndarray:
     """RMS norm forward in float64, as ``torch.nn.functional.rms_norm``.
 
     ``eps=None`` follows PyTorch: the machine epsilon of ``dtype``'s compute type.
@@ -46,7 +54,14 @@ def rms_norm(x, normalized_shape, weight=None, eps: float | None = None, dtype: 
     return OP.normalization(np.shape(x), OpParams(normalized_ndim=k)).forward(x, eps, weight)[0]
 
 
-def rms_norm_backward(dy, x, normalized_shape, weight=None, eps: float | None = None, dtype: str = "float32") -> Grads:
+def rms_norm_backward(
+    dy: np.ndarray,
+    x: np.ndarray,
+    normalized_shape: Sequence[int],
+    weight: np.ndarray | None = None,
+    eps: float | None = None,
+    dtype: str = "float32",
+) -> Grads:
     eps = default_eps(dtype) if eps is None else eps
     norm = OP.normalization(np.shape(x), OpParams(normalized_ndim=len(tuple(normalized_shape))))
     return norm.backward(dy, norm.forward(x, eps, weight)[1])

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Group
+
+from normcheck.bench.compare import Comparison
+from normcheck.bench.records import BenchReport
+
 FORMATS = ("table", "csv", "json", "junit", "markdown")
 BENCH_FORMATS = ("table", "csv", "json", "markdown")
 
 
-def render(fmt: str, records: list[dict[str, Any]], summary: dict[str, Any], show_all: bool = False) -> Any:
+def render(fmt: str, records: list[dict[str, Any]], summary: dict[str, Any], show_all: bool = False) -> str | Group:
     """Text (csv, json, junit, markdown) or a rich renderable (table) for ``records``."""
     if fmt == "csv":
         from normcheck.report.csv import render_csv
@@ -31,7 +36,7 @@ def render(fmt: str, records: list[dict[str, Any]], summary: dict[str, Any], sho
     return render_table(records, show_all=show_all, notes=summary.get("translations", ()))
 
 
-def render_bench(fmt: str, report: Any, comparison: Any = None) -> Any:
+def render_bench(fmt: str, report: BenchReport, comparison: Comparison | None = None) -> str | Group:
     """Text (csv, json, markdown) or a rich renderable (table) for a bench run (a BenchReport),
     with the regression gate's findings when ``comparison`` is given."""
     if fmt == "csv":

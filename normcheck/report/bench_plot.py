@@ -135,13 +135,15 @@ def _draw_row(
         x = [input_bytes(r) for r in rs]
         ax_time.plot(x, [r.median for r in rs], marker="o", ms=4, color=color, label=label)
         ax_time.fill_between(x, [r.p20 for r in rs], [r.p80 for r in rs], color=color, alpha=0.2, lw=0)
-        bw = [(input_bytes(r), r) for r in rs if r.gbps is not None]
+        # the rows with a bandwidth (r.gbps): measured, with the bytes one call moves
+        bw = [(input_bytes(r), n, q) for r in rs if (n := r.bytes_moved) and (q := r.quantiles) is not None]
         if bw:
-            ax_bw.plot([b for b, _ in bw], [r.gbps for _, r in bw], marker="o", ms=4, color=color, label=label)
+            x_bw = [b for b, _, _ in bw]
+            ax_bw.plot(x_bw, [n / q.median / 1e9 for _, n, q in bw], marker="o", ms=4, color=color, label=label)
             ax_bw.fill_between(
-                [b for b, _ in bw],
-                [r.bytes_moved / r.p80 / 1e9 for _, r in bw],
-                [r.bytes_moved / r.p20 / 1e9 for _, r in bw],
+                x_bw,
+                [n / q.p80 / 1e9 for _, n, q in bw],
+                [n / q.p20 / 1e9 for _, n, q in bw],
                 color=color,
                 alpha=0.2,
                 lw=0,

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -19,7 +18,7 @@ STATUS_STYLE = {"skip": "dim", "error": "bold magenta", "oom": "bold red"}
 
 
 def render_bench_table(report: BenchReport, comparison: Comparison | None = None) -> Group:
-    parts: list[Any] = [header(report)]
+    parts: list[RenderableType] = [header(report)]
     groups: dict[tuple, list[BenchResult]] = defaultdict(list)
     for r in report.results:
         c = r.case
@@ -93,7 +92,7 @@ def _table(title: str, rows: list[BenchResult], cuda: bool, baseline: str | None
     return table
 
 
-def comparison_table(cmp: Comparison) -> Any:
+def comparison_table(cmp: Comparison) -> Group:
     limit = f"{100 * cmp.threshold:g}%"
     if not cmp.slower:
         text = (

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
 from normcheck.report.json_document import header
 
 OP_TITLES = {"bn": "batch norm", "ln": "layer norm", "in": "instance norm", "gn": "group norm", "rms": "RMS norm"}
@@ -15,7 +19,7 @@ def framework_columns(rows: list[dict[str, Any]]) -> list[str]:
     return [k for k in rows[0] if k not in META] if rows else []
 
 
-def render_conventions(fmt: str, rows: list[dict[str, Any]]) -> Any:
+def render_conventions(fmt: str, rows: list[dict[str, Any]]) -> str | Group:
     if fmt == "json":
         return json.dumps({**header("conventions"), "conventions": rows}, indent=1) + "\n"
     if fmt == "csv":
@@ -41,13 +45,9 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-def _table(rows: list[dict[str, Any]]) -> Any:
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
+def _table(rows: list[dict[str, Any]]) -> Group:
     fws = framework_columns(rows)
-    tables = []
+    tables: list[RenderableType] = []
     for op in dict.fromkeys(r["op"] for r in rows):
         table = Table(title=f"{OP_TITLES.get(op, op)} ({op})", title_justify="left", show_lines=True)
         table.add_column("property", no_wrap=True)

@@ -39,10 +39,10 @@ def render_junit(records: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     for r in records:
         suites[f"normcheck.{r['op']}.{r['framework']}.{r['impl']}"].append(r)
     root = ET.Element("testsuites", name="normcheck verify")
-    totals = defaultdict(int)
+    totals: defaultdict[str, int] = defaultdict(int)
     for suite_name, rows in suites.items():
         suite = ET.SubElement(root, "testsuite", name=suite_name)
-        counts = defaultdict(int)
+        counts: defaultdict[str, int] = defaultdict(int)
         for r in rows:
             case = ET.SubElement(suite, "testcase", classname=suite_name, name=_case_name(r))
             status = r["status"]

@@ -28,7 +28,7 @@ def resolve_link(path: Path) -> Path:
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
-def write_output(path: Path, save: Callable[[BinaryIO], None]) -> None:
+def write_output(path: Path, save: Callable[[BinaryIO], object]) -> None:
     """Call ``save(file)`` to write ``path`` (see the module docstring for how); UsageError
     "cannot write PATH: reason" on any failure."""
     path = Path(path)
@@ -58,12 +58,12 @@ def _stat(path: Path) -> os.stat_result | None:
         return None
 
 
-def _write_in_place(target: Path, save: Callable[[BinaryIO], None]) -> None:
+def _write_in_place(target: Path, save: Callable[[BinaryIO], object]) -> None:
     with open(target, "wb") as f:
         save(f)
 
 
-def _replace(target: Path, save: Callable[[BinaryIO], None], existing: os.stat_result | None) -> None:
+def _replace(target: Path, save: Callable[[BinaryIO], object], existing: os.stat_result | None) -> None:
     fd, tmp = _create_temp(target)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -6,9 +6,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+
+from normcheck.report.frames import status_counts
 
 STYLE = {"pass": "green", "fail": "bold red", "error": "bold magenta", "known": "yellow", "skip": "dim"}
 DETAIL_COLUMNS = (
@@ -37,7 +39,7 @@ def render_table(records: list[dict[str, Any]], show_all: bool = False, notes: I
     by_op: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by_op[r["op"]].append(r)
-    parts: list[Any] = [Text(f"translated: {note}", style="cyan") for note in notes]
+    parts: list[RenderableType] = [Text(f"translated: {note}", style="cyan") for note in notes]
     for op, rows in by_op.items():
         title = f"{OP_TITLES.get(op, op)} ({op})"
         parts.append(_summary(title, rows))
@@ -54,14 +56,11 @@ def _summary(title: str, rows: list[dict[str, Any]]) -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("framework", "impl", "dtype", "checks", "pass", "known", "fail", "error", "skip"):
         table.add_column(col, justify="left" if col in ("framework", "impl", "dtype") else "right", no_wrap=True)
-    groups: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
-    for r in rows:
-        impl = f"{r['impl']} vs {r['against']}" if r.get("against") else r["impl"]
-        groups[(r["framework"], impl, r["dtype"])][r["status"]] += 1
-    for (fw, impl, dtype), counts in groups.items():
-        statuses = ("pass", "known", "fail", "error", "skip")
-        cells = [Text(str(counts[s]) if counts[s] else "", style=STYLE[s]) for s in statuses]
-        table.add_row(fw, impl, dtype, str(sum(counts.values())), *cells)
+    shown = [{**r, "impl": f"{r['impl']} vs {r['against']}" if r.get("against") else r["impl"]} for r in rows]
+    statuses = ("pass", "known", "fail", "error", "skip")
+    for row in status_counts(shown, ("framework", "impl", "dtype")).to_dict("records"):
+        cells = [Text(str(row[s]) if row[s] else "", style=STYLE[s]) for s in statuses]
+        table.add_row(row["framework"], row["impl"], row["dtype"], str(row["checks"]), *cells)
     return table
 
 
@@ -70,7 +69,7 @@ def _detail(title: str, rows: list[dict[str, Any]]) -> Table:
     for _, header in DETAIL_COLUMNS:
         table.add_column(header, overflow="fold")
     for r in rows:
-        cells = [_cell(r[key]) for key, _ in DETAIL_COLUMNS]
+        cells: list[str | Text] = [_cell(r[key]) for key, _ in DETAIL_COLUMNS]
         cells[9] = Text(r["status"], style=STYLE.get(r["status"], ""))
         table.add_row(*cells)
     return table

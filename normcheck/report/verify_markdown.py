@@ -3,9 +3,9 @@ the failures with their diagnosis."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
+from normcheck.report.frames import status_counts
 from normcheck.report.markdown import markdown_table
 
 MAX_ROWS = 50  # failures listed in full; a comment has a size limit
@@ -23,13 +23,7 @@ def render_verify_markdown(records: list[dict[str, Any]], summary: dict[str, Any
     ]
     for note in summary.get("translations", ()):
         parts.append(f"- translated: {note}\n")
-    groups: dict[tuple[str, str, str], Counter] = {}
-    for r in records:
-        groups.setdefault((r["op"], r["framework"], r["impl"]), Counter())[r["status"]] += 1
-    rows = [
-        {"op": op, "framework": fw, "impl": impl, **{s: c.get(s, 0) for s in STATUSES}}
-        for (op, fw, impl), c in groups.items()
-    ]
+    rows = status_counts(records, ("op", "framework", "impl")).to_dict("records")
     parts.append("\n" + markdown_table(rows, ("op", "framework", "impl", *STATUSES)))
     if bad:
         parts.append(f"\n#### Failures ({len(bad)})\n\n")

@@ -1,22 +1,18 @@
 """User implementations (``--impl``): which form an object has, and the frameworks that check it.
 
-Each form lives in a module of this package that imports its framework at the top, so it is
-imported only when a user implementation of that form is checked. A form module provides::
-
-    build(form, op, obj, name, omit_defaults, backward) -> Implementation | None
-
-``None`` when the form has no version of ``op``. With ``omit_defaults`` the implementation
-leaves out every optional argument the case does not need (eps, momentum, weight and bias
-when there are none), so the framework's own defaults must apply; otherwise it passes them all.
+The forms are the registry's (``normcheck.frameworks.FORMS``); each is built by its framework's
+forms module (normcheck/frameworks/<name>/forms.py, a ``FormsModule``), which imports its
+framework at the top, so it is imported only when a user implementation of that form is checked.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
+from normcheck import frameworks as registry
 from normcheck.conventions import Settings, settings
+from normcheck.frameworks import CLASS, FORMS, FUNCTION, STYLE, Form
 from normcheck.frameworks.base import Framework, Implementation
 from normcheck.ops import OpParams
 from normcheck.user.spec import LoadError, SpecError, load_object, parse_spec
@@ -48,64 +44,14 @@ class FormError(Exception):
     """The object is not one of the supported forms (an error row)."""
 
 
-@dataclass(frozen=True)
-class Form:
-    id: str
-    module: str  # normcheck.user.<module> holding build()
-    conventions_of: str  # whose defaults and meanings it follows
-    framework: str | None  # the built-in framework it needs installed (None: NumPy only)
-    title: str
+STYLES = tuple(f.id for f in FORMS.values() if f.kind == STYLE)
+FUNCTION_FRAMEWORKS = {f.framework: f.id for f in FORMS.values() if f.kind == FUNCTION}
+CLASS_FORMS = tuple(f for f in FORMS.values() if f.kind == CLASS)
 
 
-FORMS: dict[str, Form] = {
-    f.id: f
-    for f in (
-        Form(
-            "torch_function",
-            "normcheck.user.torch",
-            "torch",
-            "torch",
-            "a PyTorch function with the signature of the torch.nn.functional op",
-        ),
-        Form(
-            "torch_module",
-            "normcheck.user.torch",
-            "torch",
-            "torch",
-            "a torch.nn.Module subclass with the constructor of the torch.nn layer",
-        ),
-        Form(
-            "keras_layer",
-            "normcheck.user.keras",
-            "tensorflow",
-            "tensorflow",
-            "a keras.layers.Layer subclass with the constructor of the Keras layer, channels-last",
-        ),
-        Form(
-            "jax_function",
-            "normcheck.user.jax",
-            "torch",
-            "jax",
-            "a JAX function with the signature of the torch.nn.functional op, channels-first",
-        ),
-        Form(
-            "flax_module",
-            "normcheck.user.jax",
-            "jax",
-            "jax",
-            "a flax.linen.Module subclass with the fields of the Flax layer, channels-last",
-        ),
-        Form(
-            "cs231n",
-            "normcheck.user.cs231n",
-            "cs231n",
-            None,
-            "NumPy forward/backward functions in the CS231n assignment-2 convention",
-        ),
-    )
-}
-STYLES = ("cs231n",)
-FUNCTION_FRAMEWORKS = {"torch": "torch_function", "jax": "jax_function"}
+def _either(names: list[str]) -> str:
+    """a, b or c"""
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
 
 
 def _bases(cls: type) -> list[tuple[str, str]]:
@@ -124,35 +70,37 @@ def detect_form(obj: object, framework: str | None, style: str | None, name: str
         return style
     if inspect.isclass(obj):
         bases = _bases(obj)
-        if any(m.startswith("torch.nn") and n == "Module" for m, n in bases):
-            form = "torch_module"
-        elif any(m.startswith("keras") and n == "Layer" for m, n in bases):
-            form = "keras_layer"
-        elif any(m.startswith("flax.linen") and n == "Module" for m, n in bases):
-            form = "flax_module"
-        else:
-            raise FormError(
-                f"{name} is a class but not a subclass of torch.nn.Module, keras.layers.Layer or flax.linen.Module"
-            )
-        inferred = FORMS[form].framework
-        if framework is not None and framework != inferred:
-            raise SpecError(f"{name} is a {inferred} class, but --framework {framework} was given")
-        return form
+        form = next((f for f in CLASS_FORMS if _subclasses(bases, f)), None)
+        if form is None:
+            raise FormError(f"{name} is a class but not a subclass of {_either([f.base for f in CLASS_FORMS])}")
+        if framework is not None and framework != form.framework:
+            raise SpecError(f"{name} is a {form.framework} class, but --framework {framework} was given")
+        return form.id
     if not callable(obj):
         raise FormError(f"{name} is a {type(obj).__name__}, not a function or a class")
-    if any(m.split(".")[0] in ("torch", "keras", "flax") for m, _ in _bases(type(obj))):
+    roots = {f.base_from.split(".")[0] for f in CLASS_FORMS}
+    if any(m.split(".")[0] in roots for m, _ in _bases(type(obj))):
         raise FormError(f"{name} is an instance; give its class, which normcheck constructs for every case")
+    styles = _either([f"--style {s}" for s in STYLES])
     if framework is None:
+        named = _either([f"--framework {fw}" for fw in FUNCTION_FRAMEWORKS])
         raise SpecError(
-            f"{name} is a function: say which framework it is written for with --framework torch or --framework "
-            "jax, or give --style cs231n with --backward for NumPy forward/backward functions"
+            f"{name} is a function: say which framework it is written for with {named}, "
+            f"or give {styles} with --backward for NumPy forward/backward functions"
         )
     if framework not in FUNCTION_FRAMEWORKS:
+        functions = _either(list(FUNCTION_FRAMEWORKS))
         raise SpecError(
-            f"a function for --framework {framework} is not supported; functions are torch or jax "
-            "(or NumPy with --style cs231n); Keras code is given as a Layer subclass"
+            f"a function for --framework {framework} is not supported; functions are {functions} "
+            f"(or NumPy with {styles}); Keras code is given as a Layer subclass"
         )
     return FUNCTION_FRAMEWORKS[framework]
+
+
+def _subclasses(bases: list[tuple[str, str]], form: Form) -> bool:
+    """Whether a class with these (module, name) bases subclasses the class form's base."""
+    base_name = form.base.rpartition(".")[2]
+    return any(m.startswith(form.base_from) and n == base_name for m, n in bases)
 
 
 OP_WORDS = {"group": "gn", "layer": "ln", "batch": "bn", "instance": "in", "rms": "rms"}
@@ -179,14 +127,14 @@ class UserFramework(Framework):
 
     def __init__(self, form: Form, obj: object, impl_name: str, omit_defaults: bool, backward: object | None = None):
         self.form, self.obj, self.backward = form, obj, backward
-        self.conventions_of = form.conventions_of
+        self.conventions = registry.CONVENTIONS[form.conventions_of]
         self.omit_defaults = omit_defaults
         self.impl_name = impl_name + (" (defaults)" if omit_defaults else "")
         self._built: dict[str, list[Implementation]] = {}
 
     def implementations(self, op: str) -> list[Implementation]:
         if op not in self._built:
-            builder = importlib.import_module(self.form.module).build
+            builder = registry.forms_module(self.form.framework).build
             impl = builder(self.form.id, op, self.obj, self.impl_name, self.omit_defaults, self.backward)
             self._built[op] = [] if impl is None else [impl]
         return self._built[op]
@@ -207,11 +155,9 @@ class UserFramework(Framework):
     def device_problem(self, device: str) -> str | None:
         if device == "cpu":
             return None
-        if self.form.framework is None:
+        if registry.REGISTRY[self.form.framework].adapter is None:
             return f"{self.form.title} run on the CPU only"
-        from normcheck import frameworks
-
-        return frameworks.load(self.form.framework).device_problem(device)
+        return registry.load(self.form.framework).device_problem(device)
 
 
 def user_frameworks(name: str, obj: object, form: str, backward: object | None = None) -> list[UserFramework]:

@@ -54,8 +54,8 @@ def resolve_impl(request: Any, framework: str | None, ops_given: list[str]) -> t
     except (LoadError, FormError) as e:
         return ops, [], [load_error_row(op, spec_label, str(e)) for op in ops]
     needed = FORMS[form].framework
-    if needed is not None and not registry.is_installed(needed):
-        extra = registry.FRAMEWORKS[needed].extra
+    if not registry.is_installed(needed):
+        extra = registry.REGISTRY[needed].extra
         raise UsageError(
             f"{name} is {FORMS[form].title}, but {needed} is not installed; pip install 'normcheck[{extra}]'"
         )

@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 
 class SpecError(ValueError):
@@ -52,7 +53,7 @@ def load_object(spec: ImplSpec) -> object:
     return obj
 
 
-def _import_module(spec: ImplSpec):
+def _import_module(spec: ImplSpec) -> ModuleType:
     if str(Path.cwd()) not in sys.path and "" not in sys.path:
         # the project's own packages, after everything else: a module of the project named like
         # a library (pandas.py) must not replace the library for normcheck or the frameworks
@@ -69,7 +70,7 @@ def _import_module(spec: ImplSpec):
         raise LoadError(f"cannot import {spec.target}: {_describe(e)}") from None
 
 
-def _import_path(spec: ImplSpec):
+def _import_path(spec: ImplSpec) -> ModuleType:
     path = Path(spec.target).expanduser().resolve()
     if not path.is_file():
         raise LoadError(f"cannot import {spec.target}: no such file")
@@ -91,6 +92,8 @@ def _import_path(spec: ImplSpec):
         if len(parts) > 1:
             return importlib.import_module(name)
         module_spec = importlib.util.spec_from_file_location(name, path)
+        if module_spec is None or module_spec.loader is None:  # not a .py file: no loader takes it
+            raise ImportError("no loader for this kind of file; give a .py file")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
         try:

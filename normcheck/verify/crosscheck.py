@@ -71,10 +71,10 @@ def compare_frameworks(
         else:
             tol = pair_tolerance(tolerance_for(case.dtype, witness_errs[check], user_tolerance))
             cmp = compare(mine, theirs, tol)
-            if not cmp.mismatched:
+            idx = cmp.worst_index
+            if not cmp.mismatched or idx is None:  # idx is None only for an empty output, which cannot mismatch
                 yield row(check, PASS, comparison=cmp, tolerance=tol)
                 continue
-            idx = cmp.worst_index
             message = (
                 f"{cmp.mismatched}/{cmp.numel} elements differ beyond tolerance; worst at {list(idx)}: "
                 f"{mine[idx]:.7g} against {theirs[idx]:.7g} (reference {want[idx]:.7g})"

@@ -10,7 +10,7 @@ import numpy as np
 
 from normcheck.dtypes import EPS, quantize
 from normcheck.names import KIND_NAMES
-from normcheck.ops import OPS, OpParams
+from normcheck.ops import OPS, Op, OpParams
 from normcheck.problem import Problem, case_seed
 
 KINDS = KIND_NAMES
@@ -43,11 +43,11 @@ def make_problem(
         if spec.name != "rms":
             bias = quantize(0.5 * rng.standard_normal(pshape), dtype)
     dy = quantize(rng.standard_normal(shape), dtype)
-    running = {}
+    running_mean = running_var = None
     if params.running_stats:
         channels = shape[1]
-        running = {"running_mean": np.zeros(channels), "running_var": np.ones(channels)}
-    arrays = [*batches, dy, weight, bias, *running.values()]
+        running_mean, running_var = np.zeros(channels), np.ones(channels)
+    arrays = [*batches, dy, weight, bias, running_mean, running_var]
     for a in arrays:
         if a is not None:
             a.setflags(write=False)  # an implementation that writes into its inputs fails loudly
@@ -64,12 +64,15 @@ def make_problem(
         weight=weight,
         bias=bias,
         steps=tuple(batches[:-1]),
+        running_mean=running_mean,
+        running_var=running_var,
         unbiased_running_var=unbiased_running_var,
-        **running,
     )
 
 
-def _data(rng, spec, shape, params, dtype, kind, eps) -> np.ndarray:
+def _data(
+    rng: np.random.Generator, spec: Op, shape: tuple[int, ...], params: OpParams, dtype: str, kind: str, eps: float
+) -> np.ndarray:
     z = rng.standard_normal(shape)
     if kind == "normal":
         x = z

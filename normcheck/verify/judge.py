@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from normcheck.frameworks.base import RunOutput
+from normcheck.frameworks.base import KnownIssue, RunOutput
 from normcheck.ops import fmt_shape
 from normcheck.problem import Problem
 from normcheck.reference import reference
@@ -35,9 +35,12 @@ class Truth:
 
 
 class KnownIssues(Protocol):
-    name: str
+    """What judging needs of a framework: a Framework, or the FrameworkFacts sent in its place."""
 
-    def known_issue(self, case: Case, check: str) -> object | None: ...
+    @property
+    def name(self) -> str: ...
+
+    def known_issue(self, case: Case, check: str) -> KnownIssue | None: ...
 
 
 def judge_outcome(
@@ -142,9 +145,9 @@ def check_one(
         return CheckResult(case, check, SKIP, message=reason)
     tol = tolerance_for(case.dtype, witness_err, opts.tolerance)
     cmp = compare(got, want, tol)
-    if not cmp.mismatched:
-        return CheckResult(case, check, PASS, cmp, tol)
     idx = cmp.worst_index
+    if not cmp.mismatched or idx is None:  # idx is None only for an empty output, which cannot mismatch
+        return CheckResult(case, check, PASS, cmp, tol)
     message = (
         f"{cmp.mismatched}/{cmp.numel} elements ({cmp.mismatched_pct:.3g}%) beyond tolerance; "
         f"worst at {list(idx)}: got {got[idx]:.7g}, expected {want[idx]:.7g}"

@@ -7,7 +7,7 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from normcheck.errors import UsageError
 from normcheck.frameworks.base import Framework
@@ -16,6 +16,9 @@ from normcheck.names import DEFAULT_DTYPES, DTYPE_NAMES, KIND_NAMES, OP_NAMES
 from normcheck.parsing import choose, parse_ints, parse_shape, split_list
 from normcheck.verify.plan import Options, Unit, invalid_cases, plan
 from normcheck.verify.records import ERROR, FAIL, KNOWN, STATUSES, CheckResult
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_TIMEOUT = 60.0  # seconds one case may take
 
@@ -88,6 +91,19 @@ class Report:
     def ok(self) -> bool:
         return not self.interrupted and not self.failing()
 
+    def frame(self) -> pd.DataFrame:
+        """The records as a pandas DataFrame, one row per check, for analysis (``report.frame()
+        .query("status == 'fail'").groupby("dtype").max_abs_err.max()``)."""
+        from normcheck.report.frames import records_frame
+
+        return records_frame(self.records)
+
+    def counts_by(self, *by: str) -> pd.DataFrame:
+        """Checks per status for each group of ``by`` (e.g. ``"framework", "dtype"``)."""
+        from normcheck.report.frames import status_counts
+
+        return status_counts(self.records, by)
+
 
 def items(value: ListLike) -> str | None:
     if value is None or isinstance(value, str):
@@ -109,13 +125,14 @@ def parse_shard(value: str | tuple[int, int] | None) -> tuple[int, int] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        k, sep, n = value.partition("/")
+        k_text, sep, n_text = value.partition("/")
         try:
-            value = (int(k), int(n)) if sep else None
+            pair = (int(k_text), int(n_text)) if sep else None
         except ValueError:
-            value = None
-        if value is None:
-            raise UsageError(f"malformed shard {k + sep + n!r}; write K/N, e.g. 2/4 for the second of four slices")
+            pair = None
+        if pair is None:
+            raise UsageError(f"malformed shard {value!r}; write K/N, e.g. 2/4 for the second of four slices")
+        value = pair
     k, n = value
     if not 1 <= k <= n:
         raise UsageError(f"shard {k}/{n} does not exist; K runs from 1 to N")
@@ -225,7 +242,7 @@ def options(r: Request, ops: tuple[str, ...]) -> Options:
         kinds=choose(items(r.kinds), KIND_NAMES, "input kind", KIND_NAMES),
         device=r.device,
         seed=r.seed,
-        tolerance=None if r.rtol is None else (r.rtol, r.atol),
+        tolerance=None if r.rtol is None or r.atol is None else (r.rtol, r.atol),  # validate: both or neither
         explicit_dtypes=bool(split_list(dtype_text)),
         eps=r.eps,
         momentum=r.momentum,

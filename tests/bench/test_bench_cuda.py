@@ -13,9 +13,11 @@ from _require import require
 from normcheck.bench.inputs import bench_problem
 from normcheck.bench.plan import BenchRequest, prepare
 from normcheck.bench.run import run
-from normcheck.bench.targets import module
 from normcheck.bench.timer import TimerSettings, measure_cuda_events
+from normcheck.frameworks import bench_module
 from normcheck.ops import OpParams
+
+pytestmark = pytest.mark.gpu
 
 QUICK = TimerSettings(min_time=0.005, max_time=0.05, warmup=0.0)
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,10 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def torch():
-    torch = require("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    return torch
+    return require("torch")
 
 
 @pytest.mark.parametrize("pass_", ["forward", "backward"])
@@ -35,7 +34,7 @@ def test_torch_target_on_cuda_is_timed_with_events_and_reports_memory(torch, pas
 
     impl = frameworks.load("torch").implementations("gn")[0]
     p = bench_problem("gn", (8, 320, 64, 64), OpParams(groups=32), "float32")
-    target = module("torch").build(impl, p, pass_, "eager", "cuda")
+    target = bench_module("torch").build(impl, p, pass_, "eager", "cuda")
     assert target.cuda_stream and target.memory is not None
     m = measure_cuda_events(target, QUICK, "cuda")
     assert m.timer == "cuda events, L2 flushed"

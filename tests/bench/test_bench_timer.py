@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from normcheck.bench.targets import Target
+from normcheck.bench.target import Target
 from normcheck.bench.timer import BLOCK_S, MIN_SAMPLES, TimerSettings, measure_host
 
 FAST = TimerSettings(min_time=0.02, max_time=0.2, warmup=0.005)

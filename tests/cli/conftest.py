@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from normcheck import frameworks
-from normcheck.frameworks import FrameworkInfo
+from normcheck.frameworks import CONVENTIONS, FrameworkInfo
 from normcheck.frameworks.base import Framework, Implementation, RunOutput
 from normcheck.reference import reference
 
@@ -31,7 +31,7 @@ class NumpyFramework(Framework):
     dtypes = ("float64", "float32")
 
     def __init__(self, bug: str | None = None, name: str = "numpy", conventions_of: str = "torch") -> None:
-        self.bug, self.name, self.conventions_of = bug, name, conventions_of
+        self.bug, self.name, self.conventions = bug, name, CONVENTIONS[conventions_of]
 
     def implementations(self, op):
         return [NumpyImplementation(op, self.bug, self.name)]
@@ -48,7 +48,8 @@ def numpy_framework(monkeypatch):
     state = {"bug": None}
     monkeypatch.setenv("NORMCHECK_INLINE", "1")  # the stand-ins live in this process only
     for name in STAND_INS:
-        monkeypatch.setitem(frameworks.FRAMEWORKS, name, FrameworkInfo(name, "-", ("numpy",), name))
+        info = FrameworkInfo(name, extra=name, probe=("numpy",), adapter="-", forms_module=None, bench="-", facts="-")
+        monkeypatch.setitem(frameworks.FRAMEWORKS, name, info)
     monkeypatch.setattr(frameworks, "installed", lambda: ["numpy"])
     monkeypatch.setattr(frameworks, "is_installed", lambda name: name in STAND_INS)
     monkeypatch.setattr(

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 torch = require("torch")
 
-from normcheck.cli import app  # noqa: E402
+from normcheck.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 TF = str(ROOT / "fixtures" / "torch_functional.py")
@@ -193,8 +193,17 @@ def test_config_flag_and_buggy_entry_fails(runner, tmp_path):
         f'dtypes = "float32"\ninput = "normal"\n[[check]]\nop = "gn"\nimpl = "{TF}:group_norm_one_pass"\n'
         'framework = "torch"\nshapes = [[2, 6, 5, 5]]\ngroups = [3]\ninput = "large_mean"\n'
     )
-    result = invoke(runner, ["--config", str(cfg)])
-    assert result.exit_code == 1
+    result = invoke(runner, ["--config", str(cfg), "--format", "json"])
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)
+    rows = doc["results"]
+    # the check's input overrides the file's "normal"; the file's dtype is inherited
+    assert {(r["op"], r["dtype"], r["input"]) for r in rows} == {("gn", "float32", "large_mean")}
+    assert all(r["impl"].startswith("group_norm_one_pass") for r in rows)
+    fails = [r for r in rows if r["status"] == "fail"]
+    assert {r["check"] for r in fails} == {"forward", "grad_input", "grad_weight"}
+    assert {r["diagnosis"]["hypothesis"] for r in fails} == {"one_pass_variance"}
+    assert doc["summary"]["fail"] == len(fails)
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from normcheck.frameworks.base import Framework, Implementation
-from normcheck.frameworks.torch import Bound, TorchImplementation, framework
+from normcheck.frameworks.torch import facts
+from normcheck.frameworks.torch.adapter import Bound, TorchImplementation, framework
+from normcheck.frameworks.torch.forms import function_binder
 from normcheck.ops import OpParams
 from normcheck.problem import Problem
 from normcheck.reference import reference
-from normcheck.user.torch import function_binder
 from normcheck.verify.inputs import make_problem
 from normcheck.verify.judge import unrepresentable_statistics
 from normcheck.verify.local import check_case
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # the fixtures live beside the package, not in it
     sys.path.insert(0, str(ROOT))
 
-from fixtures import torch_functional as tf  # noqa: E402
+from fixtures import torch_functional as tf
 
 TORCH = framework()
 
@@ -46,7 +47,7 @@ class FixtureFramework(Framework):
     so ``verify.plan`` and ``verify.run`` check them exactly as they check a real framework."""
 
     name = "fixtures"
-    conventions_of = "torch"
+    conventions = facts.TORCH
 
     def __init__(self, fns: dict[str, list[Callable]]) -> None:
         self._impls = {op: [wrap(op, fn) for fn in fs] for op, fs in fns.items()}

@@ -9,11 +9,11 @@ from _require import require
 
 torch = require("torch")
 
-import normcheck  # noqa: E402
-from normcheck.errors import UsageError  # noqa: E402
-from normcheck.user import FormError, detect_form, guess_op  # noqa: E402
-from normcheck.user.spec import LoadError, SpecError, load_object, parse_spec  # noqa: E402
-from normcheck.verify.records import ERROR, PASS, RUN  # noqa: E402
+import normcheck
+from normcheck.errors import UsageError
+from normcheck.user import FormError, detect_form, guess_op
+from normcheck.user.spec import LoadError, SpecError, load_object, parse_spec
+from normcheck.verify.records import ERROR, PASS, RUN
 
 BROKEN = "fixtures/broken_impls.py"
 SMALL = {"framework": "torch", "shapes": [(2, 4, 3)], "groups": [2], "dtypes": "float32", "kinds": "normal"}

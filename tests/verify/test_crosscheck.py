@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from normcheck.frameworks.base import Framework, KnownIssue, RunOutput
+from normcheck.frameworks.tensorflow.facts import TENSORFLOW
 from normcheck.ops import OpParams
 from normcheck.verify.crosscheck import Baseline, compare_frameworks, pair_tolerance
 from normcheck.verify.records import FAIL, KNOWN, PASS, RUN, SKIP, Case
@@ -16,6 +17,7 @@ SHAPE = (4, 2)
 
 class Keras(Framework):
     name = "tensorflow"
+    conventions = TENSORFLOW
 
     def __init__(self, issues=()):
         self.known_issues = issues

@@ -1,0 +1,156 @@
+"""JAX, as data: the conventions of the flax.linen modules and their known defects.
+
+Imports no framework: the parent process judges with it, and ``normcheck conventions`` prints it.
+"""
+
+from __future__ import annotations
+
+from normcheck.conventions import BIASED, CHANNELS_LAST, OLD, Convention
+from normcheck.frameworks.base import KnownIssue
+
+MODULE_NAMES = {
+    "bn": "flax.linen.BatchNorm",
+    "ln": "flax.linen.LayerNorm",
+    "in": "flax.linen.InstanceNorm",
+    "gn": "flax.linen.GroupNorm",
+    "rms": "flax.linen.RMSNorm",
+}
+SAFE_SETTING = "use_fast_variance=False"
+# RMS norm has no mean to subtract, so use_fast_variance changes nothing there.
+HAS_FAST_VARIANCE = ("bn", "ln", "in", "gn")
+
+_FAST_VARIANCE = "one-pass E[x²] − E[x]² (use_fast_variance=True)"
+_SAFE = SAFE_SETTING
+_F32_STATS = "statistics in at least float32 (force_float32_reductions=True)"
+JAX = {
+    "bn": Convention(
+        "jax",
+        "bn",
+        api="flax.linen.BatchNorm",
+        eps=1e-5,
+        layout=CHANNELS_LAST,
+        reduction="every axis but `axis` (-1)",
+        affine="(C,), on",
+        momentum=0.99,
+        momentum_weights=OLD,
+        running_var=BIASED,
+        variance=_FAST_VARIANCE,
+        safe_setting=_SAFE,
+        notes=f"{_F32_STATS}; batch_stats are created in float32 whatever param_dtype",
+    ),
+    "ln": Convention(
+        "jax",
+        "ln",
+        api="flax.linen.LayerNorm",
+        eps=1e-6,
+        layout=CHANNELS_LAST,
+        reduction="reduction_axes (-1)",
+        affine="shape of feature_axes (-1), on",
+        variance=_FAST_VARIANCE,
+        safe_setting=_SAFE,
+        notes=_F32_STATS,
+    ),
+    "in": Convention(
+        "jax",
+        "in",
+        api="flax.linen.InstanceNorm",
+        eps=1e-6,
+        layout=CHANNELS_LAST,
+        reduction="every axis but batch and feature_axes (-1)",
+        affine="(C,), on",
+        variance=_FAST_VARIANCE,
+        safe_setting=_SAFE,
+        notes=f"no running statistics; {_F32_STATS}",
+    ),
+    "gn": Convention(
+        "jax",
+        "gn",
+        api="flax.linen.GroupNorm",
+        eps=1e-6,
+        layout=CHANNELS_LAST,
+        reduction="per sample, G contiguous channel groups × other axes",
+        affine="(C,), on",
+        groups=32,
+        variance=_FAST_VARIANCE,
+        safe_setting=_SAFE,
+        notes=f"the channels must be the last axis (no setting moves them); {_F32_STATS}",
+    ),
+    "rms": Convention(
+        "jax",
+        "rms",
+        api="flax.linen.RMSNorm",
+        eps=1e-6,
+        layout=CHANNELS_LAST,
+        reduction="reduction_axes (-1)",
+        affine="shape of feature_axes (-1), scale only, on",
+        notes=f"no mean is subtracted, so use_fast_variance changes nothing; {_F32_STATS}",
+    ),
+}
+
+CONVENTIONS = {"jax": JAX}
+
+DEFAULT_IMPLS = tuple(MODULE_NAMES[op] for op in HAS_FAST_VARIANCE)
+HALF = ("float16", "bfloat16")
+ONE_PASS = (
+    "Flax's default use_fast_variance=True computes the variance in one pass, max(0, E[x^2] - E[x]^2), whose "
+    "rounding error (up to an ulp of E[x^2]) swamps a variance that is small beside the squared mean: large "
+    "means (float64 too), groups of two or three close values, and a constant group, whose variance comes out "
+    "2e-8 to 7e-8 instead of 0, not small beside eps; use_fast_variance=False avoids it"
+)
+# Each was established by re-running the computation under the stated cause in NumPy (the one-pass
+# variance; the variance Flax used, read back from its gradient; the two rounded gradient paths);
+# tests/frameworks/test_jax_adapter.py re-checks each.
+KNOWN_ISSUES = (
+    KnownIssue(
+        ONE_PASS,
+        ops=HAS_FAST_VARIANCE,
+        impls=DEFAULT_IMPLS,
+        dtypes=("float32",),
+        kinds=("large_mean",),
+        checks=("forward", "grad_input", "grad_weight", "running_var"),
+    ),
+    KnownIssue(
+        ONE_PASS,
+        ops=HAS_FAST_VARIANCE,
+        impls=DEFAULT_IMPLS,
+        dtypes=("float64",),
+        kinds=("large_mean",),
+        checks=("forward", "grad_input", "grad_weight"),
+    ),
+    # float16 data at 1e4 have a spread of 128: the float32 one-pass variance errs by about 1 per
+    # step (median over 200 summation orders; two-pass: 1.2e-4), which the running variance
+    # accumulates in proportion to the momentum (error 9.8 with PyTorch's 0.1, 1.05 with Flax's 0.01)
+    KnownIssue(
+        ONE_PASS,
+        ops=("bn",),
+        impls=DEFAULT_IMPLS,
+        dtypes=("float16",),
+        kinds=("large_mean",),
+        checks=("running_var",),
+    ),
+    KnownIssue(
+        ONE_PASS,
+        ops=HAS_FAST_VARIANCE,
+        impls=DEFAULT_IMPLS,
+        dtypes=("float32", *HALF),
+        kinds=("constant",),
+        checks=("grad_input",),
+    ),
+    KnownIssue(
+        ONE_PASS,
+        ops=("gn",),
+        impls=DEFAULT_IMPLS,
+        dtypes=("float32",),
+        kinds=("normal",),
+        checks=("forward", "grad_input"),
+    ),
+    KnownIssue(
+        "Flax converts a float16/bfloat16 input to float32 twice (for the statistics, and for x - mean), so "
+        "its gradient is the sum of two parts each rounded to the half dtype first; where they nearly cancel "
+        "(groups of two values) few correct digits are left",
+        ops=("gn",),
+        dtypes=HALF,
+        kinds=("normal",),
+        checks=("grad_input",),
+    ),
+)

@@ -1,0 +1,165 @@
+"""NumPy: the reference formulas (normcheck.ops) computed in the case's dtype, and the user's
+CS231n forward/backward pair; CPU only, one thread, op by op."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from normcheck.bench.records import FORWARD
+from normcheck.bench.target import Target
+from normcheck.frameworks.base import Implementation, RunOutput, Unsupported, initial_running
+from normcheck.frameworks.numpy.forms import Cs231nImplementation, numpy_dtype, unpack
+from normcheck.ops import OPS
+from normcheck.ops._op import broadcast_channels
+from normcheck.problem import Problem
+from normcheck.reference import reference
+
+MODES = {"eager": ("eager",), "compiled": ("eager",)}
+OOM = "oom"
+
+
+class ReferenceImplementation(Implementation):
+    """normcheck's own formulas for ``op``, every step in the case's dtype."""
+
+    framework = "numpy"
+    name = "numpy reference"
+
+    def __init__(self, op: str) -> None:
+        self.op = op
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        dtype = numpy_dtype(problem.dtype)
+        out = RunOutput()
+        for check, value in reference(problem, dtype=dtype).items():
+            out.add(check, value, problem.dtype)
+        return out
+
+
+def implementations(op: str) -> list[Implementation]:
+    """NumPy has no adapter: bench times the reference formulas in the case's dtype."""
+    return [ReferenceImplementation(op)]
+
+
+def device_problem(device: str) -> str | None:
+    return None if device == "cpu" else "numpy runs on the CPU only"
+
+
+def set_threads(n: int) -> int:
+    """NumPy's elementwise operations and reductions run on one thread whatever ``n`` is."""
+    return 1
+
+
+def layout(impl: Implementation, shape: tuple[int, ...]) -> str:
+    return "contiguous"
+
+
+def classify(e: BaseException) -> str | None:
+    return OOM if isinstance(e, MemoryError) else None
+
+
+def build(impl: Implementation, problem: Problem, pass_: str, variant: str, device: str) -> Target:
+    if device != "cpu":
+        raise Unsupported("NumPy runs on the CPU only")
+    dtype = numpy_dtype(problem.dtype)
+    if isinstance(impl, ReferenceImplementation):
+        call, keep = reference_call(problem, pass_, dtype)
+    elif isinstance(impl, Cs231nImplementation):
+        call, keep = cs231n_call(impl, problem, pass_, dtype)
+    else:
+        raise Unsupported(f"{impl.name} is not a NumPy implementation")
+    return Target(call, mode=variant, compiled=False, layout="contiguous", keep=keep)
+
+
+# -- the reference formulas ---------------------------------------------------------------
+
+
+def reference_call(problem: Problem, pass_: str, dtype: type) -> tuple[Callable[[], Any], list[Any]]:
+    """Forward: the op's normalization (in training, batch norm also updates its running
+    statistics, which the next call starts from, as a layer's buffers). Backward: the closed-form
+    gradients from the cache of one forward done here."""
+    op, params = OPS[problem.op], problem.params
+    norm = op.normalization(problem.shape, params)
+    x: np.ndarray = problem.x.astype(dtype)
+    weight: np.ndarray | None
+    bias: np.ndarray | None
+    weight, bias = (None if a is None else a.astype(dtype) for a in (problem.weight, problem.bias))
+    stats = None
+    running: list[tuple[np.ndarray, np.ndarray]] = []
+    if params.running_stats:
+        running_mean, running_var = initial_running(problem)
+        rm: np.ndarray = running_mean.astype(dtype)
+        rv: np.ndarray = running_var.astype(dtype)
+        if params.mode == "eval":
+            b = broadcast_channels(len(problem.shape), problem.shape[1])
+            stats = (rm.reshape(b), rv.reshape(b))
+        else:
+            running.append((rm, rv))
+
+    def forward() -> tuple[np.ndarray, Any]:
+        y, cache = norm.forward(x, problem.eps, weight, bias, stats=stats, dtype=dtype)
+        if running:
+            running[0] = op.update_running(
+                x, params, *running[0], problem.momentum, dtype, unbiased=problem.unbiased_running_var
+            )
+        return y, cache
+
+    if pass_ == FORWARD:
+        return forward, [x, weight, bias, running]
+    _, cache = norm.forward(x, problem.eps, weight, bias, stats=stats, dtype=dtype)
+    dy: np.ndarray = problem.dy.astype(dtype)
+    return (lambda: norm.backward(dy, cache, dtype=dtype)), [x, dy, cache]
+
+
+# -- the CS231n pair ----------------------------------------------------------------------
+
+
+def cs231n_call(
+    impl: Cs231nImplementation, problem: Problem, pass_: str, dtype: type
+) -> tuple[Callable[[], Any], list[Any]]:
+    """Forward: ``forward(x, gamma, beta, [G,] param)`` with one param dict kept across calls, so
+    batch norm's running statistics carry over as in the assignment's solver. Backward:
+    ``backward(dout, cache)`` with the cache of one forward done here."""
+    reason = impl.unsupported(problem, "contiguous")
+    if reason:
+        raise Unsupported(reason)
+    if pass_ != FORWARD:
+        missing = impl.missing_checks(problem)
+        if missing:
+            raise Unsupported(next(iter(missing.values())))
+    gamma, beta = impl.affine(problem, dtype)
+    x: np.ndarray = problem.x.astype(dtype)
+    param = cs231n_param(impl, problem, dtype)
+
+    def forward() -> tuple[np.ndarray, Any]:
+        return impl.call_forward(problem, x, gamma, beta, param)
+
+    if pass_ == FORWARD:
+        return forward, [x, gamma, beta, param]
+    backward_fn = impl.backward
+    if backward_fn is None:  # missing_checks, above, refuses the backward pass then
+        raise Unsupported("no backward function was given")
+    _, cache = forward()
+    dout: np.ndarray = problem.dy.astype(dtype)
+    who = impl.backward_name
+
+    def backward() -> tuple:
+        return unpack(backward_fn(dout, cache), 3, who, "(dx, dgamma, dbeta)")
+
+    return backward, [x, gamma, beta, param, cache, dout]
+
+
+def cs231n_param(impl: Cs231nImplementation, problem: Problem, dtype: type) -> dict:
+    """The param dict: bn_param with mode ('train' or 'test') and copies of the running
+    statistics for batch norm, eps (and momentum) unless the defaults are meant to apply."""
+    if impl.op != "bn":
+        return impl.param_dict(problem)
+    params = problem.params
+    param = impl.param_dict(problem, "test" if params.running_stats and params.mode == "eval" else "train")
+    if params.running_stats:
+        running_mean, running_var = initial_running(problem)
+        param["running_mean"] = running_mean.astype(dtype)
+        param["running_var"] = running_var.astype(dtype)
+    return param

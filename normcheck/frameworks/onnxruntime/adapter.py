@@ -1,0 +1,303 @@
+"""ONNX Runtime: a one-node ONNX model per op, built with onnx.helper; forward only, CPU and CUDA."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from normcheck.conventions import Convention
+from normcheck.dtypes import quantize
+from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported, initial_running
+from normcheck.frameworks.onnxruntime.facts import KNOWN_ISSUES, ONNXRUNTIME
+from normcheck.ops._op import required
+from normcheck.problem import Problem
+
+# The op's current definition in the default ONNX domain. InstanceNormalization 22 only widens
+# opset 6's types to bfloat16, so ORT reports a missing bfloat16 kernel as NOT_IMPLEMENTED
+# instead of rejecting the model's types.
+OPSETS = {
+    "bn": ("BatchNormalization", 15),
+    "ln": ("LayerNormalization", 17),
+    "in": ("InstanceNormalization", 22),
+    "gn": ("GroupNormalization", 21),
+    "rms": ("RMSNormalization", 23),
+}
+# Names of the inputs after X, in the op's order; weight and bias are required inputs.
+PARAM_INPUTS = {
+    "bn": ("scale", "B", "input_mean", "input_var"),
+    "ln": ("Scale", "B"),
+    "in": ("scale", "B"),
+    "gn": ("scale", "bias"),
+    "rms": ("scale",),
+}
+ELEMENT_TYPES = {
+    "float64": TensorProto.DOUBLE,
+    "float32": TensorProto.FLOAT,
+    "float16": TensorProto.FLOAT16,
+    "bfloat16": TensorProto.BFLOAT16,
+}
+# How each dtype is held in NumPy: ORT's Python API has no bfloat16 array type, so bfloat16
+# travels as its bit pattern in uint16, tagged with its ONNX type through OrtValue.
+STORAGE = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
+NOT_IMPLEMENTED = re.compile(r"Could not find an implementation for (\w+)\((\d+)\)")
+Attributes = tuple[tuple[str, float | int], ...]
+ATTRIBUTE_NAMES = {TensorProto.DOUBLE: "DOUBLE"}
+# GroupNormalization's safe setting: statistics in double (see KNOWN_ISSUES)
+STASH_DOUBLE: Attributes = (("stash_type", TensorProto.DOUBLE),)
+GRAD_REASON = "onnxruntime runs inference only: ONNX models have no gradients"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything a session depends on: sessions are cached per spec (creating one is slow)."""
+
+    op: str
+    attributes: Attributes
+    dtype: str
+    rank: int
+    param_rank: int
+    outputs: tuple[str, ...]
+    device: str
+
+
+def build_model(spec: ModelSpec) -> onnx.ModelProto:
+    """One node of the op; every dim symbolic, so one model serves every shape of its rank."""
+    op_type, opset = OPSETS[spec.op]
+    elem = ELEMENT_TYPES[spec.dtype]
+    names = ("X", *PARAM_INPUTS[spec.op])
+    inputs = [helper.make_tensor_value_info("X", elem, [None] * spec.rank)]
+    inputs += [helper.make_tensor_value_info(n, elem, [None] * spec.param_rank) for n in names[1:]]
+    outputs = [helper.make_tensor_value_info(n, elem, [None] * (spec.rank if n == "Y" else 1)) for n in spec.outputs]
+    node = helper.make_node(op_type, list(names), list(spec.outputs), **dict(spec.attributes))
+    graph = helper.make_graph([node], f"normcheck_{spec.op}", inputs, outputs)
+    opsets = [helper.make_opsetid("", opset)]
+    # onnx 1.23 writes IR version 14 by default, newer than ORT 1.31 loads. The IR version
+    # that introduced the opset (onnx.helper.VERSION_TABLE) is what an exporter targeting that
+    # opset writes, and any runtime implementing the opset reads it: 8 for opsets 15/17,
+    # 10 for 21/22, 11 for 23.
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+    onnx.checker.check_model(model)
+    return model
+
+
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """A fixed, quiet configuration: errors only, ``threads`` intra-op threads (verify uses one: the
+    tensors are tiny, and the reductions then sum in one fixed order), ORT's default (full) graph
+    optimization."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return so
+
+
+def providers(device: str) -> list:
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    index = int(device.partition(":")[2] or 0)
+    # ORT places a node its CUDA provider lacks on the CPU, as it does for any user
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+
+
+_SESSIONS: dict[tuple[ModelSpec, int], ort.InferenceSession | str] = {}
+
+
+def session(spec: ModelSpec, threads: int = 1) -> ort.InferenceSession:
+    """The cached session for ``spec`` with ``threads`` intra-op threads; raises Unsupported (also
+    cached) where ORT has no kernel."""
+    key = (spec, threads)
+    if key not in _SESSIONS:
+        try:
+            model = build_model(spec).SerializeToString()
+            options = session_options(threads)
+            _SESSIONS[key] = ort.InferenceSession(model, options, providers=providers(spec.device))
+        except Exception as e:
+            reason = unsupported_reason(e, spec)
+            if reason is None:
+                raise
+            _SESSIONS[key] = reason
+    found = _SESSIONS[key]
+    if isinstance(found, str):
+        raise Unsupported(found)
+    return found
+
+
+def unsupported_reason(e: Exception, spec: ModelSpec) -> str | None:
+    """A one-line reason for ORT's NOT_IMPLEMENTED, or None for any other error."""
+    m = NOT_IMPLEMENTED.search(str(e))
+    if m is None:
+        return None
+    op_type = OPSETS[spec.op][0]
+    where = "CPU" if spec.device == "cpu" else "CUDA or CPU"  # CUDA sessions fall back to the CPU
+    reason = f"onnxruntime has no {where} kernel for {op_type} in {spec.dtype}"
+    if m.group(1) != op_type:  # no kernel of its own: ORT expanded the op's ONNX function body
+        reason += f" (its function body needs {m.group(1)}({m.group(2)}))"
+    return reason
+
+
+def to_storage(a: np.ndarray, dtype: str) -> np.ndarray:
+    """A copy of ``a`` (float64, exact in ``dtype``) as ``dtype`` is held in NumPy."""
+    if dtype == "bfloat16":
+        bits = quantize(a, dtype).astype(np.float32).view(np.uint32) >> 16
+        return bits.astype(np.uint16)
+    return np.array(a, dtype=STORAGE[dtype])
+
+
+def from_storage(a: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "bfloat16":
+        return (a.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    return a.astype(np.float64)
+
+
+def ort_value(a: np.ndarray, dtype: str) -> ort.OrtValue:
+    """An OrtValue of ``dtype`` on top of ``a``'s memory (a storage array)."""
+    return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(a, ELEMENT_TYPES[dtype])
+
+
+def run_model(spec: ModelSpec, feeds: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict:
+    """Run ``spec`` on float64 ``feeds``; outputs (float64) are written into buffers of ``shapes``,
+    since ORT cannot hand a bfloat16 output to NumPy itself."""
+    sess = session(spec)
+    binding = sess.io_binding()
+    # OrtValues borrow their arrays' memory: keep every array alive until the run is over
+    arrays = {name: to_storage(a, spec.dtype) for name, a in feeds.items()}
+    buffers = {name: np.zeros(shapes[name], dtype=STORAGE[spec.dtype]) for name in spec.outputs}
+    for name, a in arrays.items():
+        binding.bind_ortvalue_input(name, ort_value(a, spec.dtype))
+    for name, buf in buffers.items():
+        binding.bind_ortvalue_output(name, ort_value(buf, spec.dtype))
+    sess.run_with_iobinding(binding)
+    return {name: from_storage(buf, spec.dtype) for name, buf in buffers.items()}
+
+
+# -- the ops ------------------------------------------------------------------------
+
+
+def attributes(p: Problem, momentum: float | None, training: bool, extra: Attributes = ()) -> Attributes:
+    """The node's attributes; epsilon and momentum are ONNX FLOAT (32-bit) attributes.
+    stash_type is left at its default (statistics in float32) unless ``extra`` sets it."""
+    attrs: dict[str, float | int] = {"epsilon": p.eps}
+    if p.op == "bn":
+        if momentum is None:
+            raise ValueError("batch norm's node needs a momentum")
+        attrs.update(momentum=momentum, training_mode=int(training))
+    elif p.op in ("ln", "rms"):
+        attrs["axis"] = -required(p.params.normalized_ndim, "normalized_ndim")
+    elif p.op == "gn":
+        attrs["num_groups"] = required(p.params.groups, "groups")
+    attrs.update(extra)
+    return tuple(sorted(attrs.items()))
+
+
+def affine_inputs(p: Problem) -> dict[str, np.ndarray]:
+    """Scale (and bias) are required inputs: ones and zeros stand for no affine transform."""
+    pshape = param_shape(p)
+    weight = p.weight if p.weight is not None else np.ones(pshape)
+    names = PARAM_INPUTS[p.op]
+    feeds = {names[0]: weight}
+    if p.op != "rms":
+        feeds[names[1]] = p.bias if p.bias is not None else np.zeros(pshape)
+    return feeds
+
+
+def param_shape(p: Problem) -> tuple[int, ...]:
+    if p.op in ("ln", "rms"):
+        return tuple(p.shape[len(p.shape) - required(p.params.normalized_ndim, "normalized_ndim") :])
+    return (p.shape[1],)
+
+
+class OrtImplementation(Implementation):
+    framework = "onnxruntime"
+
+    def __init__(self, op: str, convention: Convention, extra: Attributes = ()) -> None:
+        self.op = op
+        self.name = f"onnx.{OPSETS[op][0]}" + "".join(f"({k}={ATTRIBUTE_NAMES.get(v, v)})" for k, v in extra)
+        self._convention = convention
+        self._extra = extra
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        if problem.op == "in" and problem.params.running_stats:
+            return "ONNX InstanceNormalization has no running statistics"
+        return None
+
+    def missing_checks(self, problem: Problem) -> dict[str, str]:
+        return dict.fromkeys(("grad_input", "grad_weight", "grad_bias"), GRAD_REASON)
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        if layout != "contiguous":
+            raise ValueError(f"ONNX takes channels first only, not {layout}")
+        if problem.op == "bn":
+            return self._run_batch_norm(problem, device)
+        return self._run_one(problem, device)
+
+    def model_spec(
+        self, p: Problem, device: str, training: bool = False, outputs: tuple[str, ...] = ("Y",)
+    ) -> ModelSpec:
+        """The one-node model of case ``p`` on ``device``: its attributes (batch norm with
+        ``training_mode=training``) and the ``outputs`` it returns (batch norm in training may also
+        return "running_mean" and "running_var")."""
+        momentum = self._convention.to_framework_momentum(p.momentum) if p.op == "bn" else None
+        prank = required(p.params.normalized_ndim, "normalized_ndim") if p.op in ("ln", "rms") else 1
+        attrs = attributes(p, momentum, training, self._extra)
+        return ModelSpec(p.op, attrs, p.dtype, len(p.shape), prank, outputs, device)
+
+    def _run_one(self, p: Problem, device: str) -> RunOutput:
+        y = run_model(self.model_spec(p, device), {"X": p.x, **affine_inputs(p)}, {"Y": p.shape})["Y"]
+        out = RunOutput()
+        out.add("forward", y, p.dtype)
+        return out
+
+    def _run_batch_norm(self, p: Problem, device: str) -> RunOutput:
+        """training_mode=1 for each training batch, chaining the updated running statistics
+        (outputs) into the next step's inputs; then x in training or inference mode."""
+        train = self.model_spec(p, device, True, ("Y", "running_mean", "running_var"))
+        channels = (p.shape[1],)
+        shapes = {"Y": p.shape, "running_mean": channels, "running_var": channels}
+        rm, rv = initial_running(p)  # batch norm cases always track them
+        affine = affine_inputs(p)
+        for batch in p.steps:
+            got = run_model(train, {"X": batch, **affine, "input_mean": rm, "input_var": rv}, shapes)
+            rm, rv = got["running_mean"], got["running_var"]
+        feeds = {"X": p.x, **affine, "input_mean": rm, "input_var": rv}
+        if p.params.mode == "train":
+            got = run_model(train, feeds, shapes)
+            y, rm, rv = got["Y"], got["running_mean"], got["running_var"]
+        else:
+            y = run_model(self.model_spec(p, device), feeds, shapes)["Y"]
+        out = RunOutput()
+        out.add("forward", y, p.dtype)
+        out.add("running_mean", rm, p.dtype)
+        out.add("running_var", rv, p.dtype)
+        return out
+
+
+class OrtFramework(Framework):
+    name = "onnxruntime"
+    conventions = ONNXRUNTIME
+    known_issues = KNOWN_ISSUES
+
+    def implementations(self, op: str) -> list[Implementation]:
+        impls: list[Implementation] = [OrtImplementation(op, self.convention(op))]
+        if op == "gn":
+            impls.append(OrtImplementation(op, self.convention(op), STASH_DOUBLE))
+        return impls
+
+    def device_problem(self, device: str) -> str | None:
+        if device == "cpu":
+            return None
+        if device == "cuda" or device.startswith("cuda:"):
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                return None
+            return "onnxruntime has no CUDAExecutionProvider here"
+        return f"unknown device {device!r}"
+
+
+def framework() -> Framework:
+    return OrtFramework()

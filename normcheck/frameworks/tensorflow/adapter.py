@@ -1,0 +1,329 @@
+"""TensorFlow: the Keras 3 normalization layers on the TensorFlow backend, and the raw
+``tf.nn.moments`` + ``tf.nn.batch_normalization`` ops, CPU and GPU."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+def _select_backend() -> None:
+    """Keras picks its backend once, at its first import: it must be TensorFlow's."""
+    imported = sys.modules.get("keras")
+    if imported is not None and imported.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"keras is already imported with the {imported.backend.backend()!r} backend; the tensorflow "
+            "adapter needs KERAS_BACKEND=tensorflow before keras is first imported"
+        )
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO and WARNING lines
+
+
+_select_backend()
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported, initial_running  # noqa: E402
+from normcheck.frameworks.tensorflow.facts import (  # noqa: E402
+    KNOWN_ISSUES,
+    RAW_FLOAT32_NAME,
+    RAW_NAME,
+    RAW_OPS,
+    TENSORFLOW,
+)
+from normcheck.ops import OpParams  # noqa: E402
+from normcheck.ops._op import required  # noqa: E402
+from normcheck.problem import Problem  # noqa: E402
+
+TF_DTYPES = {
+    "float64": tf.float64,
+    "float32": tf.float32,
+    "float16": tf.float16,
+    "bfloat16": tf.bfloat16,
+}
+CONTIGUOUS, CHANNELS_LAST = "contiguous", "channels_last"
+CHANNEL_OPS = ("bn", "in", "gn")
+KERAS_NAMES = {
+    "bn": "keras.layers.BatchNormalization",
+    "ln": "keras.layers.LayerNormalization",
+    "in": "keras.layers.GroupNormalization(groups=-1)",
+    "gn": "keras.layers.GroupNormalization",
+    "rms": "keras.layers.RMSNormalization",
+}
+RUNNING = ("running_mean", "running_var")
+# how TensorFlow says it has no kernel of an op for a dtype (on this device)
+NO_KERNEL = ("Could not find device for node", "is not in the list of allowed values")
+
+
+@dataclass
+class Bound:
+    """An op made ready for one case: a forward callable and the variables it owns."""
+
+    forward: Callable[[tf.Tensor, bool], tf.Tensor]
+    weight: tf.Variable | keras.Variable | None = None
+    bias: tf.Variable | keras.Variable | None = None
+    running_mean: keras.Variable | None = None
+    running_var: keras.Variable | None = None
+    layer: keras.Layer | None = None  # the Keras layer behind ``forward``, if any
+
+
+Binder = Callable[[Problem, str, str], Bound]
+
+
+class TensorFlowImplementation(Implementation):
+    """An op called through a ``bind(problem, layout, device) -> Bound``: the case's forward with the
+    variables it owns, which ``run`` trains, runs and differentiates, and the bench module times.
+    ``running_stats``: whether it keeps running statistics (else they are missing checks)."""
+
+    framework = "tensorflow"
+
+    def __init__(self, op: str, name: str, bind: Binder, running_stats: bool) -> None:
+        self.op, self.name, self.bind, self._running_stats = op, name, bind, running_stats
+
+    def layouts(self, shape: tuple[int, ...]) -> tuple[str, ...]:
+        # channels-first with axis=1 and Keras's own channels-last; the two coincide for 2-D input
+        if self.op in CHANNEL_OPS and len(shape) > 2:
+            return (CONTIGUOUS, CHANNELS_LAST)
+        return (CONTIGUOUS,)
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        if problem.params.running_stats and problem.params.mode == "eval" and not self._running_stats:
+            return f"{self.name} keeps no running statistics, so it has no inference mode that uses them"
+        return None
+
+    def missing_checks(self, problem: Problem) -> dict[str, str]:
+        if problem.params.running_stats and not self._running_stats:
+            return dict.fromkeys(RUNNING, f"{self.name} keeps no running statistics")
+        return {}
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        try:
+            with tf.device(tf_device(device)):
+                return self._run(problem, layout, device)
+        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+            if any(m in str(e) for m in NO_KERNEL):
+                raise Unsupported(str(e).strip().splitlines()[0]) from e
+            raise
+
+    def _run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        bound = self.bind(problem, layout, device)
+        params = problem.params
+        if bound.running_mean is not None:
+            for batch in problem.steps:
+                bound.forward(tensor(batch, problem.dtype, layout), True)
+        x = tensor(problem.x, problem.dtype, layout)
+        training = params.mode == "train" or not params.running_stats
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = bound.forward(x, training)
+        leaves = [v for v in (bound.weight, bound.bias) if v is not None]
+        dy = tensor(problem.dy, problem.dtype, layout)
+        grads = tape.gradient(y, [x, *leaves], output_gradients=dy)
+        out = RunOutput()
+        add(out, "forward", y, layout)
+        add(out, "grad_input", grads[0], layout)
+        named = [name for name, v in (("grad_weight", bound.weight), ("grad_bias", bound.bias)) if v is not None]
+        for name, g in zip(named, grads[1:], strict=True):
+            add(out, name, g)
+        if params.running_stats and bound.running_mean is not None:
+            add(out, "running_mean", tf.convert_to_tensor(bound.running_mean))
+            add(out, "running_var", tf.convert_to_tensor(bound.running_var))
+        return out
+
+
+def tf_device(device: str) -> str:
+    if device == "cpu":
+        return "/CPU:0"
+    index = device.partition(":")[2] or "0"
+    return f"/GPU:{index}"
+
+
+def tensor(a: np.ndarray, dtype: str, layout: str = CONTIGUOUS) -> tf.Tensor:
+    """A copy of ``a`` in ``dtype``, channels moved last for the channels-last layout."""
+    a = np.asarray(a, dtype=np.float64)
+    if layout == CHANNELS_LAST:
+        a = np.moveaxis(a, 1, -1)
+    # the values are exact in ``dtype``, so casting from float64 loses nothing
+    return tf.cast(tf.constant(a), TF_DTYPES[dtype])
+
+
+def add(out: RunOutput, check: str, t: tf.Tensor | None, layout: str = CONTIGUOUS) -> None:
+    if t is None:
+        raise RuntimeError(f"no {check.replace('_', ' ')} was produced")
+    a = tf.cast(t, tf.float64).numpy()
+    if layout == CHANNELS_LAST:
+        a = np.moveaxis(a, -1, 1)
+    out.add(check, a, t.dtype.name)
+
+
+def layout_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+    return (shape[0], *shape[2:], shape[1]) if layout == CHANNELS_LAST else tuple(shape)
+
+
+def channel_axis(ndim: int, layout: str) -> int:
+    return ndim - 1 if layout == CHANNELS_LAST else 1
+
+
+def trailing(ndim: int, k: int) -> list[int]:
+    return list(range(ndim - k, ndim))
+
+
+# -- Keras layers ------------------------------------------------------------------
+
+
+@lru_cache(maxsize=32)
+def _keras_layer(
+    op: str,
+    shape: tuple[int, ...],
+    params: OpParams,
+    dtype: str,
+    eps: float,
+    momentum: float,
+    layout: str,
+    device: str,
+) -> keras.Layer:
+    """A built layer for one configuration (``shape`` already in ``layout``). Kept across cases,
+    since building costs more than a case: every run assigns all of its variables first."""
+    ndim, affine = len(shape), params.affine
+    axis = -1 if layout == CHANNELS_LAST else 1
+    if op == "bn":
+        layer = keras.layers.BatchNormalization(
+            axis=axis, momentum=momentum, epsilon=eps, center=affine, scale=affine, dtype=dtype
+        )
+    elif op in ("in", "gn"):
+        layer = keras.layers.GroupNormalization(
+            groups=-1 if op == "in" else params.groups,
+            axis=axis,
+            epsilon=eps,
+            center=affine,
+            scale=affine,
+            dtype=dtype,
+        )
+    elif op == "ln":
+        axes = trailing(ndim, required(params.normalized_ndim, "normalized_ndim"))
+        layer = keras.layers.LayerNormalization(axis=axes, epsilon=eps, center=affine, scale=affine, dtype=dtype)
+    else:
+        axes = trailing(ndim, required(params.normalized_ndim, "normalized_ndim"))
+        layer = keras.layers.RMSNormalization(axis=axes, epsilon=eps, dtype=dtype)
+    with tf.device(tf_device(device)):
+        layer.build(shape)
+    return layer
+
+
+def _assign(variable: keras.Variable, value: np.ndarray, dtype: str) -> keras.Variable:
+    variable.assign(tensor(value, dtype))
+    return variable
+
+
+def bind_keras(p: Problem, layout: str, device: str) -> Bound:
+    momentum = TENSORFLOW["bn"].to_framework_momentum(p.momentum) if p.op == "bn" else 0.0
+    shape = layout_shape(p.shape, layout)
+    layer = _keras_layer(p.op, shape, p.params, p.dtype, p.eps, momentum, layout, device)
+    if p.op == "rms":
+        # RMSNormalization always has a scale: without an affine weight it stays at 1 (exact)
+        k = required(p.params.normalized_ndim, "normalized_ndim")
+        scale = p.weight if p.weight is not None else np.ones(shape[len(shape) - k :])
+        weight = _assign(layer.scale, scale, p.dtype)
+        return Bound(lambda x, train: layer(x), weight if p.weight is not None else None, layer=layer)
+    weight = None if p.weight is None else _assign(layer.gamma, p.weight, p.dtype)
+    bias = None if p.bias is None else _assign(layer.beta, p.bias, p.dtype)
+    if p.op != "bn":
+        return Bound(lambda x, train: layer(x), weight, bias, layer=layer)
+    running_mean, running_var = initial_running(p)  # batch norm cases always track them
+    mean = _assign(layer.moving_mean, running_mean, p.dtype)
+    var = _assign(layer.moving_variance, running_var, p.dtype)
+    return Bound(lambda x, train: layer(x, training=train), weight, bias, mean, var, layer)
+
+
+# -- tf.nn.moments + tf.nn.batch_normalization -------------------------------------
+
+
+def _variable(a: np.ndarray | None, dtype: str) -> tf.Variable | None:
+    return None if a is None else tf.Variable(tensor(a, dtype))
+
+
+def _param(v: tf.Variable | None, shape: list[int], compute: tf.DType) -> tf.Tensor | None:
+    return None if v is None else tf.cast(tf.reshape(v, shape), compute)
+
+
+def _moments_norm(
+    x: tf.Tensor, axes: list[int], scale: tf.Tensor | None, offset: tf.Tensor | None, eps: float
+) -> tf.Tensor:
+    mean, variance = tf.nn.moments(x, axes, keepdims=True)
+    return tf.nn.batch_normalization(x, mean, variance, offset, scale, eps)
+
+
+def _raw_view(p: Problem, layout: str) -> tuple[list[int], list[int], list[int]]:
+    """(view of x, axes of the statistics in it, shape the affine parameters take in it)."""
+    shape = list(layout_shape(p.shape, layout))
+    ndim = len(shape)
+    if p.op == "ln":
+        k = required(p.params.normalized_ndim, "normalized_ndim")
+        return shape, trailing(ndim, k), [1] * (ndim - k) + shape[ndim - k :]
+    c_axis = channel_axis(ndim, layout)
+    c = shape[c_axis]
+    if p.op == "gn":
+        # channels split into G contiguous groups: statistics per sample and group
+        g = required(p.params.groups, "groups")
+        view = [*shape[:c_axis], g, c // g, *shape[c_axis + 1 :]]
+        pview = [1] * len(view)
+        pview[c_axis : c_axis + 2] = [g, c // g]
+        return view, [a for a in range(1, len(view)) if a != c_axis], pview
+    pview = [1] * ndim
+    pview[c_axis] = c
+    first = 0 if p.op == "bn" else 1  # batch norm reduces over the batch too
+    return shape, [a for a in range(first, ndim) if a != c_axis], pview
+
+
+def raw_binder(upcast: bool) -> Binder:
+    """The raw ops in the input dtype, or (``upcast``) with half inputs and parameters cast to
+    float32 first and the result cast back, as the Keras layers do."""
+
+    def bind(p: Problem, layout: str, device: str) -> Bound:
+        w, b = _variable(p.weight, p.dtype), _variable(p.bias, p.dtype)
+        view, axes, pview = _raw_view(p, layout)
+        shape = list(layout_shape(p.shape, layout))
+        dtype = TF_DTYPES[p.dtype]
+        compute = tf.float64 if dtype == tf.float64 else tf.float32 if upcast else dtype
+
+        def forward(x: tf.Tensor, train: bool) -> tf.Tensor:
+            xv = tf.cast(tf.reshape(x, view), compute)
+            y = _moments_norm(xv, axes, _param(w, pview, compute), _param(b, pview, compute), p.eps)
+            return tf.cast(tf.reshape(y, shape), dtype)
+
+        return Bound(forward, w, b)
+
+    return bind
+
+
+class TensorFlowFramework(Framework):
+    name = "tensorflow"
+    conventions = TENSORFLOW
+    known_issues = KNOWN_ISSUES
+
+    def implementations(self, op: str) -> list[Implementation]:
+        impls: list[Implementation] = [TensorFlowImplementation(op, KERAS_NAMES[op], bind_keras, op == "bn")]
+        if op in RAW_OPS:
+            impls.append(TensorFlowImplementation(op, RAW_NAME, raw_binder(upcast=False), False))
+            impls.append(TensorFlowImplementation(op, RAW_FLOAT32_NAME, raw_binder(upcast=True), False))
+        return impls
+
+    def device_problem(self, device: str) -> str | None:
+        if device == "cpu":
+            return None
+        index = device.partition(":")[2] or "0"
+        if device.partition(":")[0] == "cuda" and index.isdigit():
+            gpus = tf.config.list_physical_devices("GPU")
+            if not gpus:
+                return "tensorflow sees no GPU"
+            return None if int(index) < len(gpus) else f"tensorflow sees {len(gpus)} GPU(s), no {device}"
+        return f"unknown device {device!r}"
+
+
+def framework() -> Framework:
+    return TensorFlowFramework()

@@ -1,0 +1,192 @@
+"""The keras_layer form: a keras.layers.Layer subclass with the constructor of the Keras 3 layer.
+
+normcheck constructs the class for every case, as the matching Keras layer would be
+(instance norm as ``GroupNormalization(groups=-1)``), builds it for channels-last input, sets
+its weights and moving statistics to the case's values and runs it through the TensorFlow
+adapter. Importing this module selects Keras's TensorFlow backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from normcheck.frameworks.base import initial_running
+
+# keras and tf as the adapter imported them, after selecting Keras's TensorFlow backend
+from normcheck.frameworks.tensorflow.adapter import (
+    CHANNEL_OPS,
+    CHANNELS_LAST,
+    CONTIGUOUS,
+    KERAS_NAMES,
+    Binder,
+    Bound,
+    TensorFlowImplementation,
+    keras,
+    layout_shape,
+    tensor,
+    tf,
+    trailing,
+)
+from normcheck.frameworks.tensorflow.facts import TENSORFLOW
+from normcheck.ops import OpParams
+from normcheck.ops._op import required
+from normcheck.problem import Problem
+
+# The Keras 3 constructors' defaults for the arguments normcheck passes (checked against the installed
+# Keras by tests/frameworks/test_tensorflow_forms.py); eps and momentum come from the conventions.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "bn": {
+        "axis": -1,
+        "momentum": TENSORFLOW["bn"].momentum,
+        "epsilon": TENSORFLOW["bn"].eps,
+        "center": True,
+        "scale": True,
+    },
+    "ln": {"axis": -1, "epsilon": TENSORFLOW["ln"].eps, "center": True, "scale": True},
+    "in": {
+        "groups": TENSORFLOW["gn"].groups,
+        "axis": -1,
+        "epsilon": TENSORFLOW["in"].eps,
+        "center": True,
+        "scale": True,
+    },
+    "gn": {
+        "groups": TENSORFLOW["gn"].groups,
+        "axis": -1,
+        "epsilon": TENSORFLOW["gn"].eps,
+        "center": True,
+        "scale": True,
+    },
+    "rms": {"axis": -1, "epsilon": TENSORFLOW["rms"].eps},
+}
+OPTIONAL = ("epsilon", "momentum")  # left out with omit_defaults whatever the case
+WEIGHT_NAMES = ("gamma", "weight", "scale")
+BIAS_NAMES = ("beta", "bias")
+MEAN_NAMES = ("moving_mean", "running_mean")
+VAR_NAMES = ("moving_variance", "moving_var", "running_var")
+
+
+def constructor_args(
+    op: str, ndim: int, params: OpParams, eps: float, framework_momentum: float | None, omit_defaults: bool
+) -> dict[str, Any]:
+    """The keyword arguments the Keras layer of ``op`` takes for the case (``dtype`` aside).
+
+    ``axis`` is -1 (the channels, or the last axis) or the list of trailing normalized axes.
+    With ``omit_defaults`` eps and momentum are left out, and so is every other argument equal
+    to Keras's default."""
+    args: dict[str, Any] = {}
+    if op in ("in", "gn"):
+        args["groups"] = -1 if op == "in" else params.groups
+    if op in CHANNEL_OPS:
+        args["axis"] = -1
+    else:
+        k = required(params.normalized_ndim, "normalized_ndim")
+        args["axis"] = -1 if k == 1 else trailing(ndim, k)
+    if op == "bn":
+        args["momentum"] = framework_momentum
+    args["epsilon"] = eps
+    if op != "rms":
+        args["center"] = args["scale"] = params.affine
+    if omit_defaults:
+        defaults = DEFAULTS[op]
+        args = {a: v for a, v in args.items() if a not in OPTIONAL and v != defaults[a]}
+    return args
+
+
+def _call_text(cls: type, args: dict[str, Any]) -> str:
+    return f"{cls.__name__}({', '.join(f'{a}={v!r}' for a, v in args.items())})"
+
+
+def construct(cls: type, args: dict[str, Any]) -> keras.Layer:
+    try:
+        layer = cls(**args)
+    except TypeError as e:
+        raise TypeError(
+            f"{_call_text(cls, args)} failed ({e}); its constructor must take the arguments of the Keras layer "
+            "and pass the others (dtype) on to keras.layers.Layer"
+        ) from e
+    if not isinstance(layer, keras.Layer):
+        raise TypeError(f"{_call_text(cls, args)} returned a {type(layer).__name__}, not a keras.layers.Layer")
+    return layer
+
+
+def find_variable(layer: keras.Layer, names: tuple[str, ...]) -> Any:
+    """The layer's variable under the first of ``names`` (an attribute, else a weight's name)."""
+    for n in names:
+        v = getattr(layer, n, None)
+        if v is not None and hasattr(v, "assign"):
+            return v
+    by_name = {getattr(w, "name", None): w for w in layer.weights}
+    return next((by_name[n] for n in names if n in by_name), None)
+
+
+def _names(names: tuple[str, ...]) -> str:
+    quoted = [f"'{n}'" for n in names]
+    return ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
+
+
+def set_variable(layer: keras.Layer, names: tuple[str, ...], value: np.ndarray, dtype: str, required: bool) -> Any:
+    """Assign ``value`` (exact in ``dtype``) to the layer's variable; None when it has none and
+    none is ``required``."""
+    v = find_variable(layer, names)
+    if v is None:
+        if required:
+            raise AttributeError(f"{type(layer).__name__} has no variable {_names(names)} after build()")
+        return None
+    if tuple(v.shape) != tuple(value.shape):
+        raise ValueError(f"{type(layer).__name__}.{v.name} has shape {tuple(v.shape)}, expected {tuple(value.shape)}")
+    v.assign(tf.cast(tensor(value, dtype), v.dtype))
+    return v
+
+
+def keras_binder(cls: type, op: str, omit_defaults: bool) -> Binder:
+    def bind(p: Problem, layout: str, device: str) -> Bound:
+        shape = layout_shape(p.shape, layout)
+        momentum = TENSORFLOW["bn"].to_framework_momentum(p.momentum) if op == "bn" else None
+        args = constructor_args(op, len(shape), p.params, p.eps, momentum, omit_defaults)
+        layer = construct(cls, {**args, "dtype": p.dtype})
+        if not layer.built:
+            layer.build(shape)
+        weight = bias = mean = var = None
+        if p.weight is not None:
+            weight = set_variable(layer, WEIGHT_NAMES, p.weight, p.dtype, required=True)
+        elif op == "rms":
+            # Keras's RMSNormalization always has a scale: without an affine weight it stays at 1
+            scale_shape = shape[len(shape) - required(p.params.normalized_ndim, "normalized_ndim") :]
+            set_variable(layer, WEIGHT_NAMES, np.ones(scale_shape), p.dtype, required=False)
+        if p.bias is not None:
+            bias = set_variable(layer, BIAS_NAMES, p.bias, p.dtype, required=True)
+        if op == "bn":
+            running_mean, running_var = initial_running(p)  # batch norm cases always track them
+            mean = set_variable(layer, MEAN_NAMES, running_mean, p.dtype, required=True)
+            var = set_variable(layer, VAR_NAMES, running_var, p.dtype, required=True)
+        return Bound(lambda x, train: layer(x, training=train), weight, bias, mean, var, layer)
+
+    return bind
+
+
+class KerasLayerImplementation(TensorFlowImplementation):
+    """A user's Keras layer: channels-last input for batch, instance and group norm."""
+
+    def layouts(self, shape: tuple[int, ...]) -> tuple[str, ...]:
+        return (CHANNELS_LAST,) if self.op in CHANNEL_OPS and len(shape) > 2 else (CONTIGUOUS,)
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        if problem.params.running_stats and problem.params.mode == "eval" and self.op != "bn":
+            return f"{KERAS_NAMES[self.op]} keeps no running statistics, so it has no inference mode"
+        return None
+
+    def missing_checks(self, problem: Problem) -> dict[str, str]:
+        if problem.params.running_stats and self.op != "bn":
+            return dict.fromkeys(("running_mean", "running_var"), f"{KERAS_NAMES[self.op]} keeps no running statistics")
+        return {}
+
+
+def build(
+    form: str, op: str, obj: object, name: str, omit_defaults: bool, backward: object | None = None
+) -> KerasLayerImplementation:
+    if not isinstance(obj, type):  # normcheck.user.detect_form gives this form classes only
+        raise TypeError(f"the keras_layer form takes a keras.layers.Layer subclass, not a {type(obj).__name__}")
+    return KerasLayerImplementation(op, name, keras_binder(obj, op, omit_defaults), running_stats=op == "bn")

@@ -1,0 +1,212 @@
+"""PyTorch: the torch.nn.functional ops and the torch.nn layer classes, CPU and CUDA."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported, initial_running
+from normcheck.frameworks.torch.facts import KNOWN_ISSUES, TORCH
+from normcheck.ops import OpParams
+from normcheck.ops._op import required
+from normcheck.ops.rms_norm import default_eps as rms_default_eps
+from normcheck.problem import Problem
+
+TORCH_DTYPES = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+@dataclass
+class Bound:
+    """An op made ready for one case: a forward callable and the tensors it owns."""
+
+    forward: Callable[[torch.Tensor, bool], torch.Tensor]
+    weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+    running_mean: torch.Tensor | None = None
+    running_var: torch.Tensor | None = None
+
+
+Binder = Callable[[Problem, str], Bound]
+
+
+class TorchImplementation(Implementation):
+    """An op called through a ``bind(problem, device) -> Bound``: the case's forward with the tensors
+    it owns, which ``run`` trains, runs and differentiates, and the bench module times."""
+
+    framework = "torch"
+
+    def __init__(self, op: str, name: str, bind: Binder) -> None:
+        self.op, self.name, self.bind = op, name, bind
+
+    def layouts(self, shape: tuple[int, ...]) -> tuple[str, ...]:
+        return ("contiguous", "channels_last") if len(shape) in CHANNELS_LAST else ("contiguous",)
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        try:
+            return self._run(problem, layout, device)
+        except RuntimeError as e:
+            if "not implemented for" in str(e):
+                raise Unsupported(str(e).splitlines()[0]) from e
+            raise
+
+    def _run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        bound = self.bind(problem, device)
+        params = problem.params
+        with torch.no_grad():
+            for batch in problem.steps:
+                bound.forward(tensor(batch, problem.dtype, device, layout), True)
+        x = tensor(problem.x, problem.dtype, device, layout).requires_grad_(True)
+        training = params.mode == "train" or not params.running_stats
+        y = bound.forward(x, training)
+        y.backward(tensor(problem.dy, problem.dtype, device, layout))
+        out = RunOutput()
+        add(out, "forward", y)
+        add(out, "grad_input", x.grad)
+        if bound.weight is not None:
+            add(out, "grad_weight", bound.weight.grad)
+        if bound.bias is not None:
+            add(out, "grad_bias", bound.bias.grad)
+        if params.running_stats:
+            add(out, "running_mean", bound.running_mean)
+            add(out, "running_var", bound.running_var)
+        return out
+
+
+def tensor(a: np.ndarray, dtype: str, device: str, layout: str = "contiguous") -> torch.Tensor:
+    # torch.tensor copies: from_numpy would share memory, and in-place updates (running
+    # statistics) would write into the problem every implementation shares
+    t = torch.tensor(np.asarray(a, dtype=np.float64)).to(device=device, dtype=TORCH_DTYPES[dtype])
+    if layout == "channels_last":
+        t = t.contiguous(memory_format=CHANNELS_LAST[t.ndim])
+    return t
+
+
+def add(out: RunOutput, check: str, t: torch.Tensor | None) -> None:
+    if t is None:
+        raise RuntimeError(f"no {check.replace('_', ' ')} was produced")
+    out.add(check, t.detach().to("cpu", torch.float64).numpy(), str(t.dtype).removeprefix("torch."))
+
+
+# -- torch.nn.functional ------------------------------------------------------------
+
+
+def leaf(a: np.ndarray | None, p: Problem, device: str) -> torch.Tensor | None:
+    """A weight or bias of the case as a tensor that collects its gradient (None stays None)."""
+    return None if a is None else tensor(a, p.dtype, device).requires_grad_(True)
+
+
+def running_stats(p: Problem, device: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The case's initial running mean and variance, fresh tensors to update in place (None: untracked)."""
+    if not p.params.running_stats:
+        return None, None
+    running_mean, running_var = initial_running(p)
+    return tensor(running_mean, p.dtype, device), tensor(running_var, p.dtype, device)
+
+
+def _rms_eps(p: Problem) -> float | None:
+    """None (PyTorch's own default) whenever the case uses that default."""
+    return None if p.eps == rms_default_eps(p.dtype) else p.eps
+
+
+def bind_functional(p: Problem, device: str) -> Bound:
+    w, b = leaf(p.weight, p, device), leaf(p.bias, p, device)
+    rm, rv = running_stats(p, device)
+    k = p.params.normalized_ndim
+    forwards = {
+        "bn": lambda x, train: F.batch_norm(x, rm, rv, w, b, training=train, momentum=p.momentum, eps=p.eps),
+        "in": lambda x, train: F.instance_norm(x, rm, rv, w, b, use_input_stats=train, momentum=p.momentum, eps=p.eps),
+        "ln": lambda x, train: F.layer_norm(x, x.shape[x.ndim - k :], w, b, eps=p.eps),
+        "gn": lambda x, train: F.group_norm(x, required(p.params.groups, "groups"), w, b, eps=p.eps),
+        "rms": lambda x, train: F.rms_norm(x, x.shape[x.ndim - k :], w, eps=_rms_eps(p)),
+    }
+    return Bound(forwards[p.op], w, b, rm, rv)
+
+
+# -- torch.nn layers ------------------------------------------------------------
+
+
+def _layer(p: Problem) -> nn.Module:
+    c = p.shape[1] if len(p.shape) > 1 else None
+    params: OpParams = p.params
+    nd = {2: 1, 3: 1, 4: 2, 5: 3}.get(len(p.shape))
+    if p.op == "bn":
+        cls = getattr(nn, f"BatchNorm{nd}d")
+        return cls(c, eps=p.eps, momentum=p.momentum, affine=params.affine, track_running_stats=True)
+    if p.op == "in":
+        cls = getattr(nn, f"InstanceNorm{nd}d")
+        return cls(c, eps=p.eps, momentum=p.momentum, affine=params.affine, track_running_stats=params.running_stats)
+    if p.op == "gn":
+        return nn.GroupNorm(params.groups, c, eps=p.eps, affine=params.affine)
+    normalized_shape = p.shape[len(p.shape) - required(params.normalized_ndim, "normalized_ndim") :]
+    if p.op == "ln":
+        return nn.LayerNorm(normalized_shape, eps=p.eps, elementwise_affine=params.affine)
+    return nn.RMSNorm(normalized_shape, eps=_rms_eps(p), elementwise_affine=params.affine)
+
+
+def bind_module(p: Problem, device: str) -> Bound:
+    m = _layer(p).to(device=device, dtype=TORCH_DTYPES[p.dtype])
+    with torch.no_grad():
+        for name, value in (("weight", p.weight), ("bias", p.bias)):
+            if value is not None:
+                getattr(m, name).copy_(tensor(value, p.dtype, device))
+
+    def forward(x: torch.Tensor, train: bool) -> torch.Tensor:
+        return m.train(train)(x)
+
+    return Bound(
+        forward,
+        weight=getattr(m, "weight", None),
+        bias=getattr(m, "bias", None),
+        running_mean=getattr(m, "running_mean", None),
+        running_var=getattr(m, "running_var", None),
+    )
+
+
+FUNCTIONAL_NAMES = {
+    "bn": "F.batch_norm",
+    "in": "F.instance_norm",
+    "ln": "F.layer_norm",
+    "gn": "F.group_norm",
+    "rms": "F.rms_norm",
+}
+MODULE_NAMES = {
+    "bn": "nn.BatchNormNd",
+    "in": "nn.InstanceNormNd",
+    "ln": "nn.LayerNorm",
+    "gn": "nn.GroupNorm",
+    "rms": "nn.RMSNorm",
+}
+
+
+class TorchFramework(Framework):
+    name = "torch"
+    conventions = TORCH
+    known_issues = KNOWN_ISSUES
+
+    def implementations(self, op: str) -> list[Implementation]:
+        return [
+            TorchImplementation(op, FUNCTIONAL_NAMES[op], bind_functional),
+            TorchImplementation(op, MODULE_NAMES[op], bind_module),
+        ]
+
+    def device_problem(self, device: str) -> str | None:
+        if device == "cpu":
+            return None
+        if device.startswith("cuda"):
+            return None if torch.cuda.is_available() else "torch sees no CUDA device"
+        return f"unknown device {device!r}"
+
+
+def framework() -> Framework:
+    return TorchFramework()

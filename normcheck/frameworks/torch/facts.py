@@ -1,0 +1,104 @@
+"""PyTorch, as data: its conventions (torch.nn and torch.nn.functional) and its known defects.
+
+Imports no framework: the parent process judges with it, and ``normcheck conventions`` prints it.
+"""
+
+from __future__ import annotations
+
+from normcheck.conventions import CHANNELS_FIRST, MACHINE_EPS, NEW, UNBIASED, Convention
+from normcheck.frameworks.base import KnownIssue
+
+_PT_PER_CHANNEL = "(C,)"
+TORCH = {
+    "bn": Convention(
+        "torch",
+        "bn",
+        api="nn.BatchNorm{1,2,3}d / F.batch_norm",
+        eps=1e-5,
+        layout=CHANNELS_FIRST,
+        reduction="N and spatial axes, per channel (axis 1)",
+        affine=f"{_PT_PER_CHANNEL}, on",
+        momentum=0.1,
+        momentum_weights=NEW,
+        running_var=UNBIASED,
+    ),
+    "ln": Convention(
+        "torch",
+        "ln",
+        api="nn.LayerNorm / F.layer_norm",
+        eps=1e-5,
+        layout=CHANNELS_FIRST,
+        reduction="the trailing len(normalized_shape) axes",
+        affine="normalized_shape, on",
+    ),
+    "in": Convention(
+        "torch",
+        "in",
+        api="nn.InstanceNorm{1,2,3}d / F.instance_norm",
+        eps=1e-5,
+        layout=CHANNELS_FIRST,
+        reduction="spatial axes, per sample and channel",
+        affine=f"{_PT_PER_CHANNEL}, off (affine=False)",
+        momentum=0.1,
+        momentum_weights=NEW,
+        running_var=UNBIASED,
+        notes="running statistics only with track_running_stats=True (off by default); "
+        "they average the per-sample statistics over the batch",
+    ),
+    "gn": Convention(
+        "torch",
+        "gn",
+        api="nn.GroupNorm / F.group_norm",
+        eps=1e-5,
+        layout=CHANNELS_FIRST,
+        reduction="per sample, G contiguous channel groups × spatial axes",
+        affine=f"{_PT_PER_CHANNEL}, on",
+        notes="num_groups is required",
+    ),
+    "rms": Convention(
+        "torch",
+        "rms",
+        api="nn.RMSNorm / F.rms_norm",
+        eps=MACHINE_EPS,
+        layout=CHANNELS_FIRST,
+        reduction="the trailing len(normalized_shape) axes",
+        affine="normalized_shape, weight only, on",
+        notes="eps=None means finfo(float32).eps for fp16/bf16/fp32, finfo(float64).eps for fp64",
+    ),
+}
+
+CONVENTIONS = {"torch": TORCH}
+
+GRADS = ("grad_input", "grad_weight", "grad_bias")
+HALF = ("float16", "bfloat16")
+
+# Each was established by re-running the reference under the stated cause (docs/known-defects.md
+# has the numbers).
+KNOWN_ISSUES = (
+    KnownIssue(
+        "PyTorch's CPU group norm on channels-last input computes the variance in one pass, "
+        "E[x^2] - E[x]^2, which cancels catastrophically when the mean is large",
+        ops=("gn",),
+        layouts=("channels_last",),
+        kinds=("large_mean", "constant"),
+    ),
+    KnownIssue(
+        "PyTorch's CPU instance norm backward is wrong for a batch of 1 with a channels-last upstream gradient",
+        ops=("in",),
+        layouts=("channels_last",),
+        checks=GRADS,
+        batch=1,
+    ),
+    KnownIssue(
+        "PyTorch's CPU batch/instance norm kernels for float16 and bfloat16 normalize with the "
+        "batch statistics rounded to the input dtype",
+        ops=("bn", "in"),
+        dtypes=HALF,
+    ),
+    KnownIssue(
+        "PyTorch's CPU layer/group norm backward for float16 and bfloat16 uses the statistics saved in the input dtype",
+        ops=("ln", "gn"),
+        dtypes=HALF,
+        checks=GRADS,
+    ),
+)

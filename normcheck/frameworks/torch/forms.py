@@ -1,0 +1,237 @@
+"""User code in PyTorch: a function with the signature of the torch.nn.functional op, or an
+nn.Module subclass with the constructor of the torch.nn layer.
+
+Both run through the built-in adapter's TorchImplementation (steps, forward, backward with
+autograd, channels-last layouts); only the way the user's code is called differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from normcheck.frameworks.base import Implementation, RunOutput
+from normcheck.frameworks.torch.adapter import (
+    TORCH_DTYPES,
+    Binder,
+    Bound,
+    TorchImplementation,
+    leaf,
+    running_stats,
+    tensor,
+)
+from normcheck.frameworks.torch.facts import TORCH
+from normcheck.ops._op import required
+from normcheck.problem import Problem
+
+# Ranks a layer class takes when its name ends like torch.nn's BatchNorm1d/2d/3d.
+RANK_SUFFIXES = {"1d": (2, 3), "2d": (4,), "3d": (5,)}
+# Each option: (value for the case, the framework's default); omitted when they agree and
+# the call style leaves defaults out.
+OptionValues = dict[str, tuple[object, object]]
+
+
+def build(
+    form: str, op: str, obj: object, name: str, omit_defaults: bool, backward: object | None = None
+) -> Implementation | None:
+    """The implementation of ``op`` by ``obj`` in ``form`` (torch_function or torch_module)."""
+    # normcheck.user.detect_form gives the function form callables, the module form classes
+    if form == "torch_function":
+        if not callable(obj):
+            raise TypeError(f"the torch_function form takes a function, not a {type(obj).__name__}")
+        return TorchImplementation(op, name, function_binder(obj, omit_defaults))
+    if form == "torch_module":
+        if not isinstance(obj, type):
+            raise TypeError(f"the torch_module form takes an nn.Module subclass, not a {type(obj).__name__}")
+        return ModuleImplementation(op, name, obj, omit_defaults)
+    raise ValueError(f"the torch forms have no form {form!r}")
+
+
+def _default_eps(p: Problem) -> float:
+    return TORCH[p.op].default_eps(p.dtype)
+
+
+def _default_momentum(p: Problem) -> float:
+    return TORCH[p.op].default_new_weight
+
+
+def _keywords(options: OptionValues, omit_defaults: bool) -> dict[str, object]:
+    return {k: v for k, (v, default) in options.items() if not (omit_defaults and v == default)}
+
+
+def _normalized_shape(p: Problem) -> tuple[int, ...]:
+    return tuple(p.shape[len(p.shape) - required(p.params.normalized_ndim, "normalized_ndim") :])
+
+
+# -- functions --------------------------------------------------------------------------
+
+
+def function_call(
+    p: Problem,
+    x: torch.Tensor,
+    train: bool,
+    w: torch.Tensor | None,
+    b: torch.Tensor | None,
+    rm: torch.Tensor | None,
+    rv: torch.Tensor | None,
+    omit_defaults: bool,
+) -> tuple[list[object], dict[str, object]]:
+    """Positional and keyword arguments of the torch.nn.functional op for this case: the tensors
+    positionally (trailing None ones dropped when defaults are left out), the options by keyword."""
+    eps: OptionValues = {"eps": (p.eps, _default_eps(p))}
+    momentum: OptionValues = {"momentum": (p.momentum, _default_momentum(p))}
+    if p.op == "bn":
+        args, n_required = [x, rm, rv, w, b], 3
+        options = {"training": (train, False), **momentum, **eps}
+    elif p.op == "in":
+        args, n_required = [x, rm, rv, w, b], 1
+        options = {"use_input_stats": (train, True), **momentum, **eps}
+    elif p.op == "gn":
+        args, n_required, options = [x, p.params.groups, w, b], 2, eps
+    elif p.op == "ln":
+        args, n_required, options = [x, _normalized_shape(p), w, b], 2, eps
+    else:
+        args, n_required, options = [x, _normalized_shape(p), w], 2, eps
+    if omit_defaults:
+        while len(args) > n_required and args[-1] is None:
+            args.pop()
+    return args, _keywords(options, omit_defaults)
+
+
+def function_binder(fn: Callable, omit_defaults: bool = False) -> Binder:
+    """Binds ``fn``, called as the torch.nn.functional op, to each case. Running statistics are
+    the problem's initial values, which ``fn`` must update in place as F does."""
+
+    def bind(p: Problem, device: str) -> Bound:
+        w, b = leaf(p.weight, p, device), leaf(p.bias, p, device)
+        rm, rv = running_stats(p, device)
+
+        def forward(x: torch.Tensor, train: bool) -> torch.Tensor:
+            args, kwargs = function_call(p, x, train, w, b, rm, rv, omit_defaults)
+            return fn(*args, **kwargs)
+
+        return Bound(forward, w, b, rm, rv)
+
+    return bind
+
+
+# -- modules ----------------------------------------------------------------------------
+
+
+def constructor_call(p: Problem, omit_defaults: bool) -> tuple[list[object], dict[str, object]]:
+    """Positional and keyword arguments of the torch.nn layer's constructor for this case."""
+    params = p.params
+    channels = p.shape[1] if len(p.shape) > 1 else None
+    eps: OptionValues = {"eps": (p.eps, _default_eps(p))}
+    momentum: OptionValues = {"momentum": (p.momentum, _default_momentum(p))}
+    args: list[object]
+    options: OptionValues
+    if p.op == "gn":
+        args, options = [params.groups, channels], {**eps, "affine": (params.affine, True)}
+    elif p.op == "bn":
+        args = [channels]
+        options = {**eps, **momentum, "affine": (params.affine, True), "track_running_stats": (True, True)}
+    elif p.op == "in":
+        args = [channels]
+        options = {
+            **eps,
+            **momentum,
+            "affine": (params.affine, False),
+            "track_running_stats": (params.running_stats, False),
+        }
+    else:  # ln, rms
+        args, options = [_normalized_shape(p)], {**eps, "elementwise_affine": (params.affine, True)}
+    return args, _keywords(options, omit_defaults)
+
+
+def rank_problem(cls_name: str, ndim: int) -> str | None:
+    """Why a class named like torch.nn's BatchNorm2d cannot take an input of rank ``ndim``."""
+    suffix = cls_name[-2:].lower()
+    ranks = RANK_SUFFIXES.get(suffix)
+    if ranks is None or ndim in ranks:
+        return None
+    takes = " or ".join(f"{r}-D" for r in ranks)
+    return f"{cls_name} takes {takes} input (its name ends in {cls_name[-2:]}), not {ndim}-D"
+
+
+def _find(m: nn.Module, names: tuple[str, ...]) -> tuple[str, torch.Tensor] | None:
+    for attr in names:
+        t = getattr(m, attr, None)
+        if isinstance(t, torch.Tensor):
+            return attr, t
+    return None
+
+
+def _set_parameter(
+    m: nn.Module, owner: str, names: tuple[str, ...], value: np.ndarray | None, p: Problem, device: str
+) -> torch.Tensor | None:
+    """The module's parameter under one of ``names``, set to the case's ``value`` (None: unused)."""
+    if value is None:
+        return None
+    found = _find(m, names)
+    if found is None:
+        wanted = " or ".join(repr(n) for n in names)
+        raise AttributeError(f"{owner} has no parameter {wanted} for the case's {names[0]} of shape {value.shape}")
+    attr, t = found
+    if t.numel() != value.size:
+        raise ValueError(f"{owner}.{attr} has shape {tuple(t.shape)}; the case's {names[0]} has shape {value.shape}")
+    if not t.requires_grad:
+        raise ValueError(f"{owner}.{attr} does not require grad: make it an nn.Parameter")
+    with torch.no_grad():
+        t.copy_(tensor(value, p.dtype, device).reshape(t.shape))
+    return t
+
+
+def _buffer(m: nn.Module, owner: str, attr: str) -> torch.Tensor:
+    t = getattr(m, attr, None)
+    if not isinstance(t, torch.Tensor):
+        raise AttributeError(f"{owner} has no buffer {attr!r} for the running statistics")
+    return t
+
+
+class ModuleImplementation(TorchImplementation):
+    """An nn.Module subclass, constructed for every case like the torch.nn layer."""
+
+    def __init__(self, op: str, name: str, cls: type, omit_defaults: bool) -> None:
+        self.cls, self.omit_defaults = cls, omit_defaults
+        self.owner = getattr(cls, "__name__", str(cls))
+        super().__init__(op, name, self._bind_module)
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        return rank_problem(self.owner, len(problem.shape))
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        out = super().run(problem, layout, device)
+        # a weight kept as (1, C, 1, 1) has its gradient in that shape: compare it as (C,)
+        for check, value in (("grad_weight", problem.weight), ("grad_bias", problem.bias)):
+            if value is not None and check in out.values and out.values[check].size == value.size:
+                out.values[check] = out.values[check].reshape(value.shape)
+        return out
+
+    def _bind_module(self, p: Problem, device: str) -> Bound:
+        args, kwargs = constructor_call(p, self.omit_defaults)
+        m = self.cls(*args, **kwargs)
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"{self.owner}(...) returned a {type(m).__name__}, not an nn.Module")
+        m = m.to(device=device, dtype=TORCH_DTYPES[p.dtype])
+        weight = _set_parameter(m, self.owner, ("weight", "gamma"), p.weight, p, device)
+        bias = _set_parameter(m, self.owner, ("bias", "beta"), p.bias, p, device)
+        running = p.params.running_stats
+
+        def statistics() -> None:
+            # read after every call: code that assigns new tensors to its buffers replaces them
+            if running:
+                bound.running_mean = _buffer(m, self.owner, "running_mean")
+                bound.running_var = _buffer(m, self.owner, "running_var")
+
+        def forward(x: torch.Tensor, train: bool) -> torch.Tensor:
+            y = m.train(train)(x)
+            statistics()
+            return y
+
+        bound = Bound(forward, weight, bias)
+        statistics()
+        return bound
