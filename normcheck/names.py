@@ -1,6 +1,23 @@
-"""Names the command line offers, kept free of heavy imports so --help stays instant."""
+"""The domain's names, as types and as the tuples the command line offers; kept free of heavy
+imports so --help stays instant."""
 
-OP_NAMES = ("bn", "ln", "in", "gn", "rms")
-DTYPE_NAMES = ("float64", "float32", "float16", "bfloat16")
-DEFAULT_DTYPES = ("float32", "float16", "bfloat16", "float64")
-KIND_NAMES = ("normal", "large_mean", "constant", "tiny_scale", "half_range")
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+OpName = Literal["bn", "ln", "in", "gn", "rms"]
+DtypeName = Literal["float64", "float32", "float16", "bfloat16"]
+InputKind = Literal["normal", "large_mean", "constant", "tiny_scale", "half_range"]
+# where a case's channels are: "contiguous" is the canonical channels-first tensor
+Layout = Literal["contiguous", "channels_last"]
+Status = Literal["pass", "fail", "known", "error", "skip"]
+
+OP_NAMES: tuple[OpName, ...] = get_args(OpName)
+DTYPE_NAMES: tuple[DtypeName, ...] = get_args(DtypeName)
+DEFAULT_DTYPES: tuple[DtypeName, ...] = ("float32", "float16", "bfloat16", "float64")
+KIND_NAMES: tuple[InputKind, ...] = get_args(InputKind)
+LAYOUTS: tuple[Layout, ...] = get_args(Layout)
+STATUSES: tuple[Status, ...] = ("pass", "fail", "known", "error", "skip")
+
+CONTIGUOUS: Final = "contiguous"
+CHANNELS_LAST: Final = "channels_last"

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeVar, cast
 
 from normcheck.errors import UsageError
+
+T = TypeVar("T", bound=str)
 
 
 def split_list(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-def choose(value: str | None, valid: Iterable[str], what: str, default: Iterable[str]) -> tuple[str, ...]:
-    """Parse a comma list, each item one of ``valid``."""
-    valid = tuple(valid)
+def choose(value: str | None, valid: Iterable[T], what: str, default: Iterable[T]) -> tuple[T, ...]:
+    """Parse a comma list, each item one of ``valid`` (so typed as ``valid``'s items are)."""
+    names = tuple(valid)
     items = split_list(value)
     for item in items:
-        if item not in valid:
-            raise UsageError(f"unknown {what} {item!r}; choose from {', '.join(valid)}")
-    return tuple(dict.fromkeys(items)) if items else tuple(default)
+        if item not in names:
+            raise UsageError(f"unknown {what} {item!r}; choose from {', '.join(names)}")
+    # every item is one of ``valid``, so it has their type
+    return tuple(cast(T, item) for item in dict.fromkeys(items)) if items else tuple(default)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

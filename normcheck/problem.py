@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from normcheck.names import DtypeName, InputKind, OpName
 from normcheck.ops import OpParams
 
 
@@ -18,11 +19,11 @@ from normcheck.ops import OpParams
 class Problem:
     """All inputs of one case, shared by every implementation checked on it."""
 
-    op: str
+    op: OpName
     shape: tuple[int, ...]
     params: OpParams
-    dtype: str
-    kind: str
+    dtype: DtypeName
+    kind: InputKind
     eps: float
     momentum: float
     x: np.ndarray

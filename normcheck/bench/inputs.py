@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from normcheck.names import DtypeName, OpName
 from normcheck.ops import OPS, OpParams
 from normcheck.problem import Problem, case_seed
 
@@ -12,7 +13,7 @@ EPS = 1e-5
 MOMENTUM = 0.1
 
 
-def bench_problem(op: str, shape: tuple[int, ...], params: OpParams, dtype: str, seed: int = 0) -> Problem:
+def bench_problem(op: OpName, shape: tuple[int, ...], params: OpParams, dtype: DtypeName, seed: int = 0) -> Problem:
     rng = np.random.default_rng(case_seed(seed, "bench", op, shape, params))
     pshape = OPS[op].param_shape(shape, params)
     weight = bias = None

@@ -12,7 +12,7 @@ from normcheck.bench.shapes import BenchShape, default_shapes, shape_params
 from normcheck.errors import UsageError
 from normcheck.frameworks.base import Implementation
 from normcheck.memory_estimate import memory_problem
-from normcheck.names import DTYPE_NAMES, OP_NAMES
+from normcheck.names import DTYPE_NAMES, OP_NAMES, DtypeName, OpName
 from normcheck.parsing import choose, parse_shape, split_list
 
 MODES = ("eager", "compiled")
@@ -48,9 +48,9 @@ class Source:
 
 @dataclass
 class BenchPlan:
-    ops: tuple[str, ...]
+    ops: tuple[OpName, ...]
     shapes: dict[str, list[BenchShape]]
-    dtypes: tuple[str, ...]
+    dtypes: tuple[DtypeName, ...]
     passes: tuple[str, ...]
     modes: tuple[str, ...]
     sources: list[Source]
@@ -164,7 +164,7 @@ def _builtin_impls(name: str, op: str) -> list[Implementation]:
     return registry.bench_module(name).implementations(op)
 
 
-def _user_source(r: BenchRequest, names: list[str], ops_given: list[str]) -> tuple[tuple[str, ...], Source]:
+def _user_source(r: BenchRequest, names: list[str], ops_given: list[str]) -> tuple[tuple[OpName, ...], Source]:
     """The user's implementation in its explicit call style (every argument given)."""
     from normcheck.user import FUNCTION_FRAMEWORKS
     from normcheck.user.resolve import resolve_impl

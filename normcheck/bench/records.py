@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from normcheck.bench import stats
+from normcheck.names import CONTIGUOUS, DtypeName, Layout, OpName
 from normcheck.ops import fmt_shape
 
 OK, SKIP, ERROR, OOM = "ok", "skip", "error", "oom"
@@ -23,16 +24,16 @@ class BenchCase:
     """One timed configuration. ``mode`` names how it runs: eager, torch.compile, tf.function,
     tf.function+XLA, jax.jit, or an ONNX Runtime session."""
 
-    op: str
+    op: OpName
     shape: tuple[int, ...]
     params: str  # OpParams.label(): G=32, k=1, train, ...
-    dtype: str
+    dtype: DtypeName
     framework: str
     impl: str
     device: str
     pass_: str
     mode: str
-    layout: str = "contiguous"
+    layout: Layout = CONTIGUOUS
     model: str = ""  # where the shape comes from (ResNet-50 stage 2, Llama-2 7B hidden, ...); "" for --shape
 
     def key(self) -> tuple:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from normcheck.names import CONTIGUOUS, Layout
+
 
 def _no_sync(out: Any) -> None:
     return None
@@ -37,7 +39,7 @@ class Target:
     sync: Callable[[Any], None] = _no_sync
     mode: str = "eager"
     compiled: bool = False  # the first call traces and compiles
-    layout: str = "contiguous"
+    layout: Layout = CONTIGUOUS
     cuda_stream: bool = False
     memory: MemoryProbe | None = None  # device memory; the CPU's is measured by the runner
     setup_compile_s: float = 0.0  # compilation done while building (a compiled forward before its backward)

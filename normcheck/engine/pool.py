@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any
 
 from normcheck.bench.threads import THREAD_VARIABLES, XLA_ONE_THREAD, available_cpus
+from normcheck.engine.ctrl_c import SecondCtrlC
 from normcheck.engine.process import InlineWorker, Worker, WorkerDied, WorkerTimeout, make_worker
 from normcheck.engine.tasks import USER_PART, PartPlan, Plan, PlannedUnit
 from normcheck.errors import UsageError
@@ -130,7 +130,7 @@ class Engine:
         self.slots: list[_Slot] = []
         self._last_id = ""
         self._ids: list[str] = []
-        self._sigint: Any = None
+        self._ctrl_c = SecondCtrlC()
 
     def _new_id(self) -> str:
         """An id no other request of any engine shares (an inline worker's cache outlives engines)."""
@@ -169,18 +169,10 @@ class Engine:
     def ignore_ctrl_c(self) -> None:
         """After a first Ctrl-C: a second one must not cut the writing of the partial report.
         ``restore_ctrl_c`` undoes it (the Python API, which then raises KeyboardInterrupt)."""
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread() and self._sigint is None:
-            self._sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self._ctrl_c.ignore()
 
     def restore_ctrl_c(self) -> None:
-        import signal
-
-        if self._sigint is not None:
-            signal.signal(signal.SIGINT, self._sigint)
-            self._sigint = None
+        self._ctrl_c.restore()
 
     # -- workers ---------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from normcheck.bench.bandwidth import CopyBandwidth
 from normcheck.bench.plan import BenchRequest
 from normcheck.bench.records import ERROR, BenchCase, BenchReport, BenchResult
 from normcheck.bench.timer import TimerSettings
+from normcheck.engine.ctrl_c import SecondCtrlC
 from normcheck.engine.process import InlineWorker, Worker, WorkerDied, WorkerTimeout, make_worker
 from normcheck.errors import UsageError
 
@@ -99,6 +100,7 @@ def run_bench(
     run = _Stream(progress, on_plan)
     worker: Worker | InlineWorker | None = None
     interrupted = False
+    ctrl_c = SecondCtrlC()
     try:
         while not run.planned or run.start < len(run.cases):
             worker = make_worker(verbose=verbose)
@@ -108,12 +110,14 @@ def run_bench(
             if finished:
                 break
     except KeyboardInterrupt:
+        ctrl_c.ignore()  # the rows measured so far are written whatever else arrives
         interrupted = True
         if worker is not None:
             run.drain(worker)
     finally:
         if worker is not None:
             worker.kill()
+        ctrl_c.restore()
     report = run.report
     if report is None:
         if interrupted:

@@ -16,6 +16,7 @@ import numpy as np
 
 from normcheck.conventions import Settings
 from normcheck.frameworks.base import Framework, FrameworkFacts
+from normcheck.names import DtypeName, InputKind, OpName
 from normcheck.ops import OpParams
 from normcheck.problem import Problem
 from normcheck.verify.inputs import make_problem
@@ -35,11 +36,11 @@ class PlannedUnit:
     part: str  # the worker part that runs it: a framework name or "user"
     framework: int  # index into Plan.frameworks
     local: int  # index of its framework among the part's frameworks
-    op: str
+    op: OpName
     shape: tuple[int, ...]
     params: OpParams
-    dtype: str
-    kind: str
+    dtype: DtypeName
+    kind: InputKind
     settings: Settings
     cases: tuple[Case, ...]
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from normcheck.bench.target import Target
 from normcheck.conventions import Convention, Settings, settings
+from normcheck.names import CONTIGUOUS, Layout
 from normcheck.ops import OpParams
 from normcheck.problem import Problem
 from normcheck.verify.records import Case
@@ -61,10 +62,10 @@ class Implementation(ABC):
     op: str
     name: str  # as reports show it
 
-    def layouts(self, shape: tuple[int, ...]) -> tuple[str, ...]:
+    def layouts(self, shape: tuple[int, ...]) -> tuple[Layout, ...]:
         """Layouts the case runs in: "contiguous" is the canonical channels-first layout,
         "channels_last" has the channels on the last axis."""
-        return ("contiguous",)
+        return (CONTIGUOUS,)
 
     def unsupported(self, problem: Problem, layout: str) -> str | None:
         """Why this implementation cannot express the case at all (shown as a skip), or None."""
@@ -222,7 +223,7 @@ class BenchModule(Protocol):
         """Why ``device`` cannot be used, or None."""
         ...
 
-    def layout(self, impl: Implementation, shape: tuple[int, ...]) -> str:
+    def layout(self, impl: Implementation, shape: tuple[int, ...]) -> Layout:
         """The layout ``impl`` runs in (its native one)."""
         ...
 

@@ -14,6 +14,7 @@ from normcheck import frameworks as registry
 from normcheck.conventions import Settings, settings
 from normcheck.frameworks import CLASS, FORMS, FUNCTION, STYLE, Form
 from normcheck.frameworks.base import Framework, Implementation
+from normcheck.names import OpName
 from normcheck.ops import OpParams
 from normcheck.user.spec import LoadError, SpecError, load_object, parse_spec
 
@@ -103,10 +104,10 @@ def _subclasses(bases: list[tuple[str, str]], form: Form) -> bool:
     return any(m.startswith(form.base_from) and n == base_name for m, n in bases)
 
 
-OP_WORDS = {"group": "gn", "layer": "ln", "batch": "bn", "instance": "in", "rms": "rms"}
+OP_WORDS: dict[str, OpName] = {"group": "gn", "layer": "ln", "batch": "bn", "instance": "in", "rms": "rms"}
 
 
-def guess_op(name: str) -> str | None:
+def guess_op(name: str) -> OpName | None:
     """The op a name like MyGroupNorm or layernorm_forward stands for, when exactly one fits."""
     lowered = name.lower().replace("_", "")
     found = {op for word, op in OP_WORDS.items() if word in lowered}

@@ -6,11 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 from normcheck.errors import UsageError
-from normcheck.names import OP_NAMES
+from normcheck.names import OP_NAMES, OpName
 from normcheck.parsing import choose
-from normcheck.user import FORMS, FormError, LoadError, SpecError, detect_form, guess_op, user_frameworks
+from normcheck.user import (
+    FORMS,
+    FormError,
+    LoadError,
+    SpecError,
+    UserFramework,
+    detect_form,
+    guess_op,
+    user_frameworks,
+)
 from normcheck.user.spec import ImplSpec, load_object, parse_spec
-from normcheck.verify.records import load_error_row
+from normcheck.verify.records import CheckResult, load_error_row
 
 
 def impl_label(value: Any) -> tuple[ImplSpec | None, str]:
@@ -29,7 +38,9 @@ def _load(value: Any) -> tuple[str, object]:
     return name, (value if spec is None else load_object(spec))
 
 
-def resolve_impl(request: Any, framework: str | None, ops_given: list[str]) -> tuple[tuple[str, ...], list, list]:
+def resolve_impl(
+    request: Any, framework: str | None, ops_given: list[str]
+) -> tuple[tuple[OpName, ...], list[UserFramework], list[CheckResult]]:
     """(ops, frameworks, load_rows) for the request's implementation."""
     from normcheck import frameworks as registry
 

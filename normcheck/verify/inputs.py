@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from normcheck.dtypes import EPS, quantize
-from normcheck.names import KIND_NAMES
+from normcheck.names import KIND_NAMES, DtypeName, InputKind, OpName
 from normcheck.ops import OPS, Op, OpParams
 from normcheck.problem import Problem, case_seed
 
@@ -21,11 +21,11 @@ HALF_RANGE = 6e4
 
 
 def make_problem(
-    op: str,
+    op: OpName,
     shape: tuple[int, ...],
     params: OpParams,
-    dtype: str,
-    kind: str,
+    dtype: DtypeName,
+    kind: InputKind,
     eps: float,
     momentum: float = 0.1,
     seed: int = 0,

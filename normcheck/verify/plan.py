@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from normcheck.conventions import Settings
 from normcheck.frameworks.base import Framework, Implementation
+from normcheck.names import DtypeName, InputKind, OpName
 from normcheck.ops import OPS, OpParams
 from normcheck.problem import Problem
 from normcheck.verify.inputs import KINDS, make_problem
@@ -18,12 +19,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Options:
-    ops: tuple[str, ...]
-    dtypes: tuple[str, ...]
+    ops: tuple[OpName, ...]
+    dtypes: tuple[DtypeName, ...]
     shapes: tuple[tuple[int, ...], ...] = ()  # empty: each op's default grid
     groups: tuple[int, ...] = ()
     normalized_ndim: tuple[int, ...] = ()
-    kinds: tuple[str, ...] = KINDS
+    kinds: tuple[InputKind, ...] = KINDS
     device: str = "cpu"
     seed: int = 0
     tolerance: tuple[float, float] | None = None  # (rtol, atol) given by the user
@@ -40,11 +41,11 @@ class Options:
 class Unit:
     """One set of inputs and every implementation that runs on it."""
 
-    op: str
+    op: OpName
     shape: tuple[int, ...]
     params: OpParams
-    dtype: str
-    kind: str
+    dtype: DtypeName
+    kind: InputKind
     framework: Framework
     runs: list[tuple[Case, Implementation]] = field(default_factory=list)
     order: tuple[int, int] = (0, 0)  # (op, case) position in the plan: parts planned apart merge by it

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal
 
+from normcheck.names import CONTIGUOUS, DtypeName, InputKind, Layout, OpName, Status
+from normcheck.names import STATUSES as STATUSES
 from normcheck.ops import OpParams, fmt_shape
 
-PASS, FAIL, ERROR, SKIP = "pass", "fail", "error", "skip"
-KNOWN = "known"  # a failure matching a documented defect of a built-in framework
-STATUSES = (PASS, FAIL, KNOWN, ERROR, SKIP)
+PASS: Final = "pass"
+FAIL: Final = "fail"
+KNOWN: Final = "known"  # a failure matching a documented defect of a built-in framework
+ERROR: Final = "error"
+SKIP: Final = "skip"
 RUN = "run"  # the check name of a row that stands for a whole case (an error or a skip)
 
 
@@ -18,14 +22,14 @@ RUN = "run"  # the check name of a row that stands for a whole case (an error or
 class Case:
     """One implementation run on one set of inputs."""
 
-    op: str
+    op: OpName | Literal["-"]  # "-": the row of an implementation that could not be loaded
     framework: str
     impl: str
     shape: tuple[int, ...]
     params: OpParams
-    dtype: str
-    kind: str
-    layout: str = "contiguous"
+    dtype: DtypeName | Literal["-"]
+    kind: InputKind | Literal["-"]
+    layout: Layout = CONTIGUOUS
     device: str = "cpu"
 
 
@@ -92,7 +96,7 @@ class Diagnosis:
 class CheckResult:
     case: Case
     check: str
-    status: str
+    status: Status
     comparison: Comparison | None = None
     tolerance: Tolerance | None = None
     message: str = ""
@@ -133,12 +137,12 @@ def _finite(v: float) -> float | str:
 
 
 def summarize(results: list[CheckResult]) -> dict[str, int]:
-    counts = dict.fromkeys(STATUSES, 0)
+    counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
     for r in results:
         counts[r.status] += 1
     return counts
 
 
-def load_error_row(op: str, impl: str, message: str, framework: str = "user") -> CheckResult:
+def load_error_row(op: OpName | Literal["-"], impl: str, message: str, framework: str = "user") -> CheckResult:
     """The one row that stands for every case of an implementation that could not be loaded."""
     return CheckResult(Case(op, framework, impl, (), OpParams(), "-", "-"), RUN, ERROR, message=message)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from normcheck.errors import UsageError
 from normcheck.frameworks.base import Framework
 from normcheck.memory_estimate import memory_problem
-from normcheck.names import DEFAULT_DTYPES, DTYPE_NAMES, KIND_NAMES, OP_NAMES
+from normcheck.names import DEFAULT_DTYPES, DTYPE_NAMES, KIND_NAMES, OP_NAMES, OpName
 from normcheck.parsing import choose, parse_ints, parse_shape, split_list
 from normcheck.verify.plan import Options, Unit, invalid_cases, plan
 from normcheck.verify.records import ERROR, FAIL, KNOWN, STATUSES, CheckResult
@@ -230,7 +230,7 @@ def named(request: Request, error: UsageError) -> UsageError:
     return UsageError(f"{request.name}: {error}") if request.name else error
 
 
-def options(r: Request, ops: tuple[str, ...]) -> Options:
+def options(r: Request, ops: tuple[OpName, ...]) -> Options:
     """The plan's options for ``r`` checking ``ops`` (flags parsed; nothing loaded)."""
     dtype_text = items(r.dtypes)
     return Options(
@@ -269,7 +269,7 @@ def prepare(request: Request) -> Prepared:
     return Prepared(request, opts, fws, plan(opts, fws), load_rows)
 
 
-def _ops_and_user_code(r: Request) -> tuple[tuple[str, ...], list[Framework], list[CheckResult]]:
+def _ops_and_user_code(r: Request) -> tuple[tuple[OpName, ...], list[Framework], list[CheckResult]]:
     """The ops checked, the frameworks holding the user's implementation (loaded here) and the
     rows for what of it could not be loaded."""
     if r.impl is None:
@@ -280,7 +280,7 @@ def _ops_and_user_code(r: Request) -> tuple[tuple[str, ...], list[Framework], li
     fw_names = choose(items(r.frameworks), registry.FRAMEWORKS, "framework", ())
     ops, user_fws, load_rows = resolve_impl(r, fw_names[0] if fw_names else None, split_list(items(r.ops)))
     _refuse_invalid_cases(options(r, ops))  # (validate checked the built-ins' ops)
-    return ops, user_fws, load_rows
+    return ops, list[Framework](user_fws), load_rows
 
 
 def merge_reports(reports: list[Report], strict: bool = False) -> Report:

@@ -10,6 +10,7 @@ import numpy as np
 
 from normcheck.engine.deaths import escaped
 from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported
+from normcheck.names import Status
 from normcheck.problem import Problem
 from normcheck.verify.crosscheck import Baseline
 from normcheck.verify.plan import Options
@@ -43,7 +44,7 @@ def execute(
             warnings.simplefilter("ignore")
             return impl.run(problem, case.layout, case.device), []
     except Unsupported as e:
-        status = ERROR if opts.explicit_dtypes else SKIP
+        status: Status = ERROR if opts.explicit_dtypes else SKIP
         return None, [CheckResult(case, RUN, status, message=f"{case.dtype} not supported: {e}")]
     except Exception as e:  # a failing implementation is a row, never a crash
         return None, [CheckResult(case, RUN, ERROR, message=describe_error(e))]

@@ -60,6 +60,7 @@ def test_json_has_environment_settings_and_raw_samples(numpy_run):
         assert r["gbps"] > 0 and r["pct_copy"] > 0
 
 
+@pytest.mark.slow
 def test_csv_and_table_and_markdown():
     proc = bench("--framework", "numpy", "--op", "rms", "--shape", "8,64", *QUICK, "--format", "csv")
     assert proc.returncode == 0, proc.stderr
@@ -99,6 +100,7 @@ def test_compare_passes_when_nothing_got_slower(numpy_run, tmp_path):
     assert json.loads(proc.stdout)["compare"]["slower"] == []
 
 
+@pytest.mark.slow
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "bench.png"
@@ -213,6 +215,7 @@ def test_keyboard_interrupt_raised_by_the_code_is_an_error_row_not_a_ctrl_c():
         ("group_norm_returns_none", "returned None"),
     ],
 )
+@pytest.mark.slow
 def test_a_row_that_kills_its_worker_or_returns_nothing_is_an_error_and_the_run_goes_on(name, needle):
     require("torch")
     proc = bench_in_workers(
@@ -239,6 +242,7 @@ def test_a_row_that_kills_its_worker_or_returns_nothing_is_an_error_and_the_run_
     assert [r["status"] for r in rows if r["impl"] == "F.group_norm"] == ["ok", "ok"]
 
 
+@pytest.mark.slow
 def test_bench_timeout_stops_a_hung_row():
     require("torch")
     proc = bench_in_workers(

@@ -33,6 +33,7 @@ def test_the_callers_alarm_handler_and_timer_are_left_alone():
         signal.signal(signal.SIGALRM, previous)
 
 
+@pytest.mark.slow
 def test_code_that_exits_is_reported_not_raised_in_the_caller():
     report = normcheck.check("gn", "fixtures/hostile.py:group_norm_os_exit", **SMALL)
     assert not report.ok

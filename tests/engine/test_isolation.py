@@ -64,6 +64,7 @@ def _torch():
         ("base_exception", "raised Abort: giving up"),
     ],
 )
+@pytest.mark.slow
 def test_code_that_ends_its_process_is_an_error_row_and_the_run_fails(name, needle):
     proc = verify("--impl", hostile(name), *SMALL, "--format", "json")
     assert proc.returncode == 1, proc.stderr
@@ -74,6 +75,7 @@ def test_code_that_ends_its_process_is_an_error_row_and_the_run_fails(name, need
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_segfault_names_the_line_of_the_code_that_crashed():
     proc = verify("--impl", hostile("segfault"), *SMALL, "--format", "json")
     message = json.loads(proc.stdout)["results"][0]["message"]
@@ -81,6 +83,7 @@ def test_a_segfault_names_the_line_of_the_code_that_crashed():
 
 
 @pytest.mark.parametrize("name", ["hangs_catching_everything", "hangs_owning_sigalrm"])
+@pytest.mark.slow
 def test_a_hang_is_stopped_at_the_timeout_and_the_rest_of_that_implementation_is_not_run(name):
     start = time.monotonic()
     proc = verify(
@@ -147,6 +150,7 @@ def test_an_atexit_hook_that_exits_0_cannot_turn_a_failing_run_green():
     assert json.loads(proc.stdout)["summary"]["fail"] > 0
 
 
+@pytest.mark.slow
 def test_keras_backend_in_the_environment_does_not_break_the_tensorflow_adapter():
     require("tensorflow")
     proc = verify(
@@ -167,6 +171,7 @@ def test_keras_backend_in_the_environment_does_not_break_the_tensorflow_adapter(
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_writes_the_finished_cases_marked_interrupted_and_exits_130(tmp_path):
     report = tmp_path / "partial.json"
     args = [
@@ -208,6 +213,7 @@ def test_ctrl_c_writes_the_finished_cases_marked_interrupted_and_exits_130(tmp_p
     assert "interrupted" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_jobs_do_not_change_the_records():
     def records(jobs: str) -> list[dict]:
         proc = verify(

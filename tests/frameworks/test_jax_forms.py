@@ -6,9 +6,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
+from _forms import (
+    ALL_DTYPES,
+    CORRECT_FUNCTIONS,
+    FIXTURES,
+    assert_diagnosed,
+    bad_rows,
+    by_style,
+    expected_checks,
+    passed_checks,
+    spec,
+)
 from _require import require
 
 jax = require("jax")
@@ -27,20 +37,10 @@ from normcheck.user import EXPLICIT_EPS, EXPLICIT_MOMENTUM, FORMS
 from normcheck.verify.inputs import KINDS, make_problem
 from normcheck.verify.records import ERROR, FAIL, PASS, RUN, SKIP
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 FUNCTIONS = FIXTURES / "jax_functions.py"
 MODULES = FIXTURES / "flax_modules.py"
-ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
-DEFAULTS = " (defaults)"
 FLAX_CLASSES = {"gn": nn.GroupNorm, "ln": nn.LayerNorm, "bn": nn.BatchNorm, "in": nn.InstanceNorm, "rms": nn.RMSNorm}
 
-CORRECT_FUNCTIONS = {
-    "gn": "group_norm",
-    "ln": "layer_norm",
-    "bn": "batch_norm",
-    "in": "instance_norm",
-    "rms": "rms_norm",
-}
 CORRECT_MODULES = {"gn": "GroupNorm", "ln": "LayerNorm", "bn": "BatchNorm", "in": "InstanceNorm", "rms": "RMSNorm"}
 # One shape and variant per op (JAX compiles per shape, dtype and variant): multi-axis layer and
 # RMS norm, batch norm in training and evaluation, instance norm with and without running statistics.
@@ -80,32 +80,11 @@ BUGGY_MODULES = {
 
 
 def function(name: str) -> str:
-    return f"{FUNCTIONS}:{name}"
+    return spec(FUNCTIONS, name)
 
 
 def module(name: str) -> str:
-    return f"{MODULES}:{name}"
-
-
-def bad_rows(report) -> list[tuple]:
-    """Every row that is neither a pass nor a skip with a reason."""
-    return [
-        (r["impl"], r["shape"], r["params"], r["dtype"], r["input"], r["layout"], r["check"], r["status"], r["message"])
-        for r in report.records
-        if not (r["status"] == PASS or (r["status"] == SKIP and r["message"]))
-    ]
-
-
-def by_style(report) -> dict[bool, list[dict]]:
-    """The records of each call style: False explicit, True defaults."""
-    out: dict[bool, list[dict]] = {False: [], True: []}
-    for r in report.records:
-        out[r["impl"].endswith(DEFAULTS)].append(r)
-    return out
-
-
-def passed_checks(report) -> set[str]:
-    return {r["check"] for r in report.records if r["status"] == PASS}
+    return spec(MODULES, name)
 
 
 # -- conventions --------------------------------------------------------------------------
@@ -129,6 +108,7 @@ def test_the_fields_set_have_the_installed_flax_defaults(op):
 # -- correct code passes ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_correct_function_passes_the_full_default_grid():
     report = check("rms", function("rms_norm"), framework="jax", dtypes=ALL_DTYPES)
     assert bad_rows(report) == []
@@ -138,17 +118,12 @@ def test_correct_function_passes_the_full_default_grid():
     assert len({r["shape"] for r in report.records}) == 6
 
 
-def _expected_checks(op: str) -> set[str]:
-    want = {"forward", "grad_input", "grad_weight"} | (set() if op == "rms" else {"grad_bias"})
-    return want | ({"running_mean", "running_var"} if op in ("bn", "in") else set())
-
-
 @pytest.mark.parametrize("op", CORRECT_FUNCTIONS)
 def test_correct_function_passes(op):
     report = check(op, function(CORRECT_FUNCTIONS[op]), framework="jax", dtypes=("float64", "float16"), **SUBSET[op])
     assert bad_rows(report) == []
     assert by_style(report)[False] and by_style(report)[True]
-    assert passed_checks(report) == _expected_checks(op)
+    assert passed_checks(report) == expected_checks(op)
     assert {r["layout"] for r in report.records} == {"contiguous"}
 
 
@@ -157,7 +132,7 @@ def test_correct_module_passes(op):
     report = check(op, module(CORRECT_MODULES[op]), dtypes=("float32", "bfloat16"), **SUBSET[op])
     assert bad_rows(report) == []
     assert by_style(report)[False] and by_style(report)[True]
-    assert passed_checks(report) == _expected_checks(op) - ({"running_mean", "running_var"} if op == "in" else set())
+    assert passed_checks(report) == expected_checks(op) - ({"running_mean", "running_var"} if op == "in" else set())
     assert {r["layout"] for r in report.records} == {"contiguous" if op in ("ln", "rms") else "channels_last"}
 
 
@@ -171,24 +146,16 @@ def test_flax_instance_norm_has_no_running_statistics():
 # -- buggy code fails, with the diagnosis of its bug ---------------------------------------
 
 
-def _assert_diagnosed(report, hypothesis: str) -> None:
-    failing = [r for r in report.records if r["status"] == FAIL]
-    assert failing, "the buggy fixture passed"
-    assert not [r for r in report.records if r["status"] == ERROR]
-    found = {r["diagnosis"]["hypothesis"] for r in failing if r["diagnosis"]}
-    assert hypothesis in found, found
-
-
 @pytest.mark.parametrize("name", BUGGY_FUNCTIONS)
 def test_buggy_function_fails_with_its_diagnosis(name):
     op, hypothesis, dtype, kind, options = BUGGY_FUNCTIONS[name]
-    _assert_diagnosed(check(op, function(name), framework="jax", dtypes=dtype, kinds=kind, **options), hypothesis)
+    assert_diagnosed(check(op, function(name), framework="jax", dtypes=dtype, kinds=kind, **options), hypothesis)
 
 
 @pytest.mark.parametrize("name", BUGGY_MODULES)
 def test_buggy_module_fails_with_its_diagnosis(name):
     op, hypothesis, dtype, kind, options = BUGGY_MODULES[name]
-    _assert_diagnosed(check(op, module(name), dtypes=dtype, kinds=kind, **options), hypothesis)
+    assert_diagnosed(check(op, module(name), dtypes=dtype, kinds=kind, **options), hypothesis)
 
 
 def test_a_wrong_default_epsilon_fails_in_the_defaults_style_only():

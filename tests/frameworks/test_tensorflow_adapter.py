@@ -88,6 +88,7 @@ def _bad(results, fw):
 
 
 @pytest.mark.parametrize("op", OP_NAMES)
+@pytest.mark.slow
 def test_default_grid_passes_in_float32_and_float16(fw, op):
     opts = Options(ops=(op,), dtypes=("float32", "float16"), kinds=("normal", "large_mean", "constant"))
     units = plan(opts, [fw])
@@ -107,6 +108,7 @@ def test_default_grid_passes_in_float32_and_float16(fw, op):
 
 
 @pytest.mark.parametrize("op", OP_NAMES)
+@pytest.mark.slow
 def test_bfloat16_and_float64_pass(fw, op):
     opts = Options(ops=(op,), dtypes=("bfloat16", "float64"), kinds=("normal", "tiny_scale", "half_range"))
     results = list(run(plan(opts, [fw]), opts))

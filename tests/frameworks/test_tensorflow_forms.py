@@ -212,6 +212,7 @@ def test_correct_layer_passes_in_half_precision_and_hostile_kinds(op):
     assert rows(report, "pass")
 
 
+@pytest.mark.slow
 def test_group_norm_passes_the_full_default_grid():
     report = check("gn", spec("GroupNorm"))  # every default shape, dtype and input kind
     statuses = Counter(r["status"] for r in report.records)

@@ -4,9 +4,9 @@ with a torch.nn constructor, checked end to end through normcheck.api in both ca
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
+from _forms import ALL_DTYPES, CORRECT_FUNCTIONS, DEFAULTS, FIXTURES, assert_diagnosed, bad_rows, spec, styles
 from _require import require
 
 torch = require("torch")
@@ -23,19 +23,9 @@ from normcheck.user import EXPLICIT_EPS, EXPLICIT_MOMENTUM
 from normcheck.verify.inputs import KINDS, make_problem
 from normcheck.verify.records import ERROR, FAIL, PASS, RUN, SKIP
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 FUNCTIONS = FIXTURES / "torch_functional.py"
 MODULES = FIXTURES / "torch_modules.py"
-ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
-DEFAULTS = " (defaults)"
 
-CORRECT_FUNCTIONS = {
-    "gn": "group_norm",
-    "ln": "layer_norm",
-    "bn": "batch_norm",
-    "in": "instance_norm",
-    "rms": "rms_norm",
-}
 CORRECT_MODULES = {"gn": "GroupNorm", "ln": "LayerNorm", "bn": "BatchNorm2d", "in": "InstanceNorm2d", "rms": "RMSNorm"}
 
 # fixture: (op, expected hypothesis, dtype, input kind, shape where the bug shows clearly)
@@ -75,25 +65,11 @@ def _one_thread():
 
 
 def function(name: str) -> str:
-    return f"{FUNCTIONS}:{name}"
+    return spec(FUNCTIONS, name)
 
 
 def module(name: str) -> str:
-    return f"{MODULES}:{name}"
-
-
-def bad_rows(report) -> list[tuple]:
-    """Every row that is neither a pass nor a skip with a reason."""
-    return [
-        (r["impl"], r["shape"], r["params"], r["dtype"], r["input"], r["layout"], r["check"], r["status"], r["message"])
-        for r in report.records
-        if not (r["status"] == PASS or (r["status"] == SKIP and r["message"]))
-    ]
-
-
-def styles(report) -> set[bool]:
-    """Which call styles ran: False explicit, True defaults."""
-    return {r["impl"].endswith(DEFAULTS) for r in report.records}
+    return spec(MODULES, name)
 
 
 # -- correct code passes ----------------------------------------------------------------
@@ -125,25 +101,17 @@ def test_correct_function_passes_the_default_shapes(op):
 # -- buggy code fails, with the diagnosis of its bug ---------------------------------------
 
 
-def _assert_diagnosed(report, hypothesis: str) -> None:
-    failing = [r for r in report.records if r["status"] == FAIL]
-    assert failing, "the buggy fixture passed"
-    assert not [r for r in report.records if r["status"] == ERROR]
-    found = {r["diagnosis"]["hypothesis"] for r in failing if r["diagnosis"]}
-    assert hypothesis in found, found
-
-
 @pytest.mark.parametrize("name", BUGGY_MODULES)
 def test_buggy_module_fails_with_its_diagnosis(name):
     op, hypothesis, dtype, kind, shape = BUGGY_MODULES[name]
-    _assert_diagnosed(check(op, module(name), dtypes=dtype, kinds=kind, shapes=[shape]), hypothesis)
+    assert_diagnosed(check(op, module(name), dtypes=dtype, kinds=kind, shapes=[shape]), hypothesis)
 
 
 @pytest.mark.parametrize("name", BUGGY_FUNCTIONS)
 def test_buggy_function_fails_with_its_diagnosis(name):
     op, hypothesis, dtype, kind, shape = BUGGY_FUNCTIONS[name]
     report = check(op, function(name), framework="torch", dtypes=dtype, kinds=kind, shapes=[shape])
-    _assert_diagnosed(report, hypothesis)
+    assert_diagnosed(report, hypothesis)
 
 
 def test_detached_statistics_fail_the_input_gradient_only():

@@ -129,6 +129,7 @@ def test_nan_output_fails_and_says_so():
     assert all("NaN or inf where finite values are expected" in r.message for r in fails)
 
 
+@pytest.mark.slow
 def test_a_hanging_case_times_out_and_later_ones_are_not_run(real_workers):
     start = time.perf_counter()
     report = normcheck.check("gn", f"{BROKEN}:hangs", **{**SMALL, "kinds": "normal,constant,tiny_scale"}, timeout=0.5)

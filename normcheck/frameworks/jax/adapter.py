@@ -22,6 +22,7 @@ import numpy as np
 from normcheck.conventions import Convention
 from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported, initial_running
 from normcheck.frameworks.jax.facts import HAS_FAST_VARIANCE, JAX, KNOWN_ISSUES, MODULE_NAMES, SAFE_SETTING
+from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.ops._op import required
 from normcheck.problem import Problem
 
@@ -179,15 +180,15 @@ class FlaxImplementation(Implementation):
         self.op, self.convention, self.fast_variance = op, convention, fast_variance
         self.name = MODULE_NAMES[op] + ("" if fast_variance else f"({SAFE_SETTING})")
 
-    def layouts(self, shape: tuple[int, ...]) -> tuple[str, ...]:
+    def layouts(self, shape: tuple[int, ...]) -> tuple[Layout, ...]:
         """Flax's own layout is channels last; batch and instance norm can be told the channels
         are at axis 1, group norm cannot (its feature axis is always the last). Layer and RMS
         norm normalize the trailing axes whatever they hold, so only the canonical layout."""
         if self.op in ("ln", "rms") or len(shape) == 2:  # in 2-D both layouts are one
-            return ("contiguous",)
+            return (CONTIGUOUS,)
         if self.op == "gn":
-            return ("channels_last",)
-        return ("contiguous", "channels_last")
+            return (CHANNELS_LAST,)
+        return (CONTIGUOUS, CHANNELS_LAST)
 
     def unsupported(self, problem: Problem, layout: str) -> str | None:
         if self.op == "in" and problem.params.running_stats:
@@ -213,7 +214,7 @@ class FlaxImplementation(Implementation):
             op=self.op,
             dtype=problem.dtype,
             ndim=len(problem.shape),
-            channel_axis=-1 if layout == "channels_last" else 1,
+            channel_axis=-1 if layout == CHANNELS_LAST else 1,
             normalized_ndim=params.normalized_ndim,
             groups=params.groups,
             affine=params.affine,
@@ -246,7 +247,7 @@ def run_case(case: Compiled, problem: Problem, layout: str, device: jax.Device) 
     return out
 
 
-def put(a: np.ndarray, dtype: Any, device: jax.Device, layout: str = "contiguous") -> jax.Array:
+def put(a: np.ndarray, dtype: Any, device: jax.Device, layout: str = CONTIGUOUS) -> jax.Array:
     """``a`` in ``layout`` and ``dtype`` on ``device``, converted on the host (an eager jnp
     conversion would compile a kernel per shape)."""
     return jax.device_put(to_layout(a, layout).astype(dtype), device)
@@ -267,13 +268,13 @@ def variables(problem: Problem, stats_dtype: Any, device: jax.Device) -> tuple[A
 
 def to_layout(a: np.ndarray, layout: str) -> np.ndarray:
     """A copy of ``a`` (canonical, channels at axis 1) in ``layout``."""
-    return np.moveaxis(a, 1, -1).copy() if layout == "channels_last" else np.array(a)
+    return np.moveaxis(a, 1, -1).copy() if layout == CHANNELS_LAST else np.array(a)
 
 
-def add(out: RunOutput, check: str, a: jax.Array, layout: str = "contiguous") -> None:
+def add(out: RunOutput, check: str, a: jax.Array, layout: str = CONTIGUOUS) -> None:
     """``a`` fetched to the host, back in the canonical layout."""
     host = np.asarray(jax.device_get(a))
-    if layout == "channels_last":
+    if layout == CHANNELS_LAST:
         host = np.moveaxis(host, -1, 1)
     out.add(check, host.astype(np.float64), str(host.dtype))
 

@@ -40,6 +40,7 @@ from normcheck.frameworks.jax.adapter import (
     variables,
 )
 from normcheck.frameworks.jax.forms import TRACING_ERRORS, UserImplementation
+from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.problem import Problem
 
 JIT = "jax.jit"
@@ -67,9 +68,9 @@ def set_threads(n: int) -> int:
     return len(available_cpus())
 
 
-def layout(impl: Implementation, shape: tuple[int, ...]) -> str:
+def layout(impl: Implementation, shape: tuple[int, ...]) -> Layout:
     """Channels last where offered (Flax's own layout), else the canonical one."""
-    return "channels_last" if "channels_last" in impl.layouts(shape) else "contiguous"
+    return CHANNELS_LAST if CHANNELS_LAST in impl.layouts(shape) else CONTIGUOUS
 
 
 def classify(e: BaseException) -> str | None:

@@ -34,6 +34,7 @@ from normcheck.frameworks.jax.adapter import (
     run_case,
 )
 from normcheck.frameworks.jax.facts import JAX, MODULE_NAMES
+from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.ops import OPS
 from normcheck.ops._op import required
 from normcheck.problem import Problem
@@ -249,10 +250,10 @@ class ModuleImplementation(UserImplementation):
     """``cls(**fields)`` applied to channels-last input, params "scale"/"bias" set to the case's
     weight and bias, batch norm's running statistics in batch_stats "mean"/"var"."""
 
-    def layouts(self, shape: tuple[int, ...]) -> tuple[str, ...]:
+    def layouts(self, shape: tuple[int, ...]) -> tuple[Layout, ...]:
         if self.op in ("ln", "rms") or len(shape) == 2:  # trailing axes, or both layouts are one
-            return ("contiguous",)
-        return ("channels_last",)
+            return (CONTIGUOUS,)
+        return (CHANNELS_LAST,)
 
     def unsupported(self, problem: Problem, layout: str) -> str | None:
         if self.op == "in" and problem.params.running_stats:
@@ -289,7 +290,7 @@ class ModuleImplementation(UserImplementation):
     def call(self, problem: Problem, layout: str) -> ModuleCall:
         p = problem.params
         shape = problem.shape
-        if layout == "channels_last":
+        if layout == CHANNELS_LAST:
             shape = (shape[0], *shape[2:], shape[1])
         names = SCALE_AND_BIAS[: 1 if self.op == "rms" else 2] if p.affine else ()
         pshape = OPS[self.op].param_shape(problem.shape, p)

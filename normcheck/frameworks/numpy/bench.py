@@ -12,6 +12,7 @@ from normcheck.bench.records import FORWARD
 from normcheck.bench.target import Target
 from normcheck.frameworks.base import Implementation, RunOutput, Unsupported, initial_running
 from normcheck.frameworks.numpy.forms import Cs231nImplementation, numpy_dtype, unpack
+from normcheck.names import CONTIGUOUS, Layout
 from normcheck.ops import OPS
 from normcheck.ops._op import broadcast_channels
 from normcheck.problem import Problem
@@ -52,8 +53,8 @@ def set_threads(n: int) -> int:
     return 1
 
 
-def layout(impl: Implementation, shape: tuple[int, ...]) -> str:
-    return "contiguous"
+def layout(impl: Implementation, shape: tuple[int, ...]) -> Layout:
+    return CONTIGUOUS
 
 
 def classify(e: BaseException) -> str | None:
@@ -70,7 +71,7 @@ def build(impl: Implementation, problem: Problem, pass_: str, variant: str, devi
         call, keep = cs231n_call(impl, problem, pass_, dtype)
     else:
         raise Unsupported(f"{impl.name} is not a NumPy implementation")
-    return Target(call, mode=variant, compiled=False, layout="contiguous", keep=keep)
+    return Target(call, mode=variant, compiled=False, layout=CONTIGUOUS, keep=keep)
 
 
 # -- the reference formulas ---------------------------------------------------------------
@@ -122,7 +123,7 @@ def cs231n_call(
     """Forward: ``forward(x, gamma, beta, [G,] param)`` with one param dict kept across calls, so
     batch norm's running statistics carry over as in the assignment's solver. Backward:
     ``backward(dout, cache)`` with the cache of one forward done here."""
-    reason = impl.unsupported(problem, "contiguous")
+    reason = impl.unsupported(problem, CONTIGUOUS)
     if reason:
         raise Unsupported(reason)
     if pass_ != FORWARD:

@@ -21,6 +21,7 @@ import numpy as np
 
 from normcheck.frameworks.base import Implementation, RunOutput, Unsupported, initial_running
 from normcheck.frameworks.numpy.facts import CS231N
+from normcheck.names import CONTIGUOUS
 from normcheck.ops import OPS, fmt_shape
 from normcheck.ops._op import broadcast_channels
 from normcheck.problem import Problem
@@ -118,7 +119,7 @@ class Cs231nImplementation(Implementation):
 
     # -- running a case ---------------------------------------------------------
     def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
-        if layout != "contiguous":
+        if layout != CONTIGUOUS:
             raise ValueError(f"the CS231n convention is channels-first only, not {layout}")
         dtype = numpy_dtype(problem.dtype)
         gamma, beta = self.affine(problem, dtype)

@@ -14,6 +14,7 @@ from normcheck.conventions import Convention
 from normcheck.dtypes import quantize
 from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported, initial_running
 from normcheck.frameworks.onnxruntime.facts import KNOWN_ISSUES, ONNXRUNTIME
+from normcheck.names import CONTIGUOUS
 from normcheck.ops._op import required
 from normcheck.problem import Problem
 
@@ -231,7 +232,7 @@ class OrtImplementation(Implementation):
         return dict.fromkeys(("grad_input", "grad_weight", "grad_bias"), GRAD_REASON)
 
     def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
-        if layout != "contiguous":
+        if layout != CONTIGUOUS:
             raise ValueError(f"ONNX takes channels first only, not {layout}")
         if problem.op == "bn":
             return self._run_batch_norm(problem, device)

@@ -24,6 +24,7 @@ from normcheck.frameworks.onnxruntime.adapter import (
     session,
     to_storage,
 )
+from normcheck.names import CONTIGUOUS, Layout
 from normcheck.problem import Problem
 
 MODES = {"eager": ("session",), "compiled": ("session",)}
@@ -49,8 +50,8 @@ def set_threads(n: int) -> int:
     return n
 
 
-def layout(impl: Implementation, shape: tuple[int, ...]) -> str:
-    return "contiguous"
+def layout(impl: Implementation, shape: tuple[int, ...]) -> Layout:
+    return CONTIGUOUS
 
 
 def classify(e: BaseException) -> str | None:
@@ -71,7 +72,7 @@ def build(impl: Implementation, problem: Problem, pass_: str, variant: str, devi
     device_reason = device_problem(device)
     if device_reason:
         raise Unsupported(device_reason)
-    reason = impl.unsupported(problem, "contiguous")
+    reason = impl.unsupported(problem, CONTIGUOUS)
     if reason:
         raise Unsupported(reason)
     spec, feeds, shapes = model_case(impl, problem, device)
@@ -93,7 +94,7 @@ def build(impl: Implementation, problem: Problem, pass_: str, variant: str, devi
         return outputs
 
     sync = (lambda out: binding.synchronize_outputs()) if device != "cpu" else (lambda out: None)
-    return Target(call, sync=sync, mode=variant, compiled=False, layout="contiguous", keep=keep)
+    return Target(call, sync=sync, mode=variant, compiled=False, layout=CONTIGUOUS, keep=keep)
 
 
 def model_case(

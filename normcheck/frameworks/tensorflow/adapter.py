@@ -36,6 +36,7 @@ from normcheck.frameworks.tensorflow.facts import (  # noqa: E402
     RAW_OPS,
     TENSORFLOW,
 )
+from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout  # noqa: E402
 from normcheck.ops import OpParams  # noqa: E402
 from normcheck.ops._op import required  # noqa: E402
 from normcheck.problem import Problem  # noqa: E402
@@ -46,7 +47,6 @@ TF_DTYPES = {
     "float16": tf.float16,
     "bfloat16": tf.bfloat16,
 }
-CONTIGUOUS, CHANNELS_LAST = "contiguous", "channels_last"
 CHANNEL_OPS = ("bn", "in", "gn")
 KERAS_NAMES = {
     "bn": "keras.layers.BatchNormalization",
@@ -85,7 +85,7 @@ class TensorFlowImplementation(Implementation):
     def __init__(self, op: str, name: str, bind: Binder, running_stats: bool) -> None:
         self.op, self.name, self.bind, self._running_stats = op, name, bind, running_stats
 
-    def layouts(self, shape: tuple[int, ...]) -> tuple[str, ...]:
+    def layouts(self, shape: tuple[int, ...]) -> tuple[Layout, ...]:
         # channels-first with axis=1 and Keras's own channels-last; the two coincide for 2-D input
         if self.op in CHANNEL_OPS and len(shape) > 2:
             return (CONTIGUOUS, CHANNELS_LAST)

@@ -36,6 +36,7 @@ from normcheck.frameworks.tensorflow.adapter import (
     tf,
     tf_device,
 )
+from normcheck.names import Layout
 from normcheck.problem import Problem
 
 MODES = {"eager": ("eager",), "compiled": ("tf.function", "tf.function+XLA")}
@@ -71,7 +72,7 @@ def set_threads(n: int) -> int | None:
     return int(env) if env.strip().isdigit() and int(env) > 0 else None
 
 
-def layout(impl: Implementation, shape: tuple[int, ...]) -> str:
+def layout(impl: Implementation, shape: tuple[int, ...]) -> Layout:
     """Keras's native layout: channels last wherever the implementation offers it."""
     return CHANNELS_LAST if CHANNELS_LAST in impl.layouts(shape) else CONTIGUOUS
 

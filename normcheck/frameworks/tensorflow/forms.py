@@ -17,8 +17,6 @@ from normcheck.frameworks.base import initial_running
 # keras and tf as the adapter imported them, after selecting Keras's TensorFlow backend
 from normcheck.frameworks.tensorflow.adapter import (
     CHANNEL_OPS,
-    CHANNELS_LAST,
-    CONTIGUOUS,
     KERAS_NAMES,
     Binder,
     Bound,
@@ -30,6 +28,7 @@ from normcheck.frameworks.tensorflow.adapter import (
     trailing,
 )
 from normcheck.frameworks.tensorflow.facts import TENSORFLOW
+from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.ops import OpParams
 from normcheck.ops._op import required
 from normcheck.problem import Problem
@@ -170,7 +169,7 @@ def keras_binder(cls: type, op: str, omit_defaults: bool) -> Binder:
 class KerasLayerImplementation(TensorFlowImplementation):
     """A user's Keras layer: channels-last input for batch, instance and group norm."""
 
-    def layouts(self, shape: tuple[int, ...]) -> tuple[str, ...]:
+    def layouts(self, shape: tuple[int, ...]) -> tuple[Layout, ...]:
         return (CHANNELS_LAST,) if self.op in CHANNEL_OPS and len(shape) > 2 else (CONTIGUOUS,)
 
     def unsupported(self, problem: Problem, layout: str) -> str | None:

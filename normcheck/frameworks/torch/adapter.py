@@ -12,6 +12,7 @@ from torch import nn
 
 from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported, initial_running
 from normcheck.frameworks.torch.facts import KNOWN_ISSUES, TORCH
+from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.ops import OpParams
 from normcheck.ops._op import required
 from normcheck.ops.rms_norm import default_eps as rms_default_eps
@@ -23,7 +24,7 @@ TORCH_DTYPES = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
-CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+MEMORY_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
 
 
 @dataclass
@@ -49,8 +50,8 @@ class TorchImplementation(Implementation):
     def __init__(self, op: str, name: str, bind: Binder) -> None:
         self.op, self.name, self.bind = op, name, bind
 
-    def layouts(self, shape: tuple[int, ...]) -> tuple[str, ...]:
-        return ("contiguous", "channels_last") if len(shape) in CHANNELS_LAST else ("contiguous",)
+    def layouts(self, shape: tuple[int, ...]) -> tuple[Layout, ...]:
+        return (CONTIGUOUS, CHANNELS_LAST) if len(shape) in MEMORY_FORMATS else (CONTIGUOUS,)
 
     def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
         try:
@@ -83,12 +84,12 @@ class TorchImplementation(Implementation):
         return out
 
 
-def tensor(a: np.ndarray, dtype: str, device: str, layout: str = "contiguous") -> torch.Tensor:
+def tensor(a: np.ndarray, dtype: str, device: str, layout: str = CONTIGUOUS) -> torch.Tensor:
     # torch.tensor copies: from_numpy would share memory, and in-place updates (running
     # statistics) would write into the problem every implementation shares
     t = torch.tensor(np.asarray(a, dtype=np.float64)).to(device=device, dtype=TORCH_DTYPES[dtype])
-    if layout == "channels_last":
-        t = t.contiguous(memory_format=CHANNELS_LAST[t.ndim])
+    if layout == CHANNELS_LAST:
+        t = t.contiguous(memory_format=MEMORY_FORMATS[t.ndim])
     return t
 
 

@@ -13,6 +13,7 @@ from normcheck.bench.records import FORWARD
 from normcheck.bench.target import MemoryProbe, Target
 from normcheck.frameworks.base import Implementation, Unsupported
 from normcheck.frameworks.torch.adapter import TorchImplementation, framework, tensor
+from normcheck.names import CONTIGUOUS, Layout
 from normcheck.problem import Problem
 
 MODES = {"eager": ("eager",), "compiled": ("torch.compile",)}
@@ -33,8 +34,8 @@ def set_threads(n: int) -> int:
     return torch.get_num_threads()
 
 
-def layout(impl: Implementation, shape: tuple[int, ...]) -> str:
-    return "contiguous"
+def layout(impl: Implementation, shape: tuple[int, ...]) -> Layout:
+    return CONTIGUOUS
 
 
 def classify(e: BaseException) -> str | None:

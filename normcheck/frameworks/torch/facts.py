@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from normcheck.conventions import CHANNELS_FIRST, MACHINE_EPS, NEW, UNBIASED, Convention
 from normcheck.frameworks.base import KnownIssue
+from normcheck.names import CHANNELS_LAST
 
 _PT_PER_CHANNEL = "(C,)"
 TORCH = {
@@ -79,13 +80,13 @@ KNOWN_ISSUES = (
         "PyTorch's CPU group norm on channels-last input computes the variance in one pass, "
         "E[x^2] - E[x]^2, which cancels catastrophically when the mean is large",
         ops=("gn",),
-        layouts=("channels_last",),
+        layouts=(CHANNELS_LAST,),
         kinds=("large_mean", "constant"),
     ),
     KnownIssue(
         "PyTorch's CPU instance norm backward is wrong for a batch of 1 with a channels-last upstream gradient",
         ops=("in",),
-        layouts=("channels_last",),
+        layouts=(CHANNELS_LAST,),
         checks=GRADS,
         batch=1,
     ),
