@@ -19,8 +19,7 @@ from normcheck.frameworks.base import Framework, FrameworkFacts
 from normcheck.names import DtypeName, InputKind, OpName
 from normcheck.ops import OpParams
 from normcheck.problem import Problem
-from normcheck.verify.inputs import make_problem
-from normcheck.verify.plan import Options, Unit, aligned_settings, translations
+from normcheck.verify.plan import Options, Unit, aligned_settings, settled_problem, translations
 from normcheck.verify.records import ERROR, RUN, Case, CheckResult
 from normcheck.verify.request import Prepared, Request, prepare
 from normcheck.verify.run import Outcome, run_baseline, run_case
@@ -50,18 +49,7 @@ class PlannedUnit:
         return (self.local, self.op, self.shape, self.params, self.dtype, self.kind)
 
     def problem(self, seed: int) -> Problem:
-        s = self.settings
-        return make_problem(
-            self.op,
-            self.shape,
-            self.params,
-            self.dtype,
-            self.kind,
-            eps=s.eps,
-            momentum=s.momentum,
-            seed=seed,
-            unbiased_running_var=s.unbiased_running_var,
-        )
+        return settled_problem(self.op, self.shape, self.params, self.dtype, self.kind, self.settings, seed)
 
 
 @dataclass

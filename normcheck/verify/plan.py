@@ -135,16 +135,30 @@ def aligned_settings(unit: Unit, opts: Options) -> Settings:
 
 def problem_for(unit: Unit, opts: Options) -> Problem:
     """The unit's inputs under its framework's conventions."""
-    s = aligned_settings(unit, opts)
+    return settled_problem(
+        unit.op, unit.shape, unit.params, unit.dtype, unit.kind, aligned_settings(unit, opts), opts.seed
+    )
+
+
+def settled_problem(
+    op: OpName,
+    shape: tuple[int, ...],
+    params: OpParams,
+    dtype: DtypeName,
+    kind: InputKind,
+    s: Settings,
+    seed: int,
+) -> Problem:
+    """A case's inputs with the eps, momentum and running-variance rule it runs under."""
     return make_problem(
-        unit.op,
-        unit.shape,
-        unit.params,
-        unit.dtype,
-        unit.kind,
+        op,
+        shape,
+        params,
+        dtype,
+        kind,
         eps=s.eps,
         momentum=s.momentum,
-        seed=opts.seed,
+        seed=seed,
         unbiased_running_var=s.unbiased_running_var,
     )
 
