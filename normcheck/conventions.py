@@ -94,9 +94,8 @@ def settings(conv: Convention, dtype: str, eps: float | None = None, momentum: f
     if conv.momentum_weights is not None:
         framework_momentum = conv.to_framework_momentum(new_weight)
         if momentum is not None and conv.momentum_weights != NEW:
-            meaning = "the weight of the new batch" if conv.momentum_weights == NEW else "the weight of the old value"
             notes.append(
-                f"{conv.api}: momentum={framework_momentum:g} ({meaning}) for momentum {momentum:g} "
+                f"{conv.api}: momentum={framework_momentum:g} (the weight of the old value) for momentum {momentum:g} "
                 "in PyTorch's meaning (the weight of the new batch)"
             )
     return Settings(eps, new_weight, conv.unbiased_running_var, framework_momentum, tuple(notes))

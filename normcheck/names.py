@@ -19,5 +19,7 @@ KIND_NAMES: tuple[InputKind, ...] = get_args(InputKind)
 LAYOUTS: tuple[Layout, ...] = get_args(Layout)
 STATUSES: tuple[Status, ...] = ("pass", "fail", "known", "error", "skip")
 
+DEFAULT_TIMEOUT = 60.0  # seconds one verify case may run in a worker before it is an error row
+
 CONTIGUOUS: Final = "contiguous"
 CHANNELS_LAST: Final = "channels_last"

@@ -74,7 +74,7 @@ class BenchResult:
     reason: str = ""
     samples: tuple[float, ...] = ()  # seconds per call, each the mean of one block of ``block`` calls
     block: int = 1
-    timer: str = ""  # "perf_counter", "cuda events", "perf_counter + sync"
+    timer: str = ""  # "perf_counter", "perf_counter + sync, L2 flushed" or "cuda events, L2 flushed"
     converged: bool = True  # IQR/median fell under the threshold before the time cap
     first_call_s: float | None = None  # the first call: tracing and compilation where there are any
     compile_s: float | None = None  # first call minus the steady-state median, for compiled modes

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from normcheck.cli._common import UsageError, emit, fail_usage, say, stderr_is_tty
-from normcheck.names import DTYPE_NAMES, KIND_NAMES, OP_NAMES
+from normcheck.names import DEFAULT_TIMEOUT, DTYPE_NAMES, KIND_NAMES, OP_NAMES
 
 FORMATS = ("table", "csv", "json", "junit", "markdown")
 
@@ -73,7 +73,8 @@ def verify(
     timeout: Annotated[
         float | None,
         typer.Option(
-            help="Seconds one case may run before its worker is stopped and the case is an error. Default: 60."
+            help="Seconds one case may run before its worker is stopped and the case is an error. "
+            f"Default: {DEFAULT_TIMEOUT:g}."
         ),
     ] = None,
     jobs: Annotated[

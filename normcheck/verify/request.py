@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from normcheck.errors import UsageError
 from normcheck.frameworks.base import Framework
 from normcheck.memory_estimate import memory_problem
-from normcheck.names import DEFAULT_DTYPES, DTYPE_NAMES, KIND_NAMES, OP_NAMES, OpName
+from normcheck.names import DEFAULT_DTYPES, DEFAULT_TIMEOUT, DTYPE_NAMES, KIND_NAMES, OP_NAMES, OpName
 from normcheck.parsing import choose, parse_ints, parse_shape, split_list
 from normcheck.verify.plan import Options, Unit, invalid_cases, plan
 from normcheck.verify.records import ERROR, FAIL, KNOWN, STATUSES, CheckResult
@@ -20,7 +20,6 @@ from normcheck.verify.records import ERROR, FAIL, KNOWN, STATUSES, CheckResult
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_TIMEOUT = 60.0  # seconds one case may take
 
 ListLike = str | Sequence[str] | None
 
