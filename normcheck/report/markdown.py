@@ -18,4 +18,7 @@ def _cell(v: Any) -> str:
         return ""
     if isinstance(v, bool):
         return "yes" if v else ""
-    return str(v).replace("|", "\\|").replace("\n", " ")
+    # GitHub renders HTML in comments: "returned <class 'torch.Tensor'>" would lose its tag-like
+    # part. Escaping "<" (and "&", for entities) is enough; "->" stays as it reads.
+    text = str(v).replace("&", "&amp;").replace("<", "&lt;")
+    return text.replace("|", "\\|").replace("\n", " ")

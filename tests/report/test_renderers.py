@@ -365,6 +365,11 @@ def test_markdown_escapes_pipes_and_newlines_in_cells():
     )
 
 
+def test_markdown_escapes_what_github_would_read_as_html():
+    cell = markdown_table([{"m": "returned <class 'torch.Tensor'> & 2 > 1"}], ["m"]).splitlines()[2]
+    assert cell == "| returned &lt;class 'torch.Tensor'> &amp; 2 > 1 |"
+
+
 def test_markdown_strict_lists_the_known_defect_as_a_failure():
     text = render_verify_markdown(RECORDS, {**SUMMARY, "strict": True})
     assert "#### Failures (4)" in text
