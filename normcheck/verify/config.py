@@ -143,11 +143,15 @@ def _key(where: str, key: str) -> str:
 
 def _fields(path: Path, where: str, table: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}  # field -> the key that set it (op and ops both set ops)
     for key, value in table.items():
         at = f"{path}: {where + '.' if where else ''}{key}"
         if key not in KEYS:
             raise UsageError(f"{at}: unknown key; valid keys are {', '.join(sorted(set(KEYS)))}")
         field, expected = KEYS[key]
+        if field in given:
+            raise UsageError(f"{at}: {given[field]} is given too; they are the same key, give one")
+        given[field] = key
         if not _fits(value, expected):
             raise UsageError(f"{at}: expected {expected}, got {_show(value)}")
         if expected == NUM and not math.isfinite(value):  # TOML has nan and inf

@@ -242,6 +242,17 @@ def test_an_alias_in_a_check_overrides_the_other_spelling_above_it(tmp_path):
     assert request.dtypes == "float64"
 
 
+@pytest.mark.parametrize(
+    ("first", "second"), [("op", "ops"), ("dtypes", "dtype"), ("input", "inputs"), ("framework", "frameworks")]
+)
+def test_both_spellings_of_a_key_in_one_table_are_refused(tmp_path, first, second):
+    value = {"op": '"gn"', "ops": '"ln"', "dtype": '"float32"', "dtypes": '"float64"'}
+    value |= {"input": '"normal"', "inputs": '"constant"', "framework": '"torch"', "frameworks": '"jax"'}
+    body = f'[[check]]\nimpl = "x.py:f"\n{first} = {value[first]}\n{second} = {value[second]}\n'
+    message = refused(config(tmp_path, body))
+    assert message.endswith(f"[check][1].{second}: {first} is given too; they are the same key, give one")
+
+
 def test_pyproject_checks_inherit_tool_normcheck(tmp_path):
     body = (
         '[project]\nname = "mypkg"\n[tool.normcheck]\nframeworks = ["torch"]\ntimeout = 30\n'
