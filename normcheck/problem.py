@@ -35,6 +35,13 @@ class Problem:
     running_var: np.ndarray | None = None
     unbiased_running_var: bool = True  # the framework's running-variance convention
 
+    def initial_running(self) -> tuple[np.ndarray, np.ndarray]:
+        """The running mean and variance before the first step, for a case that tracks them
+        (``params.running_stats``, always for batch norm): a valid case then has both."""
+        if self.running_mean is None or self.running_var is None:
+            raise ValueError(f"{self.op}: a case with running statistics needs running_mean and running_var")
+        return self.running_mean, self.running_var
+
 
 def case_seed(seed: int, *parts: object) -> int:
     """A stable 64-bit seed from the user's seed and the case's identity (not Python's salted hash)."""

@@ -35,9 +35,7 @@ def reference(
     out: dict[str, np.ndarray] = {}
     stats = None
     if params.running_stats:
-        rm, rv = problem.running_mean, problem.running_var
-        if rm is None or rv is None:
-            raise ValueError(f"{problem.op}: a case with running statistics needs running_mean and running_var")
+        rm, rv = problem.initial_running()
         batches = problem.steps + ((problem.x,) if params.mode == "train" else ())
         for batch in batches:
             rm, rv = op.update_running(

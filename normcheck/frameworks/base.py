@@ -8,7 +8,8 @@
   them as these types);
 - ``KnownIssue`` (a documented defect, declared in the facts module) and ``FrameworkFacts`` (what
   judging needs of a framework, without the framework);
-- ``RunOutput``, ``Unsupported`` and ``initial_running``: what the adapters share when they run a case.
+- ``RunOutput`` and ``Unsupported``: what the adapters share when they run a case (a case's
+  initial running statistics come from ``Problem.initial_running``).
 
 A framework's implementation classes may offer more (how its bench module binds a case, say);
 those are public, documented methods of the classes, used only inside the framework's folder.
@@ -45,14 +46,6 @@ class RunOutput:
     def add(self, check: str, value: np.ndarray, dtype: str) -> None:
         self.values[check] = np.asarray(value, dtype=np.float64)
         self.dtypes[check] = dtype
-
-
-def initial_running(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
-    """The case's initial running mean and variance, for a case that tracks them
-    (``params.running_stats``, always for batch norm): a valid case then has both."""
-    if problem.running_mean is None or problem.running_var is None:
-        raise ValueError(f"{problem.op}: a case with running statistics needs running_mean and running_var")
-    return problem.running_mean, problem.running_var
 
 
 class Implementation(ABC):

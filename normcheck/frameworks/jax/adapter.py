@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from normcheck.conventions import Convention
-from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported, initial_running
+from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported
 from normcheck.frameworks.jax.facts import HAS_FAST_VARIANCE, JAX, KNOWN_ISSUES, MODULE_NAMES, SAFE_SETTING
 from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.ops._op import required
@@ -261,7 +261,7 @@ def variables(problem: Problem, stats_dtype: Any, device: jax.Device) -> tuple[A
     params = {name: put(value, dtype, device) for name, value in affine if value is not None}
     stats = {}
     if problem.params.running_stats:
-        mean, var = initial_running(problem)
+        mean, var = problem.initial_running()
         stats = {"mean": put(mean, stats_dtype, device), "var": put(var, stats_dtype, device)}
     return params, stats
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from normcheck.bench.records import FORWARD
 from normcheck.bench.target import Target
-from normcheck.frameworks.base import Implementation, RunOutput, Unsupported, initial_running
+from normcheck.frameworks.base import Implementation, RunOutput, Unsupported
 from normcheck.frameworks.numpy.forms import Cs231nImplementation, numpy_dtype, unpack
 from normcheck.names import CONTIGUOUS, Layout
 from normcheck.ops import OPS
@@ -90,7 +90,7 @@ def reference_call(problem: Problem, pass_: str, dtype: type) -> tuple[Callable[
     stats = None
     running: list[tuple[np.ndarray, np.ndarray]] = []
     if params.running_stats:
-        running_mean, running_var = initial_running(problem)
+        running_mean, running_var = problem.initial_running()
         rm: np.ndarray = running_mean.astype(dtype)
         rv: np.ndarray = running_var.astype(dtype)
         if params.mode == "eval":
@@ -160,7 +160,7 @@ def cs231n_param(impl: Cs231nImplementation, problem: Problem, dtype: type) -> d
     params = problem.params
     param = impl.param_dict(problem, "test" if params.running_stats and params.mode == "eval" else "train")
     if params.running_stats:
-        running_mean, running_var = initial_running(problem)
+        running_mean, running_var = problem.initial_running()
         param["running_mean"] = running_mean.astype(dtype)
         param["running_var"] = running_var.astype(dtype)
     return param

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from normcheck.frameworks.base import Implementation, RunOutput, Unsupported, initial_running
+from normcheck.frameworks.base import Implementation, RunOutput, Unsupported
 from normcheck.frameworks.numpy.facts import CS231N
 from normcheck.names import CONTIGUOUS
 from normcheck.ops import OPS, fmt_shape
@@ -127,7 +127,7 @@ class Cs231nImplementation(Implementation):
         x: np.ndarray = problem.x.astype(dtype)
         params = problem.params
         if params.running_stats:
-            running_mean, running_var = initial_running(problem)
+            running_mean, running_var = problem.initial_running()
             running: tuple[np.ndarray, np.ndarray] = (running_mean.astype(dtype), running_var.astype(dtype))
             for batch in problem.steps:
                 _, running = self._batchnorm(problem, batch.astype(dtype), gamma, beta, "train", running)

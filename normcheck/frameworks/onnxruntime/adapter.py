@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from normcheck.conventions import Convention
 from normcheck.dtypes import quantize
-from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported, initial_running
+from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported
 from normcheck.frameworks.onnxruntime.facts import KNOWN_ISSUES, ONNXRUNTIME
 from normcheck.names import CONTIGUOUS
 from normcheck.ops._op import required
@@ -261,7 +261,7 @@ class OrtImplementation(Implementation):
         train = self.model_spec(p, device, True, ("Y", "running_mean", "running_var"))
         channels = (p.shape[1],)
         shapes = {"Y": p.shape, "running_mean": channels, "running_var": channels}
-        rm, rv = initial_running(p)  # batch norm cases always track them
+        rm, rv = p.initial_running()  # batch norm cases always track them
         affine = affine_inputs(p)
         for batch in p.steps:
             got = run_model(train, {"X": batch, **affine, "input_mean": rm, "input_var": rv}, shapes)

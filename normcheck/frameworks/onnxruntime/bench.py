@@ -11,7 +11,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from normcheck.bench.records import FORWARD
 from normcheck.bench.target import Target
-from normcheck.frameworks.base import Implementation, Unsupported, initial_running
+from normcheck.frameworks.base import Implementation, Unsupported
 from normcheck.frameworks.onnxruntime.adapter import (
     ELEMENT_TYPES,
     GRAD_REASON,
@@ -107,7 +107,9 @@ def model_case(
         return impl.model_spec(p, device), feeds, {"Y": p.shape}
     channels = (p.shape[1],)
     running = p.params.running_stats
-    feeds["input_mean"], feeds["input_var"] = initial_running(p) if running else (np.zeros(channels), np.ones(channels))
+    feeds["input_mean"], feeds["input_var"] = (
+        p.initial_running() if running else (np.zeros(channels), np.ones(channels))
+    )
     if running and p.params.mode == "eval":
         return impl.model_spec(p, device), feeds, {"Y": p.shape}
     outputs = RUNNING if running else ("Y",)

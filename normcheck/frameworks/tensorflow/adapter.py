@@ -28,7 +28,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported, initial_running  # noqa: E402
+from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported  # noqa: E402
 from normcheck.frameworks.tensorflow.facts import (  # noqa: E402
     KNOWN_ISSUES,
     RAW_FLOAT32_NAME,
@@ -234,7 +234,7 @@ def bind_keras(p: Problem, layout: str, device: str) -> Bound:
     bias = None if p.bias is None else _assign(layer.beta, p.bias, p.dtype)
     if p.op != "bn":
         return Bound(lambda x, train: layer(x), weight, bias, layer=layer)
-    running_mean, running_var = initial_running(p)  # batch norm cases always track them
+    running_mean, running_var = p.initial_running()  # batch norm cases always track them
     mean = _assign(layer.moving_mean, running_mean, p.dtype)
     var = _assign(layer.moving_variance, running_var, p.dtype)
     return Bound(lambda x, train: layer(x, training=train), weight, bias, mean, var, layer)

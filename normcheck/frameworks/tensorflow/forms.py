@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from normcheck.frameworks.base import initial_running
-
 # keras and tf as the adapter imported them, after selecting Keras's TensorFlow backend
 from normcheck.frameworks.tensorflow.adapter import (
     CHANNEL_OPS,
@@ -158,7 +156,7 @@ def keras_binder(cls: type, op: str, omit_defaults: bool) -> Binder:
         if p.bias is not None:
             bias = set_variable(layer, BIAS_NAMES, p.bias, p.dtype, required=True)
         if op == "bn":
-            running_mean, running_var = initial_running(p)  # batch norm cases always track them
+            running_mean, running_var = p.initial_running()  # batch norm cases always track them
             mean = set_variable(layer, MEAN_NAMES, running_mean, p.dtype, required=True)
             var = set_variable(layer, VAR_NAMES, running_var, p.dtype, required=True)
         return Bound(lambda x, train: layer(x, training=train), weight, bias, mean, var, layer)

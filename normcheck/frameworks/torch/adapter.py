@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported, initial_running
+from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported
 from normcheck.frameworks.torch.facts import KNOWN_ISSUES, TORCH
 from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.ops import OpParams
@@ -111,7 +111,7 @@ def running_stats(p: Problem, device: str) -> tuple[torch.Tensor | None, torch.T
     """The case's initial running mean and variance, fresh tensors to update in place (None: untracked)."""
     if not p.params.running_stats:
         return None, None
-    running_mean, running_var = initial_running(p)
+    running_mean, running_var = p.initial_running()
     return tensor(running_mean, p.dtype, device), tensor(running_var, p.dtype, device)
 
 
