@@ -76,12 +76,12 @@ class _Stream:
     def drain(self, worker: Worker | InlineWorker) -> None:
         """Take the messages already sent: after a Ctrl-C, rows measured before it are kept even
         when the parent had not read them yet."""
-        try:
-            while worker.ready() or (isinstance(worker, Worker) and worker.from_child.poll(0)):
+        try:  # until nothing is waiting: receive(0) then ends the worker, which is stopped anyway
+            while True:
                 kind, payload = worker.receive(0)
                 if kind in ("plan", "header", "result"):
                     self.take(kind, payload)
-        except (WorkerDied, WorkerTimeout, EOFError, OSError):
+        except (WorkerDied, WorkerTimeout):
             pass
 
 
