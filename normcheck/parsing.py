@@ -25,14 +25,18 @@ def choose(value: str | None, valid: Iterable[T], what: str, default: Iterable[T
     return tuple(cast(T, item) for item in dict.fromkeys(items)) if items else tuple(default)
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
+def parse_shape(text: str, allow_empty: bool = True) -> tuple[int, ...]:
+    """A shape typed as "2,64,8,8" (or "2x64x8x8"). Sizes of 0 (an empty tensor, an edge real
+    kernels get wrong) are sizes too, unless ``allow_empty`` is False (a timing needs data)."""
     parts = [p.strip() for p in text.replace("x", ",").split(",")]
     try:
         shape = tuple(int(p) for p in parts)
     except ValueError:
         raise UsageError(f"malformed shape {text!r}; write sizes separated by commas, e.g. 2,64,8,8") from None
-    if not shape or any(n < 1 for n in shape):
-        raise UsageError(f"malformed shape {text!r}; every size must be a positive integer")
+    smallest = 0 if allow_empty else 1
+    if not shape or any(n < smallest for n in shape):
+        what = "a non-negative" if allow_empty else "a positive"
+        raise UsageError(f"malformed shape {text!r}; every size must be {what} integer")
     return shape
 
 

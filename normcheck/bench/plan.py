@@ -68,7 +68,7 @@ def parse_passes(value: str | None) -> tuple[str, ...]:
 def _shapes(request: BenchRequest, ops: tuple[str, ...]) -> dict[str, list[BenchShape]]:
     if not request.shapes:
         return {op: default_shapes(op, request.device) for op in ops}
-    parsed = [parse_shape(s) for s in request.shapes]
+    parsed = [parse_shape(s, allow_empty=False) for s in request.shapes]
     out: dict[str, list[BenchShape]] = {}
     from normcheck.ops import OPS
 

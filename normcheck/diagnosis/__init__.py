@@ -117,7 +117,7 @@ def diagnose(
         if r.status in (PASS, FAIL) and r.comparison is not None and r.tolerance is not None
     }
     failing = [c for c, r in rows.items() if r.status == FAIL]
-    if not failing:
+    if not failing or problem.x.size == 0:  # an empty tensor has no formula to fit
         return {}
     ctx = Context(problem, expected, out.values)
     verdicts: list[_Verdict] = []

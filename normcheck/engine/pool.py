@@ -390,7 +390,9 @@ class _Run:
         groups: dict[tuple, list[tuple[int, Case]]] = {}
         for u, unit in enumerate(self.plan.units):
             self.left[u] = len(unit.cases)
-            unheld = self._truth(u).unheld if unit.params.running_stats and unit.params.mode == "eval" else None
+            unheld = unit.skip or (
+                self._truth(u).unheld if unit.params.running_stats and unit.params.mode == "eval" else None
+            )
             if unheld:
                 for case in unit.cases:
                     self._record(u, case, [CheckResult(case, RUN, SKIP, message=unheld)])

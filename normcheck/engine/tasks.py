@@ -42,6 +42,7 @@ class PlannedUnit:
     kind: InputKind
     settings: Settings
     cases: tuple[Case, ...]
+    skip: str | None = None  # why the variant cannot run on its shape: its cases are skip rows
 
     @property
     def key(self) -> tuple:
@@ -138,6 +139,7 @@ def plan_part(payload: tuple[str, Request, str], send: Callable[[Any], None]) ->
                 kind=unit.kind,
                 settings=aligned_settings(unit, prepared.opts),
                 cases=tuple(c for c, _ in unit.runs),
+                skip=unit.skip,
             )
         )
     opts = prepared.opts

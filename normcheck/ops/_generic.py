@@ -52,7 +52,7 @@ class Normalization:
     def _center(self, v: np.ndarray, dtype: type, mean_ulps: int) -> tuple[np.ndarray, np.ndarray]:
         if not self.center:
             return np.zeros((1,) * v.ndim, dtype=dtype), v
-        mean = v.mean(axis=self.axes, keepdims=True, dtype=dtype)
+        mean = self._mean(v, dtype)
         if mean_ulps:
             mean = mean + dtype(mean_ulps) * np.spacing(mean)
         return mean, v - mean
@@ -64,11 +64,21 @@ class Normalization:
         tolerance in float64. Other dtypes keep NumPy's pairwise sum, whose accuracy is what a
         correct implementation in that dtype reaches (the witness depends on it).
         """
-        if dtype is not np.float64:
-            return (a * b).mean(axis=self.axes, keepdims=True, dtype=dtype)
+        if dtype is not np.float64 or self.count == 0:
+            return self._mean(a * b, dtype)
         total = _sum_of_product(a, b, summed=self.axes)
-        shape = tuple(1 if i in self.axes else n for i, n in enumerate(a.shape))
-        return (total / self.count).reshape(shape)
+        return (total / self.count).reshape(self._kept(a.shape))
+
+    def _mean(self, a: np.ndarray, dtype: type) -> np.ndarray:
+        """Mean over the reduction axes, keepdims; NaN where they hold no value (an empty
+        tensor), without NumPy's empty-slice warning."""
+        if self.count == 0:
+            return np.full(self._kept(a.shape), np.nan, dtype=dtype)
+        return a.mean(axis=self.axes, keepdims=True, dtype=dtype)
+
+    def _kept(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``shape`` with the reduction axes kept as size 1."""
+        return tuple(1 if i in self.axes else n for i, n in enumerate(shape))
 
     def forward(
         self,
@@ -122,7 +132,7 @@ class Normalization:
         """
         g: np.ndarray = np.asarray(dy, dtype=dtype).reshape(self.view)
         dxhat = g * cache.weight if cache.weight is not None else g
-        if cache.fixed_stats:
+        if cache.fixed_stats or self.count == 0:  # fixed statistics, or no value to normalize
             dx = dxhat * cache.rstd
         else:
             if expanded:
@@ -134,7 +144,7 @@ class Normalization:
             dx = cache.xhat * proj
             np.subtract(dxhat, dx, out=dx)
             if self.center:
-                dx -= dxhat.mean(axis=self.axes, keepdims=True, dtype=dtype)
+                dx -= self._mean(dxhat, dtype)
             dx *= cache.rstd
         if cache.weight_shape is None:
             dweight = None

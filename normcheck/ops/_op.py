@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -16,6 +17,8 @@ class OpParams:
     groups: group norm's G. normalized_ndim: how many trailing dims layer/RMS norm normalize.
     mode: "train" or "eval" for ops with running statistics. affine: weight and bias present.
     running_stats: whether running statistics are tracked (always for batch norm).
+    group_affine: group norm's weight and bias hold one value per group, shape (G,), as in ONNX
+    GroupNormalization-18, instead of one per channel.
     """
 
     groups: int | None = None
@@ -23,6 +26,13 @@ class OpParams:
     mode: str = "train"
     affine: bool = True
     running_stats: bool = False
+    # out of repr: a case's seed hashes the repr, and the cases without it keep their inputs
+    group_affine: bool = field(default=False, repr=False)
+
+    @property
+    def input_stats(self) -> bool:
+        """Whether the batch is normalized with its own statistics (not the running ones)."""
+        return self.mode == "train" or not self.running_stats
 
     def label(self) -> str:
         parts = []
@@ -34,6 +44,8 @@ class OpParams:
             parts.append(self.mode)
         if not self.affine:
             parts.append("no-affine")
+        elif self.group_affine:
+            parts.append("per-group affine")
         return " ".join(parts) or "-"
 
 
@@ -69,6 +81,8 @@ class Op:
         if len(shape) < self.min_ndim or (self.max_ndim is not None and len(shape) > self.max_ndim):
             hi = f"..{self.max_ndim}" if self.max_ndim else "+"
             return f"{self.title} needs a {self.min_ndim}{hi}-D input, got shape {fmt_shape(shape)}"
+        if params.group_affine and params.groups is None:
+            return f"{self.title}: per-group affine parameters need a group count"
         return None
 
     def update_running(
@@ -87,8 +101,12 @@ class Op:
         running = (1 - momentum) * running + momentum * batch (momentum in PyTorch's meaning);
         the batch variance is Bessel-corrected (n / (n - 1)) when ``unbiased`` (PyTorch) and
         the population variance otherwise (Keras, Flax, ONNX). Per-sample statistics (instance
-        norm) are averaged over the batch.
+        norm) are averaged over the batch. An empty batch leaves them as they are (PyTorch).
         """
+        rm: np.ndarray = np.array(running_mean, dtype=dtype)  # copies: the result is a new array
+        rv: np.ndarray = np.array(running_var, dtype=dtype)
+        if np.size(x) == 0:
+            return rm, rv
         norm = self.normalization(np.shape(x), params)
         mean, var = norm.moments(x, dtype, mean_ulps)
         n = norm.count
@@ -97,8 +115,6 @@ class Op:
         correction = (n / (n - 1) if n > 1 else np.nan) if unbiased else 1.0
         batch_var = (var * correction).reshape(-1, channels).mean(axis=0)
         m = dtype(momentum)
-        rm: np.ndarray = np.asarray(running_mean, dtype=dtype)
-        rv: np.ndarray = np.asarray(running_var, dtype=dtype)
         return (1 - m) * rm + m * batch_mean, (1 - m) * rv + m * batch_var
 
 
@@ -131,6 +147,30 @@ def running_as_stats(
         raise ValueError("evaluation mode normalizes with the running statistics: give running_mean and running_var")
     b = broadcast_channels(len(shape), shape[1])
     return np.reshape(running[0], b), np.reshape(running[1], b)
+
+
+def check_shape(name: str, value: np.ndarray | None, want: tuple[int, ...], what: str) -> None:
+    """ValueError, as PyTorch raises, when a parameter given does not have the shape ``want``."""
+    if value is not None and np.shape(value) != want:
+        raise ValueError(
+            f"Expected {name} to be of shape {list(want)} ({what}), but got {name} of shape {list(np.shape(value))}"
+        )
+
+
+def check_per_channel(shape: tuple[int, ...], **params: np.ndarray | None) -> None:
+    """ValueError for an (N, C, ...) op's parameter (weight, running mean, ...) that is not (C,)."""
+    if len(shape) < 2:
+        raise ValueError(
+            f"Expected at least 2 dimensions (N, C, ...) for input tensor, got input of shape {list(shape)}"
+        )
+    for name, value in params.items():
+        check_shape(name, value, (shape[1],), f"one value per channel of an input of shape {list(shape)}")
+
+
+def check_one_value_each(count: int, shape: Sequence[int], what: str) -> None:
+    """ValueError where PyTorch raises one: statistics from the input over a single value."""
+    if count == 1:
+        raise ValueError(f"Expected more than 1 {what} when training, got input size {list(shape)}")
 
 
 def fmt_shape(shape: tuple[int, ...]) -> str:

@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from normcheck.ops._generic import Grads, Normalization
-from normcheck.ops._op import Op, OpParams, broadcast_channels, fmt_shape, running_as_stats, running_pair, spatial_axes
+from normcheck.ops._op import (
+    Op,
+    OpParams,
+    broadcast_channels,
+    check_one_value_each,
+    check_per_channel,
+    fmt_shape,
+    running_as_stats,
+    running_pair,
+    spatial_axes,
+)
 
 
 class InstanceNorm(Op):
@@ -18,10 +28,10 @@ class InstanceNorm(Op):
 
     def validate(self, shape: tuple[int, ...], params: OpParams) -> str | None:
         problem = super().validate(shape, params)
-        tracked = params.running_stats and params.mode == "train"
-        if problem is None and tracked and self.normalization(shape, params).count < 2:
+        if problem is None and params.input_stats and self.normalization(shape, params).count == 1:
             problem = (
-                f"instance norm with running statistics needs more than one spatial value, got shape {fmt_shape(shape)}"
+                "instance norm with the input's statistics needs more than one spatial value, "
+                f"got shape {fmt_shape(shape)}; torch raises"
             )
         return problem
 
@@ -55,12 +65,16 @@ def instance_norm(
 
     Returns (y, new running mean, new running var). With ``use_input_stats`` the running
     statistics, when given, move towards the batch average of the per-instance statistics.
+    ValueError where PyTorch raises: the input's statistics over one spatial value, a parameter
+    not of shape (C,).
     """
     shape = np.shape(x)
+    check_per_channel(shape, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
     running = running_pair(running_mean, running_var)
     params = OpParams(running_stats=running is not None)
     norm = OP.normalization(shape, params)
     if use_input_stats:
+        check_one_value_each(norm.count, shape, "spatial element")
         y = norm.forward(x, eps, weight, bias)[0]
         if running is None:
             return y, None, None
@@ -72,5 +86,8 @@ def instance_norm(
 def instance_norm_backward(
     dy: np.ndarray, x: np.ndarray, weight: np.ndarray | None = None, bias: np.ndarray | None = None, eps: float = 1e-5
 ) -> Grads:
-    norm = OP.normalization(np.shape(x), OpParams())
+    shape = np.shape(x)
+    check_per_channel(shape, weight=weight, bias=bias)
+    norm = OP.normalization(shape, OpParams())
+    check_one_value_each(norm.count, shape, "spatial element")
     return norm.backward(dy, norm.forward(x, eps, weight, bias)[1])

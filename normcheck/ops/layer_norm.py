@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from normcheck.ops._generic import Grads, Normalization
-from normcheck.ops._op import Op, OpParams, fmt_shape, required, trailing_axes
+from normcheck.ops._op import Op, OpParams, check_shape, fmt_shape, required, trailing_axes
 
 
 class LayerNorm(Op):
@@ -56,23 +56,49 @@ OP = LayerNorm(name="ln", title="layer norm", min_ndim=1)
 
 def layer_norm(
     x: np.ndarray,
-    normalized_shape: Sequence[int],
+    normalized_shape: Sequence[int] | int,
     weight: np.ndarray | None = None,
     bias: np.ndarray | None = None,
     eps: float = 1e-5,
 ) -> np.ndarray:
-    """Layer norm forward in float64, as ``torch.nn.functional.layer_norm``."""
-    k = len(tuple(normalized_shape))
+    """Layer norm forward in float64, as ``torch.nn.functional.layer_norm``.
+
+    ValueError where PyTorch raises (see ``normalized_ndim``).
+    """
+    k = normalized_ndim(np.shape(x), normalized_shape, weight=weight, bias=bias)
     return OP.normalization(np.shape(x), OpParams(normalized_ndim=k)).forward(x, eps, weight, bias)[0]
 
 
 def layer_norm_backward(
     dy: np.ndarray,
     x: np.ndarray,
-    normalized_shape: Sequence[int],
+    normalized_shape: Sequence[int] | int,
     weight: np.ndarray | None = None,
     bias: np.ndarray | None = None,
     eps: float = 1e-5,
 ) -> Grads:
-    norm = OP.normalization(np.shape(x), OpParams(normalized_ndim=len(tuple(normalized_shape))))
+    k = normalized_ndim(np.shape(x), normalized_shape, weight=weight, bias=bias)
+    norm = OP.normalization(np.shape(x), OpParams(normalized_ndim=k))
     return norm.backward(dy, norm.forward(x, eps, weight, bias)[1])
+
+
+def normalized_ndim(shape: tuple[int, ...], normalized_shape: Sequence[int] | int, **params: np.ndarray | None) -> int:
+    """How many trailing dims ``normalized_shape`` names, checked as PyTorch checks it.
+
+    ValueError unless it is non-empty and equals the trailing dims of ``shape``, and every
+    parameter given (weight, bias) has exactly that shape.
+    """
+    ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(int(n) for n in normalized_shape)
+    if not ns:
+        raise ValueError(
+            "Expected normalized_shape to be at least 1-dimensional, i.e., containing at least one element, "
+            "but got normalized_shape = []"
+        )
+    if len(ns) > len(shape) or tuple(shape[len(shape) - len(ns) :]) != ns:
+        raise ValueError(
+            f"Given normalized_shape={list(ns)}, expected input with shape [*, {', '.join(map(str, ns))}], "
+            f"but got input of size {list(shape)}"
+        )
+    for name, value in params.items():
+        check_shape(name, value, ns, f"normalized_shape = {list(ns)}")
+    return len(ns)

@@ -6,9 +6,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from normcheck.ops._generic import Grads
+from normcheck.ops._generic import Grads, Normalization
 from normcheck.ops._op import OpParams
-from normcheck.ops.layer_norm import LayerNorm
+from normcheck.ops.layer_norm import LayerNorm, normalized_ndim
+
+# The type PyTorch computes RMS norm in, by input dtype (its decomposition upcasts half types)
+COMPUTE_TYPES: dict[str, type[np.floating]] = {
+    "float16": np.float32,
+    "bfloat16": np.float32,
+    "float32": np.float32,
+    "float64": np.float64,
+}
 
 
 def default_eps(dtype: str) -> float:
@@ -17,7 +25,9 @@ def default_eps(dtype: str) -> float:
     Half types compute in float32, so float16, bfloat16 and float32 inputs all get float32's
     epsilon (about 1.19e-7); float64 gets float64's.
     """
-    return float(np.finfo(np.float64 if dtype == "float64" else np.float32).eps)
+    if dtype not in COMPUTE_TYPES:
+        raise ValueError(f"RMS norm has no default eps for {dtype} input; choose from {', '.join(COMPUTE_TYPES)}")
+    return float(np.finfo(COMPUTE_TYPES[dtype]).eps)
 
 
 class RMSNorm(LayerNorm):
@@ -40,28 +50,42 @@ OP = RMSNorm(name="rms", title="RMS norm", min_ndim=1)
 
 def rms_norm(
     x: np.ndarray,
-    normalized_shape: Sequence[int],
+    normalized_shape: Sequence[int] | int,
     weight: np.ndarray | None = None,
     eps: float | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
 ) -> np.ndarray:
     """RMS norm forward in float64, as ``torch.nn.functional.rms_norm``.
 
-    ``eps=None`` follows PyTorch: the machine epsilon of ``dtype``'s compute type.
+    ``eps=None`` follows PyTorch: the machine epsilon of the input's compute type (see
+    ``default_eps``), the input being ``x``'s dtype unless ``dtype`` names another (a case's
+    dtype, when ``x`` holds its values in float64). ValueError where PyTorch raises (see
+    ``normalized_ndim``).
     """
-    eps = default_eps(dtype) if eps is None else eps
-    k = len(tuple(normalized_shape))
-    return OP.normalization(np.shape(x), OpParams(normalized_ndim=k)).forward(x, eps, weight)[0]
+    norm, eps = _checked(x, normalized_shape, weight, eps, dtype)
+    return norm.forward(x, eps, weight)[0]
 
 
 def rms_norm_backward(
     dy: np.ndarray,
     x: np.ndarray,
-    normalized_shape: Sequence[int],
+    normalized_shape: Sequence[int] | int,
     weight: np.ndarray | None = None,
     eps: float | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
 ) -> Grads:
-    eps = default_eps(dtype) if eps is None else eps
-    norm = OP.normalization(np.shape(x), OpParams(normalized_ndim=len(tuple(normalized_shape))))
+    norm, eps = _checked(x, normalized_shape, weight, eps, dtype)
     return norm.backward(dy, norm.forward(x, eps, weight)[1])
+
+
+def _checked(
+    x: np.ndarray,
+    normalized_shape: Sequence[int] | int,
+    weight: np.ndarray | None,
+    eps: float | None,
+    dtype: str | None,
+) -> tuple[Normalization, float]:
+    """The normalization and eps of a public call, checked as PyTorch checks them."""
+    k = normalized_ndim(np.shape(x), normalized_shape, weight=weight)
+    eps = default_eps(dtype or np.asarray(x).dtype.name) if eps is None else eps
+    return OP.normalization(np.shape(x), OpParams(normalized_ndim=k)), eps

@@ -6,6 +6,8 @@ reference sees precisely what the implementation is given.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from normcheck.dtypes import EPS, quantize
@@ -34,7 +36,7 @@ def make_problem(
     """The seeded inputs of one case. The data do not depend on dtype beyond rounding."""
     rng = np.random.default_rng(case_seed(seed, op, shape, params, kind))
     spec = OPS[op]
-    n_steps = (TRAINING_STEPS - 1 if params.mode == "train" else TRAINING_STEPS) if params.running_stats else 0
+    n_steps = _training_steps(spec, shape, params)
     batches = [_data(rng, spec, shape, params, dtype, kind, eps) for _ in range(n_steps + 1)]
     pshape = spec.param_shape(shape, params)
     weight = bias = None
@@ -45,8 +47,10 @@ def make_problem(
     dy = quantize(rng.standard_normal(shape), dtype)
     running_mean = running_var = None
     if params.running_stats:
-        channels = shape[1]
-        running_mean, running_var = np.zeros(channels), np.ones(channels)
+        running_mean, running_var = np.zeros(shape[1]), np.ones(shape[1])
+        if n_steps == 0 and params.mode == "eval":
+            seen = [_data(rng, spec, shape, params, dtype, kind, eps) for _ in range(TRAINING_STEPS)]
+            running_mean, running_var = _statistics_seen(np.stack(seen), dtype)
     arrays = [*batches, dy, weight, bias, running_mean, running_var]
     for a in arrays:
         if a is not None:
@@ -70,6 +74,21 @@ def make_problem(
     )
 
 
+def _training_steps(spec: Op, shape: tuple[int, ...], params: OpParams) -> int:
+    """Training batches before ``x``, for a case with running statistics: none on a shape that
+    cannot be trained on (one value per channel), where evaluation starts from ``_statistics_seen``."""
+    if not params.running_stats or spec.validate(shape, replace(params, mode="train")):
+        return 0
+    return TRAINING_STEPS - 1 if params.mode == "train" else TRAINING_STEPS
+
+
+def _statistics_seen(batches: np.ndarray, dtype: DtypeName) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and variance of every value of ``batches`` (stacked: K, N, C, ...), in
+    ``dtype``: running statistics as if learned from batches of the case's kind."""
+    axes = tuple(a for a in range(batches.ndim) if a != 2)
+    return quantize(batches.mean(axis=axes), dtype), quantize(batches.var(axis=axes), dtype)
+
+
 def _data(
     rng: np.random.Generator, spec: Op, shape: tuple[int, ...], params: OpParams, dtype: str, kind: str, eps: float
 ) -> np.ndarray:
@@ -83,8 +102,9 @@ def _data(
     elif kind == "constant":
         norm = spec.normalization(shape, params)
         x = z.reshape(norm.view).copy()
-        first_group = tuple(slice(None) if a in norm.axes else 0 for a in range(len(norm.view)))
-        x[first_group] = CONSTANT_VALUE
+        if x.size:  # an empty tensor has no group to hold constant
+            first_group = tuple(slice(None) if a in norm.axes else 0 for a in range(len(norm.view)))
+            x[first_group] = CONSTANT_VALUE
         x = x.reshape(shape)
     elif kind == "tiny_scale":
         x = np.sqrt(eps) * z

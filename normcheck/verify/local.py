@@ -21,6 +21,11 @@ def run(units: list[Unit], opts: Options, progress: Callable[[int], None] | None
     """Check every planned case, yielding records as they come."""
     baselines: dict[tuple, Baseline | str] = {}
     for unit in units:
+        if unit.skip is not None:
+            yield from (CheckResult(case, RUN, SKIP, message=unit.skip) for case, _ in unit.runs)
+            if progress:
+                progress(len(unit.runs))
+            continue
         problem = problem_for(unit, opts)
         truth = Truth.of(problem)
         for case, impl in unit.runs:

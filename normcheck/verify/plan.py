@@ -49,6 +49,7 @@ class Unit:
     framework: Framework
     runs: list[tuple[Case, Implementation]] = field(default_factory=list)
     order: tuple[int, int] = (0, 0)  # (op, case) position in the plan: parts planned apart merge by it
+    skip: str | None = None  # why this variant cannot run on its shape: each case is a skip row
 
 
 def op_cases(op: str, opts: Options) -> list[tuple[tuple[int, ...], OpParams]]:
@@ -64,22 +65,41 @@ def op_cases(op: str, opts: Options) -> list[tuple[tuple[int, ...], OpParams]]:
 
 
 def invalid_cases(opts: Options) -> list[str]:
-    """One message per user shape that cannot be checked as asked."""
+    """One message per user shape that cannot be checked as asked: every variant of the shape is
+    invalid, or an explicit --groups does not divide its channels. A shape with some valid
+    variants is checked; its invalid ones become skip rows (see ``plan``)."""
     problems = []
     for op in opts.ops:
+        invalid: dict[tuple[int, ...], str] = {}
+        valid: set[tuple[int, ...]] = set()
         for shape, params in op_cases(op, opts):
             reason = OPS[op].validate(shape, params)
-            if reason and (opts.groups or op != "gn" or "divisible" not in reason):
-                problems.append(reason)
+            if reason and _ungrouped(op, reason):
+                if opts.groups:
+                    problems.append(reason)
+            elif reason:
+                invalid.setdefault(shape, reason)
+            else:
+                valid.add(shape)
+        problems += [reason for shape, reason in invalid.items() if shape not in valid]
     return list(dict.fromkeys(problems))
 
 
+def _ungrouped(op: str, reason: str) -> bool:
+    """Whether ``reason`` is group norm's G not dividing C: an error for an explicit --groups,
+    a variant silently left out for one the plan chose."""
+    return op == "gn" and "divisible" in reason
+
+
 def plan(opts: Options, frameworks: list[Framework]) -> list[Unit]:
+    """The units of ``opts`` in plan order; a variant its shape cannot take is planned as units
+    whose cases are skip rows saying why."""
     units: list[Unit] = []
     seen: dict[int, set] = {}
     for op_i, op in enumerate(opts.ops):
         for case_i, (shape, params) in enumerate(op_cases(op, opts)):
-            if OPS[op].validate(shape, params):
+            reason = OPS[op].validate(shape, params)
+            if reason and _ungrouped(op, reason):
                 continue
             for fw in frameworks:
                 fw_params = fw.case_params(op, params)
@@ -89,7 +109,7 @@ def plan(opts: Options, frameworks: list[Framework]) -> list[Unit]:
                 impls = fw.implementations(op)
                 for dtype in opts.dtypes:
                     for kind in opts.kinds:
-                        unit = Unit(op, shape, fw_params, dtype, kind, fw, order=(op_i, case_i))
+                        unit = Unit(op, shape, fw_params, dtype, kind, fw, order=(op_i, case_i), skip=reason)
                         for impl in impls:
                             for layout in impl.layouts(shape):
                                 case = Case(op, fw.name, impl.name, shape, fw_params, dtype, kind, layout, opts.device)

@@ -101,7 +101,7 @@ def test_an_implementation_that_raises_is_an_error_row_and_the_run_goes_on(runne
         (["--dtype", "float8"], "unknown dtype 'float8'"),
         (["--input", "weird"], "unknown input kind 'weird'"),
         (["--shape", "2,x,3"], "malformed shape '2,x,3'"),
-        (["--shape", "2,0,3"], "malformed shape"),
+        (["--shape", "2,-1,3"], "malformed shape '2,-1,3'; every size must be a non-negative integer"),
         (["--op", "gn", "--shape", "2,6,4,4", "--groups", "4"], "C=6 is not divisible by G=4"),
         (["--op", "bn", "--shape", "2,3,4,4,4,4"], "batch norm needs a 2..5-D input"),
         (["--op", "ln", "--shape", "4,8", "--normalized-ndim", "3"], "cannot normalize 3 trailing dims"),

@@ -60,6 +60,8 @@ CASES = [
     FDCase("gn-G=C", "gn", (2, 6, 2, 3), OpParams(groups=6)),
     FDCase("gn-2d", "gn", (4, 9), OpParams(groups=3)),
     FDCase("gn-noaffine", "gn", (2, 6, 5), OpParams(groups=2, affine=False), affine=False),
+    FDCase("gn-per-group-affine", "gn", (2, 6, 2, 3), OpParams(groups=3, group_affine=True)),  # ONNX opset 18
+    FDCase("gn-per-group-affine-2d", "gn", (4, 6), OpParams(groups=2, group_affine=True)),
     FDCase("rms-weight-k1", "rms", (3, 4, 6), OpParams(normalized_ndim=1), has_bias=False),
     FDCase("rms-weight-k2", "rms", (2, 4, 5), OpParams(normalized_ndim=2), has_bias=False),
     FDCase("rms-noweight", "rms", (3, 4, 6), OpParams(normalized_ndim=1, affine=False), affine=False, has_bias=False),
@@ -106,7 +108,9 @@ def public_forward(
     if case.op == "in":
         return lambda x, w, b: instance_norm(x, None, None, w, b, use_input_stats=True, eps=EPS)[0]
     if case.op == "gn":
-        return lambda x, w, b: group_norm(x, case.params.groups, w, b, eps=EPS)
+        return lambda x, w, b: group_norm(
+            x, case.params.groups, w, b, eps=EPS, per_group_affine=case.params.group_affine
+        )
     if case.op == "rms":
         nshape = shape[len(shape) - case.params.normalized_ndim :]
         return lambda x, w, b: rms_norm(x, nshape, w, eps=EPS)
@@ -125,7 +129,7 @@ def public_backward(case: FDCase, inp: Inputs):
     if case.op == "in":
         return instance_norm_backward(dy, x, w, b, eps=EPS)
     if case.op == "gn":
-        return group_norm_backward(dy, x, case.params.groups, w, b, eps=EPS)
+        return group_norm_backward(dy, x, case.params.groups, w, b, eps=EPS, per_group_affine=case.params.group_affine)
     if case.op == "rms":
         return rms_norm_backward(dy, x, shape[len(shape) - case.params.normalized_ndim :], w, eps=EPS)
     raise AssertionError(case.op)

@@ -234,6 +234,53 @@ def test_running_stats_problems_have_steps(op, mode, n_steps):
     assert p.momentum == 0.1
 
 
+@pytest.mark.parametrize(("op", "shape"), [("bn", (1, 3)), ("bn", (1, 2, 1, 1)), ("in", (2, 3, 1))])
+@pytest.mark.parametrize("kind", KINDS)
+def test_evaluation_on_a_shape_that_cannot_train_starts_from_seen_statistics(op, shape, kind):
+    """Training on one value per channel raises in PyTorch, so such an evaluation case has no
+    training steps; its running statistics are those of batches of its kind, in its dtype."""
+    params = OpParams(mode="eval", running_stats=True)
+    p = make_problem(op, shape, params, "float16", kind, EPS, seed=0)
+    assert p.steps == ()
+    assert p.running_mean is not None and p.running_var is not None
+    assert p.running_mean.shape == p.running_var.shape == (shape[1],)
+    np.testing.assert_array_equal(quantize(p.running_mean, "float16"), p.running_mean)
+    np.testing.assert_array_equal(quantize(p.running_var, "float16"), p.running_var)
+    assert np.all(p.running_var >= 0)
+    if kind != "constant":  # a constant group may hold the only value of a channel
+        assert np.all(p.running_var > 0)
+    if kind == "large_mean":
+        np.testing.assert_allclose(p.running_mean, LARGE_MEAN, rtol=0.05)  # fp16 spreads widely
+    else:
+        assert not np.array_equal(p.running_mean, np.zeros(shape[1]))
+
+
+def test_evaluation_on_a_trainable_shape_keeps_its_steps_and_inputs():
+    """The statistics seen come from draws after every other input: other cases are unchanged."""
+    params = OpParams(mode="eval", running_stats=True)
+    p = make_problem("bn", (2, 3), params, "float32", "normal", EPS, seed=4)
+    assert len(p.steps) == TRAINING_STEPS
+    np.testing.assert_array_equal(p.running_var, np.ones(3))
+    untrainable = make_problem("bn", (1, 3), params, "float32", "normal", EPS, seed=4)
+    assert untrainable.steps == ()
+
+
+@pytest.mark.parametrize(
+    ("op", "shape", "params"),
+    [
+        ("ln", (0, 8), OpParams(normalized_ndim=1)),
+        ("gn", (2, 4, 0), OpParams(groups=2)),
+        ("bn", (0, 3, 2), OpParams(mode="eval", running_stats=True)),
+        ("in", (2, 0, 4), OpParams(mode="train", running_stats=True)),
+    ],
+)
+@pytest.mark.parametrize("kind", KINDS)
+def test_empty_shapes_make_empty_inputs(op, shape, params, kind):
+    p = make_problem(op, shape, params, "float32", kind, EPS)
+    assert p.x.shape == p.dy.shape == shape and p.x.size == 0
+    assert all(s.shape == shape for s in p.steps)
+
+
 def test_problems_without_running_stats_have_no_steps():
     p = make_problem("in", (2, 3, 4), OpParams(), "float32", "normal", EPS)
     assert p.steps == ()
