@@ -4,11 +4,13 @@ that evidence: when no hypothesis brings the error within tolerance, the cause i
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from normcheck.diagnosis.hypotheses import HYPOTHESES, Context, Hypothesis, Prediction
+from normcheck.diagnosis.hypotheses import FORMULA, HYPOTHESES, NUMERIC, Context, Hypothesis, Prediction
+from normcheck.dtypes import EPS
 from normcheck.frameworks.base import RunOutput
 from normcheck.problem import Problem
 from normcheck.reference import reference
@@ -37,14 +39,16 @@ class _Verdict:
 
 
 def _err(got: np.ndarray, want: np.ndarray, tol: Tolerance) -> tuple[bool, float]:
-    """(within tolerance, max abs err), counting matching NaNs and infinities as agreement: a
-    mistake that divides by zero where the implementation does is reproduced exactly."""
+    """(within tolerance, max abs err), counting non-finite values where the mistake predicts
+    non-finite ones as agreement: a mistake that overflows or divides by zero where the
+    implementation does is reproduced (whether one element becomes inf or NaN depends on the
+    order of operations alone)."""
     g = np.asarray(got, dtype=np.float64)
     w = np.asarray(want, dtype=np.float64)
     if g.shape != w.shape:
         return False, float("inf")
     with np.errstate(all="ignore"):
-        same = (np.isnan(g) & np.isnan(w)) | (np.isinf(g) & (g == w))
+        same = ~np.isfinite(g) & ~np.isfinite(w)
         diff = np.where(same, 0.0, np.abs(g - w))
         diff = np.where(np.isnan(diff), np.inf, diff)
         allowed = tol.atol + tol.rtol * np.where(np.isfinite(w), np.abs(w), 0.0)
@@ -70,6 +74,17 @@ def _tolerances(pred: Prediction, rows: dict[str, _Row]) -> dict[str, Tolerance]
     return tols
 
 
+# A hypothesis explains a check only when it brings the error down at least this many times:
+# within tolerance alone is not enough where the tolerance is wide.
+CUT = 10.0
+# Reproducing a check to within this many units in the last place of its largest value is as
+# exact as the dtype can show: a failure of a few ulps cannot be cut tenfold.
+FLOOR_ULPS = 2.0
+# Two explanations fit equally when the second's error (against its allowance) is within this
+# factor of the first's, or both reproduce to this fraction of their allowance.
+EQUAL_FIT, EXACT_FIT = 2.0, 0.01
+
+
 def _judge(
     pred: Prediction,
     hyp: Hypothesis,
@@ -77,6 +92,7 @@ def _judge(
     got: dict[str, np.ndarray],
     rows: dict[str, _Row],
     tols: dict[str, Tolerance],
+    dtype: str,
     only: tuple[str, ...] | None = None,
 ) -> _Verdict | None:
     judged = only or pred.only or tuple(rows)
@@ -91,9 +107,17 @@ def _judge(
         if not ok:
             return None
         if row.status == FAIL:
+            if err * CUT > row.comparison.max_abs_err and err > _rounding_floor(want, dtype):
+                return None
             explained[check] = err
             score = max(score, err / max(tols[check].atol, 1e-300))
     return _Verdict(hyp, pred, explained, score, tols) if explained else None
+
+
+def _rounding_floor(want: np.ndarray, dtype: str) -> float:
+    with np.errstate(all="ignore"):
+        peak = float(np.nanmax(np.abs(np.where(np.isfinite(want), want, 0.0)), initial=0.0))
+    return FLOOR_ULPS * EPS[dtype] * peak
 
 
 def _evidence(v: _Verdict, rows: dict[str, _Row]) -> str:
@@ -107,10 +131,64 @@ def _evidence(v: _Verdict, rows: dict[str, _Row]) -> str:
     return text + (f"; {v.prediction.note}" if v.prediction.note else "")
 
 
-def diagnose(
-    problem: Problem, expected: dict[str, np.ndarray], out: RunOutput, results: list[CheckResult]
+def _named(
+    best: _Verdict, rest: list[_Verdict], rows: dict[str, _Row], scope: str, evidence_tail: str = ""
+) -> Diagnosis:
+    """The diagnosis of ``best``; "ambiguous" when another hypothesis in ``rest`` fits as well."""
+    others = [v for v in rest if v.hypothesis.id != best.hypothesis.id]
+    also = tuple(dict.fromkeys(v.hypothesis.id for v in others))
+    rival = next((v for v in others if v.score <= max(EQUAL_FIT * best.score, EXACT_FIT)), None)
+    cause = best.prediction.title
+    if rival is not None:
+        cause = f"ambiguous: {best.prediction.title} or {rival.prediction.title}"
+    return Diagnosis(
+        best.hypothesis.id,
+        cause,
+        _evidence(best, rows) + evidence_tail,
+        scope,
+        also,
+        fix=best.prediction.fix if rival is None else "",
+        family=best.hypothesis.family,
+        ambiguous=rival is not None,
+    )
+
+
+def _unknown(tested: int) -> Diagnosis:
+    return Diagnosis(
+        None, "unknown", f"none of the {tested} known mistakes normcheck tests reproduces this output within tolerance"
+    )
+
+
+def _choose(
+    verdicts: list[_Verdict], partial: dict[str, list[_Verdict]], failing: list[str], rows: dict[str, _Row], tested: int
 ) -> dict[str, Diagnosis]:
-    """A diagnosis for each failing check of one case, by check name."""
+    """Per failing check, the best explanation: one that explains the whole case first, then one
+    that explains the check alone, else unknown."""
+    whole = [v for v in verdicts if set(v.explained) == set(failing) or v.prediction.only]
+    if whole:
+        whole.sort(key=lambda v: (v.prediction.only is not None, v.score))
+        return dict.fromkeys(failing, _named(whole[0], whole[1:], rows, "case"))
+    out: dict[str, Diagnosis] = {}
+    for check in failing:
+        found = sorted(partial[check], key=lambda v: v.score)
+        if found:
+            tail = "; it explains this check only, not the case's other failures"
+            out[check] = _named(found[0], found[1:], rows, "check", tail)
+        else:
+            out[check] = _unknown(tested)
+    return out
+
+
+def diagnose(
+    problem: Problem,
+    expected: dict[str, np.ndarray],
+    out: RunOutput,
+    results: list[CheckResult],
+    hypotheses: Collection[str] | None = None,
+) -> dict[str, Diagnosis]:
+    """A diagnosis for each failing check of one case, by check name; ``hypotheses``: the ids
+    to try (default: all). A formula cause carries, as ``fallback``, the best numeric one (or
+    unknown) for the cross-dtype reconciliation (``reconcile``)."""
     rows = {
         r.check: _Row(r.status, r.comparison, r.tolerance)
         for r in results
@@ -119,45 +197,31 @@ def diagnose(
     failing = [c for c, r in rows.items() if r.status == FAIL]
     if not failing or problem.x.size == 0:  # an empty tensor has no formula to fit
         return {}
+    tried = [h for h in HYPOTHESES if hypotheses is None or h.id in hypotheses]
     ctx = Context(problem, expected, out.values)
     verdicts: list[_Verdict] = []
     partial: dict[str, list[_Verdict]] = {c: [] for c in failing}
-    for hyp in HYPOTHESES:
+    for hyp in tried:
         with np.errstate(all="ignore"):
             predictions = hyp.predict(ctx)
         for pred in predictions:
             tols = _tolerances(pred, rows)
-            verdict = _judge(pred, hyp, expected, out.values, rows, tols)
+            verdict = _judge(pred, hyp, expected, out.values, rows, tols, problem.dtype)
             if verdict is not None:
                 verdicts.append(verdict)
                 continue
             for check in failing:  # does it explain this check alone?
-                alone = _judge(pred, hyp, expected, out.values, rows, tols, only=(check,))
+                alone = _judge(pred, hyp, expected, out.values, rows, tols, problem.dtype, only=(check,))
                 if alone is not None:
                     partial[check].append(alone)
-    whole = [v for v in verdicts if set(v.explained) == set(failing) or v.prediction.only]
-    if whole:
-        whole.sort(key=lambda v: (v.prediction.only is not None, v.score))
-        best = whole[0]
-        also = tuple(dict.fromkeys(v.hypothesis.id for v in whole[1:] if v.hypothesis.id != best.hypothesis.id))
-        d = Diagnosis(best.hypothesis.id, best.prediction.title, _evidence(best, rows), "case", also)
-        return dict.fromkeys(failing, d)
-    tested = sum(1 for _ in HYPOTHESES)
-    out_rows: dict[str, Diagnosis] = {}
-    for check in failing:
-        found = sorted(partial[check], key=lambda v: v.score)
-        if found:
-            best = found[0]
-            out_rows[check] = Diagnosis(
-                best.hypothesis.id,
-                best.prediction.title,
-                _evidence(best, rows) + "; it explains this check only, not the case's other failures",
-                "check",
-            )
-        else:
-            out_rows[check] = Diagnosis(
-                None,
-                "unknown",
-                f"none of the {tested} known mistakes normcheck tests reproduces this output within tolerance",
-            )
-    return out_rows
+    found = _choose(verdicts, partial, failing, rows, len(tried))
+    if not any(d.family == FORMULA for d in found.values()):
+        return found
+    numeric = _choose(
+        [v for v in verdicts if v.hypothesis.family == NUMERIC],
+        {c: [v for v in vs if v.hypothesis.family == NUMERIC] for c, vs in partial.items()},
+        failing,
+        rows,
+        len(tried),
+    )
+    return {c: replace(d, fallback=numeric[c]) if d.family == FORMULA else d for c, d in found.items()}

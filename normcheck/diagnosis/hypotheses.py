@@ -11,17 +11,20 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from normcheck.diagnosis.model import AFFINE_ORDER, AFFINE_SWAPPED, Variant, fitted_variance, outputs
-from normcheck.dtypes import EPS, compute_dtype, quantize
+from normcheck.diagnosis.model import (
+    AFFINE_ORDER,
+    AFFINE_SWAPPED,
+    Variant,
+    fitted_variance,
+    fitted_variance_from_gradient,
+    outputs,
+)
+from normcheck.diagnosis.precision import MEAN, ORDERS, RSTD, VAR, Policy, simulate
+from normcheck.dtypes import EPS, HALF, compute_dtype, quantize
 from normcheck.frameworks import CONVENTIONS
 from normcheck.ops import OPS, Normalization
 from normcheck.problem import Problem
 from normcheck.reference import reference
-
-try:  # bfloat16 arithmetic in NumPy (installed with TensorFlow and JAX)
-    from ml_dtypes import bfloat16 as _BFLOAT16
-except ImportError:  # pragma: no cover - without it, bfloat16 accumulation is not modelled
-    _BFLOAT16 = None
 
 RUNNING = ("running_mean", "running_var")
 
@@ -64,13 +67,21 @@ class Prediction:
     # its conditioning sets the tolerance (a tiny running variance makes evaluation sensitive)
     witness: dict[str, np.ndarray] | None = None  # the mistaken formula in the case's compute
     # precision: how far from ``values`` a careful implementation of the mistake may land
+    fix: str = ""  # what makes the implementation right
+
+
+FORMULA, NUMERIC = "formula", "numeric"
 
 
 @dataclass(frozen=True)
 class Hypothesis:
+    """A known mistake. ``family``: FORMULA (the math is wrong: it shows in every dtype) or
+    NUMERIC (the math is right, the arithmetic loses it: precision, cancellation)."""
+
     id: str
     title: str
     predict: Callable[[Context], list[Prediction]] = field(repr=False)
+    family: str = FORMULA
 
 
 def _one(title: str, values: dict[str, np.ndarray] | None) -> list[Prediction]:
@@ -119,18 +130,26 @@ def _eps_value(ctx: Context) -> list[Prediction]:
 
 def _one_pass(ctx: Context) -> list[Prediction]:
     """Cancellation errors are not reproducible elementwise (they depend on summation order), so
-    the evidence is the variance the implementation used, read back from its forward output:
-    it reproduces the output, and it errs by as much as E[x^2] - E[x]^2 in a low precision can
-    and far more than a two-pass variance can."""
-    p = ctx.problem
-    if not ctx.training or "forward" not in ctx.got:
+    the evidence is the variance the implementation used, read back from its forward output (or,
+    for constant groups, whose output is the bias whatever the variance, from its gradient): it
+    reproduces the outputs, and it errs by as much as E[x^2] - E[x]^2 in a low precision can and
+    far more than a two-pass variance can. The running variance is judged by that magnitude."""
+    if not ctx.training or not _norm(ctx).center:
         return []
-    norm = _norm(ctx)
-    if not norm.center:
+    return _one_pass_outputs(ctx) or _one_pass_running(ctx)
+
+
+def _one_pass_outputs(ctx: Context) -> list[Prediction]:
+    p, norm = ctx.problem, _norm(ctx)
+    if "forward" not in ctx.got:
         return []
     used = fitted_variance(p, ctx.got["forward"])
     if used is None:
         return []
+    judged: tuple[str, ...] = ("forward",)
+    if "grad_input" in ctx.got and not np.isfinite(used).all():  # constant groups: from the gradient
+        used = np.where(np.isfinite(used), used, fitted_variance_from_gradient(p, ctx.got["grad_input"]))
+        judged = ("forward", "grad_input")
     X = np.asarray(p.x, dtype=np.float64).reshape(norm.view)
     mean = X.mean(axis=norm.axes, keepdims=True)
     true_var = ((X - mean) ** 2).mean(axis=norm.axes, keepdims=True)
@@ -138,18 +157,115 @@ def _one_pass(ctx: Context) -> list[Prediction]:
     err = np.abs(used - true_var)
     if not np.isfinite(err).any():
         return []
-    worst = int(np.nanargmax(err))
-    for dtype in dict.fromkeys(("float32" if p.dtype != "float64" else "float64", p.dtype)):
-        one_pass_bound = 4.0 * norm.count * EPS[dtype] * mean_sq.flat[worst]
-        two_pass_bound = 4.0 * norm.count * EPS[dtype] * true_var.flat[worst] + 1e-300
-        if two_pass_bound * 10 < err.flat[worst] <= one_pass_bound:
+    forward = np.asarray(ctx.got["forward"], dtype=np.float64).reshape(norm.view)
+    collapsed = np.isnan(forward).all(axis=norm.axes, keepdims=True)  # NaN: var + eps came out < 0
+    for dtype in _one_pass_dtypes(p.dtype):
+        one_pass_bound = 4.0 * norm.count * EPS[dtype] * mean_sq
+        two_pass_bound = 4.0 * norm.count * EPS[dtype] * true_var + 1e-300
+        negative = collapsed & (one_pass_bound > true_var + p.eps)  # within a one-pass error
+        if negative.any():
+            used, err = np.where(negative, -2.0 * p.eps, used), np.where(negative, one_pass_bound, err)
+        with np.errstate(invalid="ignore"):
+            ratio = np.where(np.isfinite(err), err / two_pass_bound, -np.inf)
+        worst = int(np.argmax(ratio))  # the group where the evidence is strongest
+        if ratio.flat[worst] > 10 and err.flat[worst] <= one_pass_bound.flat[worst]:
             note = (
                 f"the variance it used errs by up to {err.flat[worst]:.2g}; one-pass E[x^2]-E[x]^2 in {dtype} "
-                f"can err by {one_pass_bound:.2g} here, two-pass by {two_pass_bound:.2g}"
+                f"can err by {one_pass_bound.flat[worst]:.2g} here, two-pass by {two_pass_bound.flat[worst]:.2g}"
             )
-            values = ctx.model(Variant(var=used))
-            return [Prediction(f"one-pass variance E[x^2] - E[x]^2 in {dtype}", values, ("forward",), note)]
+            variant = Variant(var=np.where(np.isfinite(used), used, true_var))
+            preds = [Prediction(_ONE_PASS_TITLE.format(dtype), ctx.model(variant), judged, note, fix=_ONE_PASS_FIX)]
+            if p.dtype == "float64" and dtype == "float32":  # ONNX's stash_type: all of it in float32
+                single = outputs(p, variant, ctx.running, np.float32)
+                title = _ONE_PASS_TITLE.format(dtype) + ", the normalization in float32 too"
+                preds.append(Prediction(title, single, judged, note, fix=_ONE_PASS_FIX))
+            return preds
     return []
+
+
+_ONE_PASS_TITLE = "one-pass variance E[x^2] - E[x]^2 in {}"
+_ONE_PASS_FIX = "compute the variance in two passes, mean((x - mean)^2), or with Welford's algorithm"
+
+
+def _one_pass_dtypes(dtype: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(("float32", dtype if dtype == "float64" else "float32")))
+
+
+def _one_pass_running(ctx: Context) -> list[Prediction]:
+    """The running variance against the magnitude criterion: it errs by more than ten times what
+    two-pass batch variances can, and no more than one-pass ones can (their error bounds, at the
+    weight the momentum gives the worst batch)."""
+    p = ctx.problem
+    if not p.params.running_stats or "running_var" not in ctx.got:
+        return []
+    norm = _norm(ctx)
+    batches = (*p.steps, p.x)
+    err = np.abs(ctx.got["running_var"] - ctx.expected["running_var"])
+    if not np.isfinite(err).all() or not err.any():
+        return []
+    n = norm.count
+    bessel = n / (n - 1) if p.unbiased_running_var and n > 1 else 1.0
+    for dtype in _one_pass_dtypes(p.dtype):
+        one_pass = two_pass = np.zeros_like(err)
+        for batch in batches:
+            X = np.asarray(batch, dtype=np.float64).reshape(norm.view)
+            mean = X.mean(axis=norm.axes, keepdims=True)
+            # per channel: instance norm's running statistics average its per-sample ones
+            var = np.ravel(((X - mean) ** 2).mean(axis=norm.axes)).reshape(-1, err.size).max(axis=0)
+            mean_sq = np.ravel((X * X).mean(axis=norm.axes)).reshape(-1, err.size).max(axis=0)
+            one_pass = np.maximum(one_pass, 4.0 * n * EPS[dtype] * mean_sq * bessel)
+            two_pass = np.maximum(two_pass, 4.0 * n * EPS[dtype] * var * bessel)
+        if np.all(err <= one_pass) and np.any(err > 10 * two_pass):
+            worst = int(np.argmax(err))
+            note = (
+                f"the running variance errs by up to {err[worst]:.2g}; batch variances computed as "
+                f"E[x^2]-E[x]^2 in {dtype} can err by {one_pass[worst]:.2g} there, two-pass ones by "
+                f"{two_pass[worst]:.2g}"
+            )
+            values = {"running_var": ctx.got["running_var"]}
+            return [Prediction(_ONE_PASS_TITLE.format(dtype), values, ("running_var",), note, fix=_ONE_PASS_FIX)]
+    return []
+
+
+def _gradient_layout(ctx: Context) -> list[Prediction]:
+    p = ctx.problem
+    if len(p.shape) < 3 or p.shape[1] == 1:
+        return []
+    misread = replace(p, dy=np.ascontiguousarray(np.moveaxis(p.dy, 1, -1)).reshape(p.shape))
+    title = "the upstream gradient's channels-last memory is read as if it were contiguous (N, C, ...)"
+    fix = "respect the gradient's strides (or make it contiguous first)"
+    preds = [replace(_rerun(title, misread, drop=("forward", *RUNNING)), fix=fix)]
+    if p.dtype in HALF:  # and the statistics rounded to the dtype, where a kernel does both
+        also = f"{title}, with the statistics rounded to {p.dtype}"
+        for stats in STAT_ROUNDINGS[:2]:
+            mistaken = Context(misread, ctx.expected, ctx.got)
+            for q in _simulated(mistaken, also, Policy(stats=stats), fix):
+                grads = {k: v for k, v in q.values.items() if k != "forward"}
+                witness = {k: v for k, v in (q.witness or {}).items() if k != "forward"}
+                preds.append(replace(q, values=grads, witness=witness))
+    return preds
+
+
+def _momentum_single(ctx: Context) -> list[Prediction]:
+    """The momentum as a float32 attribute, in either meaning: the new batch's weight (PyTorch's)
+    or the old value's (ONNX's and Keras's, 1 - momentum)."""
+    p = ctx.problem
+    if not p.params.running_stats:
+        return []
+    preds = []
+    fix = "keep the momentum in double precision"
+    for stored, title in (
+        (float(np.float32(p.momentum)), f"momentum {p.momentum:g} stored as a float32"),
+        (
+            1.0 - float(np.float32(1.0 - p.momentum)),
+            f"momentum {1.0 - p.momentum:g} (the old value's weight) stored as a float32",
+        ),
+    ):
+        if stored != p.momentum:
+            preds.append(
+                replace(_rerun(f"{title}: the batch's weight becomes {stored!r}", replace(p, momentum=stored)), fix=fix)
+            )
+    return preds
 
 
 def _interleaved(ctx: Context) -> list[Prediction]:
@@ -248,15 +364,117 @@ def _cut(what: str) -> Callable[[Context], list[Prediction]]:
     return predict
 
 
-def _half(ctx: Context) -> list[Prediction]:
+def _simulated(ctx: Context, title: str, policy: Policy, fix: str) -> list[Prediction]:
+    """Precision predictions: the policy in the fused-kernel and in the autograd operation
+    order, each with the textbook order as its witness (how far apart orders may land)."""
+    fused, textbook, autograd = (simulate(ctx.problem, policy, order, ctx.running) for order in ORDERS)
+    return [Prediction(title, fused, witness=textbook, fix=fix), Prediction(title, autograd, witness=textbook, fix=fix)]
+
+
+def _which(stats: frozenset[str]) -> str:
+    return " and ".join(s if s != RSTD else "1/std" for s in (MEAN, VAR, RSTD) if s in stats)
+
+
+STAT_ROUNDINGS = (
+    frozenset({MEAN, VAR}),
+    frozenset({MEAN, RSTD}),
+    frozenset({MEAN}),
+    frozenset({VAR}),
+    frozenset({RSTD}),
+)
+
+
+def _stats_rounded(saved_only: bool) -> Callable[[Context], list[Prediction]]:
+    def predict(ctx: Context) -> list[Prediction]:
+        p = ctx.problem
+        if p.dtype not in HALF or (saved_only and not ctx.training):
+            return []
+        preds = []
+        for stats in STAT_ROUNDINGS:
+            if not _norm(ctx).center and MEAN in stats:
+                continue
+            which = _which(stats)
+            if saved_only:
+                title = f"the backward uses the statistics saved in {p.dtype} ({which} rounded)"
+                fix = "save the statistics for the backward in float32, as the forward computed them"
+            else:
+                title = f"statistics rounded to {p.dtype} ({which}) before normalizing"
+                fix = f"keep the statistics in float32 and round only the outputs to {p.dtype}"
+            preds += _simulated(ctx, title, Policy(stats=stats, saved_only=saved_only), fix)
+        return preds
+
+    return predict
+
+
+def _input_dtype(ctx: Context) -> list[Prediction]:
+    """No upcast: every step in the half dtype, the sums accumulated in float32 (NumPy's and
+    PyTorch's CPU reductions of half tensors) or in the dtype itself."""
     p = ctx.problem
-    dtype = {"float16": np.float16, "bfloat16": _BFLOAT16}.get(p.dtype)
-    if dtype is None:
+    if p.dtype not in HALF:
         return []
-    with np.errstate(all="ignore"):
-        values = reference(p, dtype)
-    values = {k: np.asarray(v, dtype=np.float64) for k, v in values.items()}
-    return _one(f"statistics and normalization computed in {p.dtype}, not float32", values)
+    fix = (
+        f"cast x, weight and bias to float32, compute there and cast the outputs back to {p.dtype}, "
+        "as torch.nn.GroupNorm does"
+    )
+    preds = []
+    variants = (
+        ("statistics from a float32 kernel", Policy(elementwise=True, fused_stats=True)),
+        ("float32 sums", Policy(elementwise=True)),
+        (f"sums accumulated in {p.dtype}", Policy(elementwise=True, accumulate=True)),
+    )
+    for how, policy in variants:
+        for pred in _simulated(ctx, f"computed in {p.dtype} ({how}, {p.dtype} elementwise)", policy, fix):
+            preds.append(replace(pred, title=pred.title + _overflow(ctx, pred)))
+    return preds
+
+
+def _overflow(ctx: Context, pred: Prediction) -> str:
+    """What overflowed, when the half computation produced inf or NaN where the reference is finite."""
+    bad = [
+        k
+        for k, v in pred.values.items()
+        if k in ctx.expected and np.any(~np.isfinite(v) & np.isfinite(ctx.expected[k]))
+    ]
+    if not bad:
+        return ""
+    if bad == ["grad_input"]:
+        return f": the gradient through the variance overflows {ctx.problem.dtype}"
+    return f": x² or the variance overflows {ctx.problem.dtype}"
+
+
+def _cast_before_weight(ctx: Context) -> list[Prediction]:
+    p = ctx.problem
+    if p.dtype not in HALF or p.weight is None:
+        return []
+    title = f"the normalized value is rounded to {p.dtype} before the weight multiply (an extra rounding)"
+    fix = f"multiply by the weight in float32 and round to {p.dtype} once, at the end"
+    return _simulated(ctx, title, Policy(cast_before_weight=True), fix)
+
+
+def _double_conversion(ctx: Context) -> list[Prediction]:
+    p = ctx.problem
+    if p.dtype not in HALF or not ctx.training:
+        return []
+    title = (
+        f"the input's gradient is summed in {p.dtype} from two parts rounded apart (the input is "
+        "converted to float32 twice: for the statistics and for x - mean)"
+    )
+    fix = "convert the input to float32 once and use that tensor for the statistics and the normalization"
+    return _simulated(ctx, title, Policy(split_gradient=True), fix)
+
+
+def _float32_for_float64(ctx: Context) -> list[Prediction]:
+    if ctx.problem.dtype != "float64":
+        return []
+    title = "float64 input computed in float32"
+    fix = "compute float64 input in float64 (ONNX: stash_type=DOUBLE)"
+    preds = _simulated(ctx, title, Policy(compute=np.float32), fix)
+    if _norm(ctx).center:
+        one_pass = f"{title}, the variance as E[x^2] - E[x]^2"
+        preds += _simulated(ctx, one_pass, Policy(compute=np.float32, one_pass=True), fix)
+    # held to what a correct float32 implementation of the case errs by, whatever its order
+    as_float32 = replace(ctx.problem, dtype="float32")
+    return [replace(pred, witness=None, problem=as_float32) for pred in preds]
 
 
 def _center(on: bool) -> Callable[[Context], list[Prediction]]:
@@ -289,6 +507,15 @@ HYPOTHESES: tuple[Hypothesis, ...] = (
     Hypothesis("grad_cut_stats", "no gradient through mean and variance", _cut("both")),
     Hypothesis("mean_subtracted", "RMS norm subtracts the mean", _center(True)),
     Hypothesis("mean_not_subtracted", "layer norm without the mean", _center(False)),
-    Hypothesis("half_accumulation", "half-precision accumulation", _half),
-    Hypothesis("one_pass_variance", "one-pass variance", _one_pass),
+    Hypothesis("half_accumulation", "computed in the half input dtype", _input_dtype, NUMERIC),
+    Hypothesis("stats_in_input_dtype", "statistics rounded to the input dtype", _stats_rounded(False), NUMERIC),
+    Hypothesis(
+        "saved_stats_in_input_dtype", "backward uses statistics saved in the input dtype", _stats_rounded(True), NUMERIC
+    ),
+    Hypothesis("cast_before_weight", "rounded before the weight multiply", _cast_before_weight, NUMERIC),
+    Hypothesis("single_precision_compute", "float64 input computed in float32", _float32_for_float64, NUMERIC),
+    Hypothesis("one_pass_variance", "one-pass variance", _one_pass, NUMERIC),
+    Hypothesis("double_conversion", "input gradient summed from two rounded parts", _double_conversion, NUMERIC),
+    Hypothesis("momentum_single_precision", "momentum rounded to float32", _momentum_single, NUMERIC),
+    Hypothesis("gradient_layout_ignored", "channels-last gradient read as contiguous", _gradient_layout),
 )

@@ -51,7 +51,7 @@ def outputs(
     params = problem.params
     norm = OPS[problem.op].normalization(problem.shape, params)
     order = interleave_order(problem.shape[1], required(params.groups, "groups")) if v.interleaved else None
-    X, G, W, B = _in_view(problem, order, norm.view, norm.param_view, dtype)
+    X, G, W, B = in_view(problem, order, norm.view, norm.param_view, dtype)
     axes = norm.axes if v.axes is None else v.axes
     center = norm.center if v.center is None else v.center
     eps = problem.eps if v.eps is None else v.eps
@@ -78,7 +78,7 @@ def outputs(
     return out if order is None else _original_order(out, order)
 
 
-def _in_view(
+def in_view(
     problem: Problem, order: np.ndarray | None, view: tuple[int, ...], pview: tuple[int, ...], dtype: type
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """x, dy, weight and bias in the op's view and ``dtype``, channels in ``order`` if given."""
@@ -149,10 +149,10 @@ def _param_grads(
     out: dict[str, np.ndarray] = {}
     if W is not None and problem.weight is not None:  # W is problem.weight in the op's view
         wsum = {AFFINE_ORDER: G * (xhat + B) if B is not None else G * xhat, AFFINE_SWAPPED: G}.get(affine, G * xhat)
-        out["grad_weight"] = _reduce(wsum, pview, np.shape(problem.weight)).astype(np.float64)
+        out["grad_weight"] = reduce_to_param(wsum, pview, np.shape(problem.weight)).astype(np.float64)
     if B is not None and problem.bias is not None:  # B is problem.bias in the op's view
         bsum = {AFFINE_ORDER: G * W if W is not None else G, AFFINE_SWAPPED: G * xhat}.get(affine, G)
-        out["grad_bias"] = _reduce(bsum, pview, np.shape(problem.bias)).astype(np.float64)
+        out["grad_bias"] = reduce_to_param(bsum, pview, np.shape(problem.bias)).astype(np.float64)
     return out
 
 
@@ -166,7 +166,7 @@ def _original_order(out: dict[str, np.ndarray], order: np.ndarray) -> dict[str, 
     return out
 
 
-def _reduce(a: np.ndarray, pview: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
+def reduce_to_param(a: np.ndarray, pview: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
     axes = tuple(i for i, s in enumerate(pview) if s == 1 and a.shape[i] != 1)
     return a.sum(axis=axes).reshape(shape)
 
@@ -196,3 +196,21 @@ def fitted_variance(problem: Problem, forward: np.ndarray) -> np.ndarray | None:
         )
         var = 1.0 / (r * r) - problem.eps
     return np.where(np.isfinite(var), np.maximum(var, 0.0), np.nan)
+
+
+def fitted_variance_from_gradient(problem: Problem, grad_input: np.ndarray) -> np.ndarray:
+    """The variance an implementation used on constant groups (x - mean = 0, so the output is the
+    bias whatever the variance), read back from its input gradient: there dx = r * (dxhat -
+    mean(dxhat)), so the least-squares r gives var = 1 / r^2 - eps. NaN for other groups."""
+    norm = OPS[problem.op].normalization(problem.shape, problem.params)
+    X = np.asarray(problem.x, dtype=np.float64).reshape(norm.view)
+    G = np.asarray(problem.dy, dtype=np.float64).reshape(norm.view)
+    dx = np.asarray(grad_input, dtype=np.float64).reshape(norm.view)
+    with np.errstate(all="ignore"):
+        if problem.weight is not None:
+            G = G * np.asarray(problem.weight).reshape(norm.param_view)
+        z = G - G.mean(axis=norm.axes, keepdims=True)
+        r = (dx * z).sum(axis=norm.axes, keepdims=True) / (z * z).sum(axis=norm.axes, keepdims=True)
+        var = 1.0 / (r * r) - problem.eps
+        constant = np.ptp(X, axis=norm.axes, keepdims=True) == 0
+    return np.where(constant & np.isfinite(var), np.maximum(var, 0.0), np.nan)

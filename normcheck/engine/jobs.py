@@ -45,7 +45,9 @@ def run_plan(engine: Engine, plan: Plan, progress: Callable[[int], None] | None 
     start = time.perf_counter()
     outcome = engine.run(plan, progress)
     elapsed = time.perf_counter() - start
-    results = outcome.results
+    from normcheck.diagnosis.consistency import reconcile
+
+    results = reconcile(outcome.results)
     summary: dict[str, Any] = {
         **summarize(results),
         "cases": plan.total,

@@ -79,12 +79,17 @@ class Implementation(ABC):
 class KnownIssue:
     """A documented defect of a framework: failing checks it explains are reported as known.
 
-    Each entry is matched narrowly and carries the evidence that established it, so it can
-    neither hide an unrelated failure nor outlive a fix unnoticed (``--strict`` fails on it).
+    The fields below ``hypotheses`` are a fingerprint: they choose the rows where the defect's
+    hypotheses are re-run. A matching row is known, confirmed when one of them reproduces it
+    (it then carries that evidence) and marked unconfirmed otherwise; ``--strict`` fails on
+    both, so an entry cannot outlive a fix unnoticed.
     """
 
     cause: str
     ops: tuple[str, ...]
+    # the diagnosis hypotheses that reproduce it, re-run on every failing row the fingerprint
+    # below matches
+    hypotheses: tuple[str, ...] = ()
     devices: tuple[str, ...] = ("cpu",)
     dtypes: tuple[str, ...] | None = None
     layouts: tuple[str, ...] | None = None
@@ -122,6 +127,10 @@ class FrameworkFacts:
     def known_issue(self, case: Case, check: str) -> KnownIssue | None:
         return next((k for k in self.known_issues if k.matches(case, check)), None)
 
+    def known_issues_for(self, case: Case, check: str) -> tuple[KnownIssue, ...]:
+        """Every documented defect whose fingerprint matches the row."""
+        return tuple(k for k in self.known_issues if k.matches(case, check))
+
 
 class Framework(ABC):
     """A framework's implementations of each op, under the conventions it follows.
@@ -144,6 +153,9 @@ class Framework(ABC):
 
     def known_issue(self, case: Case, check: str) -> KnownIssue | None:
         return self.facts().known_issue(case, check)
+
+    def known_issues_for(self, case: Case, check: str) -> tuple[KnownIssue, ...]:
+        return self.facts().known_issues_for(case, check)
 
     def facts(self) -> FrameworkFacts:
         return FrameworkFacts(self.name, dict(self.conventions), tuple(self.known_issues))

@@ -15,7 +15,7 @@ from normcheck.problem import Problem
 from normcheck.reference import reference
 from normcheck.verify.crosscheck import Baseline, compare_frameworks
 from normcheck.verify.plan import Options
-from normcheck.verify.records import ERROR, FAIL, KNOWN, PASS, SKIP, Case, CheckResult
+from normcheck.verify.records import ERROR, FAIL, KNOWN, PASS, SKIP, Case, CheckResult, Diagnosis
 from normcheck.verify.run import Outcome
 from normcheck.verify.tolerance import compare, out_of_range, tolerance_for, witness_errors
 
@@ -42,6 +42,8 @@ class KnownIssues(Protocol):
 
     def known_issue(self, case: Case, check: str) -> KnownIssue | None: ...
 
+    def known_issues_for(self, case: Case, check: str) -> tuple[KnownIssue, ...]: ...
+
 
 def judge_outcome(
     case: Case,
@@ -52,18 +54,20 @@ def judge_outcome(
     framework: KnownIssues,
     baseline: Baseline | str | None = None,
 ) -> list[CheckResult]:
-    """Records for one case: every check against the reference, known defects marked, failures
-    diagnosed, and (with --against) the direct comparison with the baseline's outputs."""
+    """Records for one case: every check against the reference, failures diagnosed, documented
+    defects marked known where their hypothesis reproduces them, and (with --against) the
+    direct comparison with the baseline's outputs."""
     out = outcome.out
     if out is None:
-        return [mark_known(r, framework) for r in outcome.rows]
+        return outcome.rows
     rows = judge(case, problem, out, truth.expected, truth.witness_errs, opts, outcome.missing)
-    rows = [mark_known(r, framework) for r in rows]
     if opts.diagnose:
         rows = with_diagnosis(rows, problem, truth.expected, out)
+    rows = confirm_known(rows, problem, truth.expected, out, framework)
     if baseline is not None:
         direct = compare_frameworks(case, problem, out, baseline, truth.expected, truth.witness_errs, opts.tolerance)
-        rows += [mark_known(r, framework) for r in direct]
+        known = {r.check: r for r in rows if r.status == KNOWN}
+        rows += [_known_as(r, known.get(r.check)) for r in direct]
     return rows
 
 
@@ -88,13 +92,46 @@ def with_diagnosis(
     return [replace(r, diagnosis=found.get(r.check)) if r.status == FAIL else r for r in rows]
 
 
-def mark_known(result: CheckResult, framework: KnownIssues) -> CheckResult:
-    if result.status != FAIL:
-        return result
-    issue = framework.known_issue(result.case, result.check)
-    if issue is None:
-        return result
-    return replace(result, status=KNOWN, message=f"known defect: {issue.cause}. {result.message}")
+def confirm_known(
+    rows: list[CheckResult], problem: Problem, expected: dict[str, np.ndarray], out: RunOutput, framework: KnownIssues
+) -> list[CheckResult]:
+    """Failing rows that a documented defect's fingerprint matches become known when the
+    defect's hypothesis, re-run on the case, reproduces them; they carry that evidence. A row the
+    fingerprint matches but the hypothesis does not reproduce stays a failure and says so."""
+    candidates = {r.check: framework.known_issues_for(r.case, r.check) for r in rows if r.status == FAIL}
+    if not any(candidates.values()):
+        return rows
+    from normcheck.diagnosis import diagnose
+
+    confirmed: dict[str, tuple[KnownIssue, Diagnosis]] = {}
+    for issue in dict.fromkeys(i for issues in candidates.values() for i in issues):
+        found = diagnose(problem, expected, out, rows, hypotheses=issue.hypotheses)
+        for check, d in found.items():
+            if d.hypothesis is not None and issue in candidates.get(check, ()) and check not in confirmed:
+                confirmed[check] = (issue, replace(d, fallback=None))
+    return [_known(r, confirmed.get(r.check), candidates.get(r.check, ())) for r in rows]
+
+
+def _known(
+    r: CheckResult, confirmed: tuple[KnownIssue, Diagnosis] | None, candidates: tuple[KnownIssue, ...]
+) -> CheckResult:
+    if confirmed is not None:
+        issue, evidence = confirmed
+        return replace(r, status=KNOWN, message=f"known defect: {issue.cause}. {r.message}", diagnosis=evidence)
+    if not candidates:
+        return r
+    # The fingerprint matches but no hypothesis of the defect reproduces the row: it stays known
+    # (the defect is documented), marked unconfirmed, with the diagnosis of the row as it is.
+    note = f"known defect (unconfirmed: its hypothesis does not reproduce this row): {candidates[0].cause}. "
+    return replace(r, status=KNOWN, message=note + r.message)
+
+
+def _known_as(direct: CheckResult, own: CheckResult | None) -> CheckResult:
+    """A --against row is known when the framework's own row of that check is a confirmed known defect."""
+    if direct.status != FAIL or own is None or own.diagnosis is None:
+        return direct
+    cause = own.message.split(". ", 1)[0]
+    return replace(direct, status=KNOWN, message=f"{cause}. {direct.message}", diagnosis=own.diagnosis)
 
 
 def judge(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from normcheck.names import CONTIGUOUS, DtypeName, InputKind, Layout, OpName, Status
@@ -68,18 +68,30 @@ class Comparison:
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """Why a check failed: the known mistake that reproduces it (``hypothesis`` None: unknown)."""
+    """Why a check failed: the known mistake that reproduces it (``hypothesis`` None: unknown).
+
+    ``family`` is "formula" (the math is wrong), "numeric" (the math is right, the arithmetic
+    loses it) or "" when unknown; ``ambiguous``: ``also`` fits as well, so neither is certain.
+    ``fallback``: the numeric diagnosis (or unknown) a half-precision row gets when its formula
+    cause is not confirmed by the full-precision rows of the case; reconciled away before a
+    report is written.
+    """
 
     hypothesis: str | None
     cause: str
     evidence: str
     scope: str = "case"  # "case": explains every failing check of the case; "check": this one only
     also: tuple[str, ...] = ()  # other hypotheses that explain it as well
+    fix: str = ""
+    family: str = ""
+    ambiguous: bool = False
+    fallback: Diagnosis | None = field(default=None, compare=False, repr=False)
 
     @property
     def summary(self) -> str:
         head = self.cause if self.hypothesis else "cause unknown"
-        return f"{head} ({self.evidence})"
+        text = f"{head} ({self.evidence})"
+        return f"{text}; fix: {self.fix}" if self.fix else text
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +100,9 @@ class Diagnosis:
             "evidence": self.evidence,
             "scope": self.scope,
             "also": list(self.also),
+            "fix": self.fix,
+            "family": self.family,
+            "ambiguous": self.ambiguous,
             "summary": self.summary,
         }
 

@@ -29,6 +29,16 @@ from normcheck.verify.plan import Options
 from normcheck.verify.records import FAIL, PASS, Case
 from normcheck.verify.tolerance import witness_errors
 
+PRECISION_MISTAKES = (
+    "stats_in_input_dtype",
+    "saved_stats_in_input_dtype",
+    "cast_before_weight",
+    "single_precision_compute",
+    "double_conversion",
+    "momentum_single_precision",
+    "gradient_layout_ignored",
+)
+
 BY_ID = {h.id: h for h in HYPOTHESES}
 
 GN = ("gn", (2, 4, 3, 5), OpParams(groups=2))
@@ -223,22 +233,30 @@ def _assert_named(rows, found, hypothesis):
         head = re.match(r"(\w+): max abs err \S+ -> \S+ under '(.*?)' \(allowed ", d.evidence)
         assert head, d.evidence
         assert head.group(1) in failing
-        assert head.group(2) == d.cause
+        # the named cause, or the same as the first of two that fit equally
+        assert d.cause in (head.group(2), f"ambiguous: {head.group(2)} or {d.cause.split(' or ')[-1]}")
 
 
 def _assert_predicted(hypothesis, p, got, title_has="", rtol=1e-9, atol=1e-9, title=None):
-    """The hypothesis's prediction titled ``title`` (or the one whose title has ``title_has``)
-    equals the hand-made mistaken outputs (in float64)."""
+    """A prediction of the hypothesis titled ``title`` (or whose title has ``title_has``) equals
+    the hand-made mistaken outputs (in float64). Precision hypotheses predict one title in
+    several operation orders; one of them must match."""
     expected = reference(p)
     with np.errstate(all="ignore"):
         predictions = BY_ID[hypothesis].predict(Context(p, expected, got))
     chosen = [pr for pr in predictions if (pr.title == title if title else title_has in pr.title)]
-    assert len(chosen) == 1, [pr.title for pr in predictions]
-    pred = chosen[0]
-    assert pred.values, pred.title
-    for check, value in pred.values.items():
-        np.testing.assert_allclose(value, got[check], rtol=rtol, atol=atol, equal_nan=True, err_msg=check)
-    return pred
+    assert len({pr.title for pr in chosen}) == 1, [pr.title for pr in predictions]
+    failures = []
+    for pred in chosen:
+        assert pred.values, pred.title
+        try:
+            for check, value in pred.values.items():
+                np.testing.assert_allclose(value, got[check], rtol=rtol, atol=atol, equal_nan=True, err_msg=check)
+        except AssertionError as e:
+            failures.append(str(e))
+            continue
+        return pred
+    raise AssertionError("\n".join(failures))
 
 
 # -- every hypothesis is named and described ---------------------------------------------------
@@ -302,6 +320,13 @@ APPLIES = {
     "mean_subtracted": {"rms"},
     "mean_not_subtracted": {"ln", "ln2", "ln_no_affine", "ln_one"},
     "half_accumulation": set(),  # float32 cases
+    "stats_in_input_dtype": set(),
+    "saved_stats_in_input_dtype": set(),
+    "cast_before_weight": set(),
+    "single_precision_compute": set(),  # float64 cases only
+    "double_conversion": set(),
+    "momentum_single_precision": RUNNING,  # 0.1 is not a float32
+    "gradient_layout_ignored": {"gn", "gn_g1", "gn_gc", "ln2", "in", "bn_train", "bn_eval"},  # 3 dims or more
     "one_pass_variance": set(),  # correct outputs show no one-pass error
 }
 
@@ -417,6 +442,7 @@ def test_every_hypothesis_is_reproduced_by_some_hand_made_mistake():
         "eval_batch_stats",
         "half_accumulation",
         "one_pass_variance",
+        *PRECISION_MISTAKES,  # tests/diagnosis/test_precision.py
     }
     assert covered == set(BY_ID)
 
@@ -498,11 +524,11 @@ def test_half_accumulation_is_named_when_a_float16_sum_overflows():
     book = _textbook(p, p.eps, dtype=np.float16)
     assert np.isinf(book.pop("mean")).all()  # 64 values up to 6e4 sum past float16's 65504
     assert np.isnan(book["forward"]).all() and np.isfinite(book["grad_bias"]).all()
-    _assert_predicted("half_accumulation", p, book, rtol=1e-3, atol=0)
+    _assert_predicted("half_accumulation", p, book, "sums accumulated in float16", rtol=1e-3, atol=0)
     rows, found = _diagnosed(p, book)
     assert set(_failing(rows)) == {"forward", "grad_input", "grad_weight"}
     _assert_named(rows, found, "half_accumulation")
-    assert all(d.cause == "statistics and normalization computed in float16, not float32" for d in found.values())
+    assert all("sums accumulated in float16" in d.cause and d.fix for d in found.values())
 
 
 def _one_pass_forward(p):

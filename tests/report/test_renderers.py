@@ -189,6 +189,9 @@ def test_json_round_trips_the_summary_and_every_record():
         "evidence": BESSEL.evidence,
         "scope": "case",
         "also": [],
+        "fix": "",
+        "family": "",
+        "ambiguous": False,
         "summary": BESSEL.summary,
     }
 

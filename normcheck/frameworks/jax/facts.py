@@ -103,6 +103,7 @@ ONE_PASS = (
 KNOWN_ISSUES = (
     KnownIssue(
         ONE_PASS,
+        hypotheses=("one_pass_variance",),
         ops=HAS_FAST_VARIANCE,
         impls=DEFAULT_IMPLS,
         dtypes=("float32",),
@@ -111,6 +112,7 @@ KNOWN_ISSUES = (
     ),
     KnownIssue(
         ONE_PASS,
+        hypotheses=("one_pass_variance",),
         ops=HAS_FAST_VARIANCE,
         impls=DEFAULT_IMPLS,
         dtypes=("float64",),
@@ -122,6 +124,7 @@ KNOWN_ISSUES = (
     # accumulates in proportion to the momentum (error 9.8 with PyTorch's 0.1, 1.05 with Flax's 0.01)
     KnownIssue(
         ONE_PASS,
+        hypotheses=("one_pass_variance",),
         ops=("bn",),
         impls=DEFAULT_IMPLS,
         dtypes=("float16",),
@@ -130,6 +133,7 @@ KNOWN_ISSUES = (
     ),
     KnownIssue(
         ONE_PASS,
+        hypotheses=("one_pass_variance",),
         ops=HAS_FAST_VARIANCE,
         impls=DEFAULT_IMPLS,
         dtypes=("float32", *HALF),
@@ -138,6 +142,7 @@ KNOWN_ISSUES = (
     ),
     KnownIssue(
         ONE_PASS,
+        hypotheses=("one_pass_variance",),
         ops=("gn",),
         impls=DEFAULT_IMPLS,
         dtypes=("float32",),
@@ -148,6 +153,7 @@ KNOWN_ISSUES = (
         "Flax converts a float16/bfloat16 input to float32 twice (for the statistics, and for x - mean), so "
         "its gradient is the sum of two parts each rounded to the half dtype first; where they nearly cancel "
         "(groups of two values) few correct digits are left",
+        hypotheses=("double_conversion",),
         ops=("gn",),
         dtypes=HALF,
         kinds=("normal",),

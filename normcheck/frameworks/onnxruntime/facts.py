@@ -85,6 +85,7 @@ KNOWN_ISSUES = (
         "ONNX stores BatchNormalization's momentum as a 32-bit float attribute: 0.9 becomes 0.89999998, "
         "so float64 running statistics of large values, and the evaluation outputs normalized with them, "
         "drift by about 1e-7 relative",
+        hypotheses=("momentum_single_precision",),
         ops=("bn",),
         dtypes=("float64",),
         kinds=("large_mean", "half_range"),
@@ -94,6 +95,7 @@ KNOWN_ISSUES = (
         "ONNX's GroupNormalization (opset 21), which ORT runs as its function body, computes the variance "
         "in one pass, E[x^2] - E[x]^2, which cancels catastrophically when the mean is large (NaN with the "
         "default float32 statistics, errors of 1e3 tolerances in double); no setting avoids it for float64",
+        hypotheses=("one_pass_variance",),
         ops=("gn",),
         dtypes=("float64",),
         kinds=("large_mean",),
@@ -102,6 +104,7 @@ KNOWN_ISSUES = (
     KnownIssue(
         "ONNX's GroupNormalization (opset 21) computes its statistics in stash_type, float32 by default "
         "even for float64 input; stash_type=DOUBLE avoids it",
+        hypotheses=("single_precision_compute",),
         ops=("gn",),
         dtypes=("float64",),
         checks=("forward",),
@@ -111,6 +114,7 @@ KNOWN_ISSUES = (
         "ONNX's GroupNormalization (opset 21) computes the variance in one pass, E[x^2] - E[x]^2, in "
         "stash_type (float32 by default), which cancels catastrophically when the mean is large or a group "
         "holds a few nearly equal values; stash_type=DOUBLE avoids it for float32 input",
+        hypotheses=("one_pass_variance",),
         ops=("gn",),
         dtypes=("float32",),
         checks=("forward",),

@@ -82,6 +82,7 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
         "tf.nn.moments returns the float16 variance rounded from float32, and data of magnitude "
         "6e4 have a variance beyond float16's range: it becomes inf, the output collapses to the "
         "bias and the gradients are NaN; casting the input to float32 first avoids it",
+        hypotheses=("half_accumulation",),
         ops=RAW_OPS,
         dtypes=("float16",),
         kinds=("half_range",),
@@ -92,6 +93,7 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
         "are rounded to float16 (bfloat16 computes them in bfloat16), the normalization "
         "x * inv + (offset - mean * inv) is evaluated in the dtype, and float16 gradient sums "
         "accumulate in float16; casting half inputs to float32 first avoids it",
+        hypotheses=("half_accumulation", "stats_in_input_dtype"),
         ops=RAW_OPS,
         dtypes=HALF,
         impls=(RAW_NAME,),

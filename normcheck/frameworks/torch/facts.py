@@ -79,12 +79,14 @@ KNOWN_ISSUES = (
     KnownIssue(
         "PyTorch's CPU group norm on channels-last input computes the variance in one pass, "
         "E[x^2] - E[x]^2, which cancels catastrophically when the mean is large",
+        hypotheses=("one_pass_variance",),
         ops=("gn",),
         layouts=(CHANNELS_LAST,),
         kinds=("large_mean", "constant"),
     ),
     KnownIssue(
         "PyTorch's CPU instance norm backward is wrong for a batch of 1 with a channels-last upstream gradient",
+        hypotheses=("gradient_layout_ignored",),
         ops=("in",),
         layouts=(CHANNELS_LAST,),
         checks=GRADS,
@@ -93,11 +95,13 @@ KNOWN_ISSUES = (
     KnownIssue(
         "PyTorch's CPU batch/instance norm kernels for float16 and bfloat16 normalize with the "
         "batch statistics rounded to the input dtype",
+        hypotheses=("stats_in_input_dtype",),
         ops=("bn", "in"),
         dtypes=HALF,
     ),
     KnownIssue(
         "PyTorch's CPU layer/group norm backward for float16 and bfloat16 uses the statistics saved in the input dtype",
+        hypotheses=("saved_stats_in_input_dtype",),
         ops=("ln", "gn"),
         dtypes=HALF,
         checks=GRADS,

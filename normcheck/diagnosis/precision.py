@@ -1,0 +1,215 @@
+"""The right formula computed with the wrong precision: a simulator of where an implementation
+rounds, so precision causes are predicted and re-run like formula mistakes.
+
+A ``Policy`` says which intermediate results an implementation keeps in the input dtype (the
+statistics, every elementwise result, the sums' accumulators) and whether it casts the
+normalized value back before the weight multiply. ``simulate`` computes the case's outputs
+under it, in float32 arithmetic with the named roundings (float64 input under a float32
+policy: everything in float32), in one of two operation orders: implementations that round
+in the same places still differ by the order they evaluate in, and the two orders bound how
+far from the prediction such an implementation may land.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from normcheck.diagnosis.model import in_view, reduce_to_param
+from normcheck.dtypes import quantize
+from normcheck.ops import OPS, broadcast_channels
+from normcheck.problem import Problem
+
+MEAN, VAR, RSTD = "mean", "var", "rstd"
+# 0: x̂ = d * rsqrt, the fused kernels' backward; 1: x̂ = d / std, the textbook backward;
+# 2: x̂ = d / std, the backward autograd derives from it, step by step.
+ORDERS = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class _Scale:
+    rstd: np.ndarray  # 1 / sqrt(var + eps)
+    std: np.ndarray  # sqrt(var + eps)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Where the computation rounds to the input dtype. Defaults: nowhere (a correct kernel)."""
+
+    compute: type = np.float32  # the dtype the arithmetic runs in
+    stats: frozenset[str] = frozenset()  # statistics rounded to the input dtype once computed
+    saved_only: bool = False  # the rounded statistics are the ones saved for the backward only
+    elementwise: bool = False  # every elementwise result rounded to the input dtype
+    fused_stats: bool = False  # with ``elementwise``: the statistics come from a float32 kernel
+    # (torch.var_mean, tf.nn.moments of a half tensor), rounded once, not from rounded steps
+    sums: bool = False  # every sum's result rounded to the input dtype (float32 accumulators)
+    accumulate: bool = False  # sums accumulate in the input dtype, one rounding per addition
+    cast_before_weight: bool = False  # x̂ rounded to the input dtype before the weight multiply
+    one_pass: bool = False  # the variance as E[x²] - E[x]² in the compute dtype
+    split_gradient: bool = False  # the input's gradient summed in the input dtype from its direct
+    # part and its part through the statistics, each rounded first (two casts of one input)
+
+
+def simulate(
+    problem: Problem, policy: Policy, order: int = 0, running: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """forward, grad_input, grad_weight and grad_bias of ``problem`` under ``policy``, rounded to
+    the input dtype, as float64. ``running`` (mean, var): the statistics evaluation mode uses."""
+    with np.errstate(all="ignore"):
+        return _Simulation(problem, policy, order, running).outputs()
+
+
+class _Simulation:
+    def __init__(self, p: Problem, policy: Policy, order: int, running: tuple[np.ndarray, np.ndarray] | None) -> None:
+        self.p, self.policy, self.order = p, policy, order
+        self.norm = OPS[p.op].normalization(p.shape, p.params)
+        c = policy.compute
+        self.c = c
+        self.X, self.G, self.W, self.B = in_view(p, None, self.norm.view, self.norm.param_view, c)
+        evaluating = running is not None and p.params.running_stats and p.params.mode == "eval"
+        self.fixed = running if evaluating else None
+        rounding = policy.elementwise
+        self.ew: Callable[[np.ndarray], np.ndarray] = self.q if rounding else _same
+        self.red: Callable[[np.ndarray], np.ndarray] = self.q if rounding or policy.sums else _same
+
+    def q(self, a: np.ndarray) -> np.ndarray:
+        """``a`` rounded to the input dtype, kept in the compute dtype."""
+        return quantize(a, self.p.dtype).astype(self.c)
+
+    def mean(self, a: np.ndarray) -> np.ndarray:
+        axes = self.norm.axes
+        if self.policy.accumulate:
+            return self.red(self.q(_sequential_sum(a, axes, self.p.dtype)) / self.c(self.norm.count))
+        return self.red(a.mean(axis=axes, keepdims=True, dtype=self.c))
+
+    def sum(self, a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+        if self.policy.accumulate:
+            return self.q(_sequential_sum(a, axes, self.p.dtype))
+        return self.red(a.sum(axis=axes, keepdims=True, dtype=self.c))
+
+    def param_sum(self, a: np.ndarray) -> np.ndarray:
+        """``a`` summed over the axes a parameter is broadcast along."""
+        pview = self.norm.param_view
+        if self.policy.accumulate:
+            axes = tuple(i for i, n in enumerate(pview) if n == 1 and a.shape[i] != 1)
+            return self.q(_sequential_sum(a, axes, self.p.dtype))
+        return self.red(reduce_to_param(a, pview, pview))
+
+    def statistics(self) -> tuple[np.ndarray, _Scale, np.ndarray, _Scale]:
+        """(mean, scale) the forward normalizes with and (mean, scale) the backward uses. The
+        variance is always computed around the computed mean; the policy rounds what is kept."""
+        if self.fixed is not None:
+            bshape = broadcast_channels(len(self.p.shape), self.p.shape[1])
+            mean = np.asarray(self.fixed[0], dtype=self.c).reshape(bshape)
+            scale = self.scale(np.asarray(self.fixed[1], dtype=self.c).reshape(bshape))
+            return mean, scale, mean, scale
+        stats = self.policy.stats
+        mean = self.mean(self.X) if self.norm.center else np.zeros((1,) * self.X.ndim, dtype=self.c)
+        if self.policy.one_pass:
+            d = self.ew(self.X - mean)
+            var = np.maximum(self.mean(self.ew(self.X * self.X)) - self.ew(mean * mean), self.c(0))
+        elif self.policy.fused_stats:
+            d = self.X - mean
+            var = self.q(np.mean(d * d, axis=self.norm.axes, keepdims=True, dtype=self.c))
+        else:
+            d = self.ew(self.X - mean)
+            var = self.mean(self.ew(d * d))
+        kept_mean = self.q(mean) if MEAN in stats else mean
+        kept = self.scale(self.q(var) if VAR in stats else var)
+        if RSTD in stats:
+            rstd = self.q(kept.rstd)
+            kept = _Scale(rstd, self.ew(self.c(1) / rstd))
+        if self.policy.saved_only:
+            return mean, self.scale(var), kept_mean, kept
+        return kept_mean, kept, kept_mean, kept
+
+    def scale(self, var: np.ndarray) -> _Scale:
+        """1/sqrt(var + eps) and sqrt(var + eps): rsqrt rounded once in order 0; in the others
+        the square root rounded, then its inverse."""
+        root = np.sqrt(self.ew(var + self.c(self.p.eps)))
+        if self.order == 0:
+            rstd = self.ew(self.c(1) / root)
+            return _Scale(rstd, self.ew(root))
+        std = self.ew(root)
+        return _Scale(self.ew(self.c(1) / std), std)
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        mean, scale, saved_mean, saved = self.statistics()
+        d = self.ew(self.X - mean)
+        xhat = self.ew(d * scale.rstd) if self.order == 0 else self.ew(d / scale.std)
+        y = self.q(xhat) if self.policy.cast_before_weight else xhat
+        if self.W is not None:
+            y = self.ew(y * self.W)
+        if self.B is not None:
+            y = self.ew(y + self.B)
+        p = self.p
+        d_saved = self.ew(self.X - saved_mean)
+        xhat_saved = self.ew(d_saved * saved.rstd) if self.order == 0 else self.ew(d_saved / saved.std)
+        out = {
+            "forward": self._out(y, p.shape),
+            "grad_input": self._out(self._grad_input(d_saved, xhat_saved, saved), p.shape),
+        }
+        if self.W is not None and p.weight is not None:
+            out["grad_weight"] = self._out(self.param_sum(self.ew(self.G * xhat_saved)), np.shape(p.weight))
+        if self.B is not None and p.bias is not None:
+            out["grad_bias"] = self._out(self.param_sum(self.G), np.shape(p.bias))
+        return out
+
+    def _grad_input(self, d: np.ndarray, xhat: np.ndarray, scale: _Scale) -> np.ndarray:
+        dxhat = self.ew(self.G * self.W) if self.W is not None else self.G
+        rstd = scale.rstd
+        if self.fixed is not None:
+            return self.ew(dxhat * rstd)
+        if self.order == 2:
+            return self._autograd(dxhat, d, scale.std)
+        axes, n = self.norm.axes, self.c(self.norm.count)
+        s2 = self.sum(self.ew(dxhat * xhat), axes)
+        s1 = self.sum(dxhat, axes) if self.norm.center else None
+        if self.policy.split_gradient:
+            through = -xhat * (rstd * s2 / n) - (rstd * s1 / n if s1 is not None else 0)
+            return self.q(self.q(dxhat * rstd) + self.q(through))
+        if self.order == 0:  # rstd / n * (n * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))
+            inner = self.ew(n * dxhat)
+            if s1 is not None:
+                inner = self.ew(inner - s1)
+            inner = self.ew(inner - self.ew(xhat * s2))
+            return self.ew(self.ew(rstd / n) * inner)
+        inner = dxhat  # rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+        if s1 is not None:
+            inner = self.ew(inner - self.ew(s1 / n))
+        inner = self.ew(inner - self.ew(xhat * self.ew(s2 / n)))
+        return self.ew(rstd * inner)
+
+    def _autograd(self, dxhat: np.ndarray, d: np.ndarray, std: np.ndarray) -> np.ndarray:
+        """The chain rule step by step, as autograd runs it on (x - mean) / sqrt(var + eps):
+        through the square root, whose derivative 1 / (2 std) can overflow float16."""
+        axes, n = self.norm.axes, self.c(self.norm.count)
+        dstd = -self.sum(self.ew(self.ew(dxhat * d) / self.ew(std * std)), axes)
+        dvar = self.ew(dstd / self.ew(self.c(2) * std))
+        direct = self.ew(dxhat / std)
+        dx = self.ew(direct + self.ew(self.ew(self.c(2) * d / n) * dvar))
+        if not self.norm.center:
+            return dx
+        # the mean's gradient through x - mean only: the variance's dependence on the mean
+        # cancels analytically, and autograd of a fused var_mean never forms it
+        return self.ew(dx - self.ew(self.sum(direct, axes) / n))
+
+    def _out(self, a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return quantize(np.asarray(a, dtype=np.float64), self.p.dtype).reshape(shape)
+
+
+def _same(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def _sequential_sum(a: np.ndarray, axes: tuple[int, ...], dtype: str) -> np.ndarray:
+    """The sum over ``axes`` (keepdims) accumulated one element at a time in ``dtype``."""
+    moved = np.moveaxis(a, axes, tuple(range(a.ndim - len(axes), a.ndim)))
+    flat = moved.reshape(*moved.shape[: a.ndim - len(axes)], -1).astype(np.float64)
+    total = np.zeros(flat.shape[:-1])
+    for i in range(flat.shape[-1]):
+        total = quantize(total + flat[..., i], dtype)
+    shape = tuple(1 if i in axes else n for i, n in enumerate(a.shape))
+    return total.reshape(shape)
