@@ -8,6 +8,7 @@ def test_my_group_norm():
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from normcheck.engine.jobs import execute
@@ -21,7 +22,9 @@ def check(op: str | list[str] | None = None, impl: Any = None, **options: Any) -
     """Verify ``impl`` (a SPEC string like "pkg/mod.py:Name", or the function or class itself)
     for ``op``; with no ``impl``, the built-in frameworks. ``options`` are the keyword forms of
     verify's flags: framework, backward, style, shapes, groups, normalized_ndim, dtypes, kinds,
-    device, seed, rtol, atol, eps, momentum, against, shard, timeout, strict, jobs, compile_cache.
+    device, seed, rtol, atol, eps, momentum, against, shard, timeout, strict, jobs, compile_cache,
+    repro (a folder: write a standalone script and .npz reproducing each distinct failure into it,
+    as ``normcheck verify --repro``).
 
     Cases run in worker processes (``jobs`` of them; default one per usable CPU), so the
     code checked cannot end, crash or hang the caller; the caller's signal handlers are left alone.
@@ -31,6 +34,8 @@ def check(op: str | list[str] | None = None, impl: Any = None, **options: Any) -
     Raises normcheck.errors.UsageError for options that make no sense; a failing or broken
     implementation is never an exception here, only records in the report.
     """
+    call = _call_text(op, impl, options)
+    repro = options.pop("repro", None)
     strict = options.pop("strict", False)
     if not isinstance(strict, bool):
         raise UsageError(f"strict must be True or False, got {strict!r}")
@@ -49,7 +54,38 @@ def check(op: str | list[str] | None = None, impl: Any = None, **options: Any) -
     except TypeError:
         unknown = sorted(set(fields) - set(Request.__dataclass_fields__))
         raise TypeError(f"unknown option(s) {', '.join(unknown)}") from None
-    return execute(request, strict=strict, jobs=jobs, compile_cache=compile_cache)
+    if repro is None:
+        return execute(request, strict=strict, jobs=jobs, compile_cache=compile_cache)
+    return _execute_reproducing(request, Path(repro), call, strict, jobs, compile_cache)
+
+
+def _call_text(op: Any, impl: Any, options: dict[str, Any]) -> str:
+    """The call as the reproducers' index shows it."""
+    name = impl if impl is None or isinstance(impl, str) else getattr(impl, "__qualname__", type(impl).__name__)
+    args = [repr(op), repr(name), *(f"{k}={v!r}" for k, v in options.items())]
+    return f"normcheck.check({', '.join(args)})"
+
+
+def _execute_reproducing(
+    request: Request, directory: Path, call: str, strict: bool, jobs: int | None, compile_cache: bool
+) -> Report:
+    """``execute``, then the reproducers of the run's failures written into ``directory``."""
+    from normcheck.engine.jobs import check_shards, plan_request, run_plan
+    from normcheck.engine.pool import Engine, can_send
+    from normcheck.repro.write import directory_problem, write_reproducers
+
+    problem = directory_problem(directory)
+    if problem:
+        raise UsageError(f"repro {directory}: {problem}")
+    with Engine(jobs, inline=not can_send(request), compile_cache=compile_cache) as engine:
+        plan = plan_request(engine, request)
+        check_shards([plan])
+        report = run_plan(engine, plan, strict=strict)
+    write_reproducers([(plan, report.results)], directory, call)
+    if report.interrupted:  # the caller's Ctrl-C, raised in the caller as execute does
+        engine.restore_ctrl_c()
+        raise KeyboardInterrupt
+    return report
 
 
 def assert_matches(op: str | list[str] | None = None, impl: Any = None, **options: Any) -> Report:

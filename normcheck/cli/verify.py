@@ -109,6 +109,13 @@ def verify(
     output: Annotated[Path | None, typer.Option(help="Write the report to this file instead of stdout.")] = None,
     all_rows: Annotated[bool, typer.Option("--all", help="Table: list every check, not only failures.")] = False,
     strict: Annotated[bool, typer.Option(help="Fail on known framework defects too.")] = False,
+    repro: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write into this folder a standalone script and .npz reproducing each distinct failure "
+            "(and known defect) with only the framework and NumPy, and an index, README.md."
+        ),
+    ] = None,
 ) -> None:
     """Check implementations against the float64 reference: outputs, gradients, running statistics.
 
@@ -139,6 +146,7 @@ def verify(
         if format not in FORMATS:
             raise UsageError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
         output = check_output(output)
+        _check_repro(repro)
         given = [flag for flag, value in selection.items() if value is not None and value != []]
         requests = _config_requests(config, given)
         if requests is None:
@@ -167,7 +175,8 @@ def verify(
             _validate(r)
     except UsageError as e:
         fail_usage(str(e))
-    _run(requests, format, output, all_rows, strict, jobs, verbose, compile_cache)
+    command = _command_line() if repro is not None else ""
+    _run(requests, format, output, all_rows, strict, jobs, verbose, compile_cache, (repro, command))
 
 
 def _joined(values: list[str] | None) -> str | None:
@@ -213,7 +222,54 @@ def _with_run_options(request, device: str, seed: int | None, shard: str | None,
     return replace(request, **changes)
 
 
-def _run(requests, fmt, output, all_rows, strict, jobs, verbose, compile_cache) -> None:
+def _check_repro(directory: Path | None) -> None:
+    """UsageError where --repro names a folder that cannot be written, before anything runs."""
+    if directory is None:
+        return
+    from normcheck.repro.write import directory_problem
+
+    problem = directory_problem(directory)
+    if problem:
+        raise UsageError(f"--repro {directory}: {problem}")
+
+
+def _command_line() -> str:
+    """The command as given (the options in the command's order), for the reproducers' index."""
+    import shlex
+
+    import click
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    words = ["normcheck", "verify"]
+    for param in ctx.command.params:
+        if param.name is None or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        value, flag = ctx.params[param.name], param.opts[0]
+        if isinstance(param, click.Option) and param.is_flag:
+            words += [flag] if value else []
+        else:
+            words += [w for v in (value if param.multiple else [value]) for w in (flag, str(v))]
+    return shlex.join(words)
+
+
+def _write_reproducers(directory: Path, command: str, plans, reports) -> str:
+    """Write the reproducers; the words the summary line ends with."""
+    from normcheck.repro.write import write_reproducers
+
+    try:
+        # an interrupted run has reports for the plans it began
+        runs = [(plan, report.results) for plan, report in zip(plans, reports, strict=False)]
+        records = write_reproducers(runs, directory, command)
+    except OSError as e:
+        fail_usage(f"--repro {directory}: cannot write the reproducers: {e.strerror or e}")
+    written = sum(r.script is not None for r in records)
+    unwritten = len(records) - written
+    more = f", {unwritten} failure(s) without one" if unwritten else ""
+    return f"; {written} reproducer(s) in {directory}{more} (see {directory / 'README.md'})"
+
+
+def _run(requests, fmt, output, all_rows, strict, jobs, verbose, compile_cache, repro) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -258,6 +314,9 @@ def _run(requests, fmt, output, all_rows, strict, jobs, verbose, compile_cache) 
         fail_usage(str(e))
     failing = counts[FAIL] + counts[ERROR] + (counts[KNOWN] if strict else 0)
     where = f"; report in {output}" if output is not None and str(output) != "-" else ""
+    repro_dir, command = repro
+    if repro_dir is not None:
+        where += _write_reproducers(repro_dir, command, plans, reports)
     head = (
         "normcheck verify: interrupted; the report holds the cases finished before it: "
         if report.interrupted

@@ -7,6 +7,7 @@ normcheck.frameworks.base declares what each module of a folder provides:
     forms.py     user code written for the framework (``--impl``), in the forms its entry lists
     bench.py     timed calls of its implementations and of its forms
     facts.py     its conventions and documented defects, importable without the framework
+    repro.py     a standalone reproducer's code for its implementations and forms, as text
     __init__.py  a docstring only: importing the package must not import the framework
 
 Everything that lists frameworks (verify's and bench's choices, the conventions command, the
@@ -23,7 +24,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from normcheck.conventions import Convention
-    from normcheck.frameworks.base import AdapterModule, BenchModule, FactsModule, FormsModule, Framework
+    from normcheck.frameworks.base import (
+        AdapterModule,
+        BenchModule,
+        FactsModule,
+        FormsModule,
+        Framework,
+        ReproModule,
+    )
 
 # How a form's object is recognised (see normcheck.user.detect_form)
 FUNCTION = "function"  # a function, for the framework named with --framework
@@ -57,6 +65,7 @@ class FrameworkInfo:
     facts: str  # its facts module
     forms: tuple[Form, ...] = ()  # the user forms its forms module builds
     distributions: tuple[str, ...] = ()  # pip distributions whose versions a bench report records
+    repro: str | None = None  # its repro module (reproducers of its implementations and forms)
 
 
 REGISTRY: dict[str, FrameworkInfo] = {
@@ -70,6 +79,7 @@ REGISTRY: dict[str, FrameworkInfo] = {
             forms_module="normcheck.frameworks.torch.forms",
             bench="normcheck.frameworks.torch.bench",
             facts="normcheck.frameworks.torch.facts",
+            repro="normcheck.frameworks.torch.repro",
             forms=(
                 Form(
                     "torch_function",
@@ -98,6 +108,7 @@ REGISTRY: dict[str, FrameworkInfo] = {
             forms_module="normcheck.frameworks.tensorflow.forms",
             bench="normcheck.frameworks.tensorflow.bench",
             facts="normcheck.frameworks.tensorflow.facts",
+            repro="normcheck.frameworks.tensorflow.repro",
             forms=(
                 Form(
                     "keras_layer",
@@ -119,6 +130,7 @@ REGISTRY: dict[str, FrameworkInfo] = {
             forms_module="normcheck.frameworks.jax.forms",
             bench="normcheck.frameworks.jax.bench",
             facts="normcheck.frameworks.jax.facts",
+            repro="normcheck.frameworks.jax.repro",
             forms=(
                 Form(
                     "jax_function",
@@ -147,6 +159,7 @@ REGISTRY: dict[str, FrameworkInfo] = {
             forms_module=None,
             bench="normcheck.frameworks.onnxruntime.bench",
             facts="normcheck.frameworks.onnxruntime.facts",
+            repro="normcheck.frameworks.onnxruntime.repro",
             distributions=("onnxruntime", "onnxruntime-gpu", "onnx"),
         ),
         FrameworkInfo(
@@ -157,6 +170,7 @@ REGISTRY: dict[str, FrameworkInfo] = {
             forms_module="normcheck.frameworks.numpy.forms",
             bench="normcheck.frameworks.numpy.bench",
             facts="normcheck.frameworks.numpy.facts",
+            repro="normcheck.frameworks.numpy.repro",
             forms=(
                 Form(
                     "cs231n",
@@ -215,6 +229,14 @@ def forms_module(name: str) -> FormsModule:
 def facts_module(name: str) -> FactsModule:
     """The framework's facts module (imports no framework)."""
     return cast("FactsModule", importlib.import_module(REGISTRY[name].facts))
+
+
+def repro_module(name: str) -> ReproModule:
+    """The framework's repro module (imports no framework)."""
+    module = REGISTRY[name].repro
+    if module is None:
+        raise ValueError(f"{name} has no reproducers")
+    return cast("ReproModule", importlib.import_module(module))
 
 
 def _conventions() -> dict[str, dict[str, Convention]]:

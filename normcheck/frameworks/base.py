@@ -8,6 +8,7 @@
   them as these types);
 - ``KnownIssue`` (a documented defect, declared in the facts module) and ``FrameworkFacts`` (what
   judging needs of a framework, without the framework);
+- ``ReproModule``: what a framework's repro module provides (a reproducer's code, as text);
 - ``RunOutput`` and ``Unsupported``: what the adapters share when they run a case (a case's
   initial running statistics come from ``Problem.initial_running``).
 
@@ -29,6 +30,7 @@ from normcheck.conventions import Convention, Settings, settings
 from normcheck.names import CONTIGUOUS, Layout
 from normcheck.ops import OpParams
 from normcheck.problem import Problem
+from normcheck.repro.call import ReproCall, Snippet
 from normcheck.verify.records import Case
 
 
@@ -120,6 +122,8 @@ class FrameworkFacts:
     name: str
     conventions: Mapping[str, Convention] = field(hash=False)  # op -> the convention it follows
     known_issues: tuple[KnownIssue, ...] = ()
+    form: str | None = None  # user code: the form it is written in (normcheck.frameworks.FORMS)
+    omit_defaults: bool = False  # user code: called with its optional arguments left out
 
     def convention(self, op: str) -> Convention:
         return self.conventions[op]
@@ -253,3 +257,14 @@ class FactsModule(Protocol):
     # for NumPy the CS231n assignment's ("cs231n")
     CONVENTIONS: Mapping[str, Mapping[str, Convention]]
     KNOWN_ISSUES: tuple[KnownIssue, ...]  # the framework's documented defects (the adapter's known_issues)
+
+
+class ReproModule(Protocol):
+    """normcheck/frameworks/<name>/repro.py: the code a standalone reproducer runs a case with,
+    as text, doing what the adapter (and for user code the forms module) does: layout, dtype,
+    training steps, forward and backward. Imports no framework: the parent process writes it."""
+
+    def snippet(self, call: ReproCall) -> Snippet | str:
+        """The script's part for ``call``, or why this implementation (or form) cannot be
+        reproduced faithfully without normcheck."""
+        ...

@@ -13,7 +13,7 @@ from dataclasses import replace
 from normcheck import frameworks as registry
 from normcheck.conventions import Settings, settings
 from normcheck.frameworks import CLASS, FORMS, FUNCTION, STYLE, Form
-from normcheck.frameworks.base import Framework, Implementation
+from normcheck.frameworks.base import Framework, FrameworkFacts, Implementation
 from normcheck.names import OpName
 from normcheck.ops import OpParams
 from normcheck.user.spec import LoadError, SpecError, load_object, parse_spec
@@ -152,6 +152,9 @@ class UserFramework(Framework):
 
     def case_params(self, op: str, params: OpParams) -> OpParams:
         return replace(params, affine=False) if self.omit_defaults else params
+
+    def facts(self) -> FrameworkFacts:
+        return replace(super().facts(), form=self.form.id, omit_defaults=self.omit_defaults)
 
     def device_problem(self, device: str) -> str | None:
         if device == "cpu":

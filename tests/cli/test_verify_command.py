@@ -259,3 +259,34 @@ def test_bad_eps_momentum_against_exit_2(runner, numpy_framework, args, message)
     result = invoke(runner, [*BN, *args])
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+# -- --repro ----------------------------------------------------------------------------------
+
+
+def test_repro_into_a_folder_that_cannot_be_made_is_a_usage_error_before_the_run(runner, numpy_framework, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = invoke(runner, [*SMALL, "--repro", str(blocker / "repro")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"normcheck: error: --repro {blocker / 'repro'}: {blocker} is not a folder"
+    assert result.stdout == ""
+
+
+def test_repro_lists_every_distinct_failure_and_the_summary_says_where(runner, numpy_framework, tmp_path):
+    numpy_framework("scaled")
+    repro = tmp_path / "repro"
+    result = invoke(runner, [*SMALL, "--repro", str(repro)])
+    assert result.exit_code == 1
+    # the stand-in framework has no reproducer code: the failure is listed with the reason
+    assert f"0 reproducer(s) in {repro}, 1 failure(s) without one (see {repro / 'README.md'})" in result.stderr
+    index = (repro / "README.md").read_text()
+    assert "Produced by: `normcheck verify --op gn --shape 2,6,4,4 --groups 3 --dtype float32,float64 --repro " in index
+    assert "## Failures without a reproducer" in index and "numpy np.gn[scaled], gn forward" in index
+
+
+def test_repro_of_a_passing_run_writes_an_index_that_says_so(runner, numpy_framework, tmp_path):
+    result = invoke(runner, [*SMALL, "--repro", str(tmp_path / "new" / "repro")])
+    assert result.exit_code == 0
+    assert "; 0 reproducer(s) in" in result.stderr
+    assert "The run had no failures to reproduce." in (tmp_path / "new" / "repro" / "README.md").read_text()

@@ -261,3 +261,68 @@ def test_the_scan_finds_private_uses():
         "line 6 reads tensor._private",
     ]
     assert private_uses(ast.parse(code), "torch", attributes=False) == ["line 2 imports normcheck.frameworks.jax._x"]
+
+
+# -- reproducers -------------------------------------------------------------------------------
+
+
+def test_the_repro_protocol_declares_what_the_writer_calls():
+    from normcheck.frameworks.base import ReproModule
+
+    assert members(ReproModule) == {"snippet"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_entry_names_its_repro_module(name):
+    from normcheck.frameworks.base import ReproModule
+
+    module = REGISTRY[name].repro
+    assert module == f"normcheck.frameworks.{name}.repro"
+    assert (FOLDERS / name / "repro.py").is_file()
+    assert members(ReproModule) <= set(vars(registry.repro_module(name)))
+
+
+def test_repro_modules_import_no_framework():
+    """In a fresh process: the parent writes reproducers without any framework."""
+    script = (
+        "import importlib, json, sys\n"
+        "from normcheck import frameworks as r\n"
+        "for e in r.REGISTRY.values():\n"
+        "    importlib.import_module(e.repro)\n"
+        "import normcheck.repro.write\n"
+        "probes = [m for e in r.REGISTRY.values() if e.extra is not None for m in e.probe]\n"
+        "print(json.dumps(sorted(m for m in probes if m in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert json.loads(out.stdout) == []
+
+
+@pytest.mark.parametrize("name", list(FRAMEWORKS))
+def test_every_implementation_of_an_adapter_has_a_reproducer(name):
+    """The repro module knows each implementation by the name the adapter gives it."""
+    from normcheck.ops import OPS
+    from normcheck.repro.call import ReproCall, Snippet
+
+    installed_or_skip(name)
+    fw = registry.load(name)
+    for op in OP_NAMES:
+        shape, params = OPS[op].default_cases()[0]
+        s = fw.settings(op, "float32")
+        for impl in fw.implementations(op):
+            call = ReproCall(
+                impl.name, op, shape, params, "float32", "contiguous", "cpu", s.eps, s.momentum, s.framework_momentum
+            )
+            assert isinstance(registry.repro_module(name).snippet(call), Snippet), (op, impl.name)
+    unknown = ReproCall(
+        "no such implementation",
+        "gn",
+        (2, 4),
+        OPS["gn"].default_cases()[0][1],
+        "float32",
+        "contiguous",
+        "cpu",
+        1e-5,
+        0.1,
+        None,
+    )
+    assert "no implementation named" in str(registry.repro_module(name).snippet(unknown))
