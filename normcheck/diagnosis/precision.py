@@ -100,6 +100,7 @@ class _Simulation:
     def statistics(self) -> tuple[np.ndarray, _Scale, np.ndarray, _Scale]:
         """(mean, scale) the forward normalizes with and (mean, scale) the backward uses. The
         variance is always computed around the computed mean; the policy rounds what is kept."""
+        mean: np.ndarray
         if self.fixed is not None:
             bshape = broadcast_channels(len(self.p.shape), self.p.shape[1])
             mean = np.asarray(self.fixed[0], dtype=self.c).reshape(bshape)
