@@ -167,7 +167,7 @@ def check_per_channel(shape: tuple[int, ...], **params: np.ndarray | None) -> No
         check_shape(name, value, (shape[1],), f"one value per channel of an input of shape {list(shape)}")
 
 
-def check_one_value_each(count: int, shape: Sequence[int], what: str) -> None:
+def check_more_than_one_value(count: int, shape: Sequence[int], what: str) -> None:
     """ValueError where PyTorch raises one: statistics from the input over a single value."""
     if count == 1:
         raise ValueError(f"Expected more than 1 {what} when training, got input size {list(shape)}")

@@ -9,7 +9,7 @@ from normcheck.ops._op import (
     Op,
     OpParams,
     broadcast_channels,
-    check_one_value_each,
+    check_more_than_one_value,
     check_per_channel,
     fmt_shape,
     running_as_stats,
@@ -75,7 +75,7 @@ def batch_norm(
     params = OpParams(mode="train" if training else "eval", running_stats=running is not None)
     norm = OP.normalization(shape, params)
     if training:
-        check_one_value_each(norm.count, shape, "value per channel")
+        check_more_than_one_value(norm.count, shape, "value per channel")
         y = norm.forward(x, eps, weight, bias)[0]
         if running is None:
             return y, None, None
@@ -98,7 +98,7 @@ def batch_norm_backward(
     shape = _checked_shape(x, running_mean, running_var, weight, bias, empty_1d=False)
     norm = OP.normalization(shape, OpParams())
     if training:
-        check_one_value_each(norm.count, shape, "value per channel")
+        check_more_than_one_value(norm.count, shape, "value per channel")
     stats = None if training else running_as_stats(shape, running_pair(running_mean, running_var))
     return norm.backward(dy, norm.forward(x, eps, weight, bias, stats=stats)[1])
 

@@ -9,7 +9,7 @@ from normcheck.ops._op import (
     Op,
     OpParams,
     broadcast_channels,
-    check_one_value_each,
+    check_more_than_one_value,
     check_per_channel,
     fmt_shape,
     running_as_stats,
@@ -74,7 +74,7 @@ def instance_norm(
     params = OpParams(running_stats=running is not None)
     norm = OP.normalization(shape, params)
     if use_input_stats:
-        check_one_value_each(norm.count, shape, "spatial element")
+        check_more_than_one_value(norm.count, shape, "spatial element")
         y = norm.forward(x, eps, weight, bias)[0]
         if running is None:
             return y, None, None
@@ -89,5 +89,5 @@ def instance_norm_backward(
     shape = np.shape(x)
     check_per_channel(shape, weight=weight, bias=bias)
     norm = OP.normalization(shape, OpParams())
-    check_one_value_each(norm.count, shape, "spatial element")
+    check_more_than_one_value(norm.count, shape, "spatial element")
     return norm.backward(dy, norm.forward(x, eps, weight, bias)[1])
