@@ -8,12 +8,13 @@ def test_my_group_norm():
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Any
 
 from normcheck.engine.jobs import execute
 from normcheck.errors import UsageError
-from normcheck.verify.request import Report, Request
+from normcheck.verify.request import NUMBER_RANGES, Report, Request
 
 __all__ = ["Report", "assert_matches", "check", "mismatch_report"]
 
@@ -49,6 +50,7 @@ def check(op: str | list[str] | None = None, impl: Any = None, **options: Any) -
     fields = {aliases.get(k, k): v for k, v in options.items()}
     if "shapes" in fields and fields["shapes"] and isinstance(fields["shapes"][0], int):
         fields["shapes"] = [fields["shapes"]]  # one shape given as a tuple of ints
+    fields.update((k, _plain_number(v)) for k, v in fields.items() if k in NUMBER_RANGES)
     try:
         request = Request(ops=op, impl=impl, **fields)
     except TypeError:
@@ -86,6 +88,14 @@ def _execute_reproducing(
         engine.restore_ctrl_c()
         raise KeyboardInterrupt
     return report
+
+
+def _plain_number(value: Any) -> Any:
+    """A NumPy scalar (np.float32(1e-5)) as the Python float it stands for; anything else as given,
+    for the request's checks to accept or refuse (rtol=nan, eps=0, "1e-5" are usage errors)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool | int | float):
+        return float(value)
+    return value
 
 
 def assert_matches(op: str | list[str] | None = None, impl: Any = None, **options: Any) -> Report:

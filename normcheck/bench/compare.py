@@ -8,6 +8,7 @@ overlap, so noise that either run saw cannot explain the difference.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,8 +52,8 @@ def parse_threshold(text: str) -> float:
         t = float(value[:-1]) / 100 if value.endswith("%") else float(value)
     except ValueError:
         raise UsageError(f"malformed threshold {text!r}; write a percentage such as 10%") from None
-    if not t >= 0:
-        raise UsageError(f"the threshold must not be negative, got {text!r}")
+    if not (math.isfinite(t) and t >= 0):  # nan% and inf% would never flag a slower case
+        raise UsageError(f"the threshold must be a finite percentage, not negative, got {text!r}")
     return t
 
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from normcheck.errors import UsageError
 from normcheck.parsing import parse_shape, split_list
-from normcheck.verify.request import Request
+from normcheck.verify.request import NUMBER_RANGES, Request, tolerance_pair_problem
 
 CONFIG_FILES = ("normcheck.toml", "pyproject.toml")
 STR, NUM, INT = "a string", "a number", "an integer"
@@ -62,13 +63,10 @@ assert {f for f, _ in KEYS.values()} <= {f.name for f in fields(Request)}
 # every framework, the default matrix, which is never what a config entry means
 SELECTING_KEYS = ("op", "impl")
 SELECTING = {KEYS[k][0] for k in SELECTING_KEYS}
-# number keys -> (what the value must satisfy, in words; the test); 0 is a value like any other
-RANGES = {
-    "rtol": ("not negative", lambda v: v >= 0),
-    "atol": ("not negative", lambda v: v >= 0),
-    "eps": ("positive", lambda v: v > 0),
-    "momentum": ("in [0, 1]", lambda v: 0 <= v <= 1),
-    "timeout": ("positive", lambda v: v > 0),
+# number keys -> (what the value must satisfy, in words; the test); 0 is a value like any other.
+# The single numbers have the ranges flags and API keywords have (request.NUMBER_RANGES).
+RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    **{key: NUMBER_RANGES[field] for key, (field, kind) in KEYS.items() if kind == NUM},
     "groups": ("positive", lambda v: all(n > 0 for n in _as_list(v))),
     "normalized_ndim": ("positive", lambda v: all(n > 0 for n in _as_list(v))),
 }
@@ -128,13 +126,25 @@ def load_config(path: Path) -> list[Request]:
         raise UsageError(f"{path}: {where or 'the file'} lists no checks; add a [[{_key(where, 'check')[1:-1]}]]")
     requests = []
     for i, check in enumerate(checks, 1):
-        given = _fields(path, f"{_key(where, 'check')}[{i}]", check)
+        at = f"{_key(where, 'check')}[{i}]"
+        given = _fields(path, at, check)
         merged = {**defaults, **given}
+        _check_tolerance_pair(path, at, where, given, merged)
         if not any(_selects(merged.get(field)) for field in SELECTING):
             raise UsageError(f"{path}: check {i} selects nothing; give at least {' or '.join(SELECTING_KEYS)}")
         merged.setdefault("name", f"check {i}")
         requests.append(Request(**merged))
     return requests
+
+
+def _check_tolerance_pair(path: Path, at: str, top: str, given: dict[str, Any], merged: dict[str, Any]) -> None:
+    """rtol and atol go together in each check (``at``), given in it or above it (``top``)."""
+    problem = tolerance_pair_problem("rtol" in merged, "atol" in merged)
+    if problem:
+        inherited = (
+            "" if given.keys() & {"rtol", "atol"} else f" ({problem.split()[0]} is set in {top or 'the top level'})"
+        )
+        raise UsageError(f"{path}: {at}: {problem}{inherited}")
 
 
 def _key(where: str, key: str) -> str:

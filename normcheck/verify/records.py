@@ -39,7 +39,8 @@ class Tolerance:
 
     ``atol`` already includes the conditioning allowance: ``floor_atol`` (dtype table or
     user) plus CONDITIONING_FACTOR times ``witness_err``, the largest error of a correct
-    two-pass implementation in the same dtype on the same input.
+    two-pass implementation in the same dtype on the same input, never below the rounding of
+    the terms it adds up (eps times the largest; see verify.tolerance.TERM_ROUNDING).
     """
 
     rtol: float

@@ -250,7 +250,7 @@ def test_against_fails_a_framework_that_differs_from_the_baseline(runner, numpy_
     ("args", "message"),
     [
         (["--eps", "0"], "eps must be positive"),
-        (["--momentum", "1.5"], "momentum must lie in [0, 1]"),
+        (["--momentum", "1.5"], "momentum must be in [0, 1]"),
         (["--against", "caffe"], "unknown framework 'caffe'"),
         (["--against", "numpy,numpy_keras"], "--against takes one framework"),
     ],

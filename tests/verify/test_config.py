@@ -80,23 +80,71 @@ def test_a_check_overrides_a_default_with_zero(tmp_path):
     assert request.momentum == 0
 
 
+EPS_RANGE = "must be positive, at least the smallest normal float64 (2.23e-308), and below 1"
+
+
 @pytest.mark.parametrize(
-    "body, reason",
+    "body, reason, value",
     [
-        ('[[check]]\nop = "bn"\neps = 0\n', "[check][1].eps: must be positive, got 0"),
-        ('eps = -1e-5\n[[check]]\nop = "bn"\n', "eps: must be positive, got -1e-05"),
-        ('[[check]]\nop = "bn"\nmomentum = 1.5\n', "momentum: must be in [0, 1], got 1.5"),
-        ('[[check]]\nop = "bn"\nrtol = -1\natol = 0\n', "rtol: must be not negative, got -1"),
-        ('[[check]]\nop = "bn"\nrtol = nan\natol = 0\n', "rtol: must be a finite number, got nan"),
-        ('[[check]]\nop = "bn"\natol = inf\nrtol = 0\n', "atol: must be a finite number, got inf"),
-        ('[[check]]\nop = "bn"\ntimeout = 0\n', "timeout: must be positive, got 0"),
-        ('[[check]]\nop = "gn"\ngroups = [2, 0]\n', "groups: must be positive, got [2, 0]"),
-        ('[[check]]\nop = "ln"\nnormalized_ndim = 0\n', "normalized_ndim: must be positive, got 0"),
-        ('[[check]]\nop = "gn"\nshapes = ["2,0,3"]\n', "shapes: malformed shape '2,0,3'"),
+        ('[[check]]\nop = "bn"\neps = 0\n', f"[check][1].eps: {EPS_RANGE}", "0"),
+        ('eps = -1e-5\n[[check]]\nop = "bn"\n', f"eps: {EPS_RANGE}", "-1e-05"),
+        ('[[check]]\nop = "bn"\neps = 1e-320\n', f"[check][1].eps: {EPS_RANGE}", "1e-320"),
+        ('[[check]]\nop = "bn"\neps = 1\n', f"[check][1].eps: {EPS_RANGE}", "1"),
+        ('[[check]]\nop = "bn"\nmomentum = 1.5\n', "momentum: must be in [0, 1]", "1.5"),
+        ('[[check]]\nop = "bn"\nrtol = -1\natol = 0\n', "rtol: must be at least 0 and below 1", "-1"),
+        ('[[check]]\nop = "bn"\nrtol = 1.0\natol = 0\n', "rtol: must be at least 0 and below 1", "1.0"),
+        ('[[check]]\nop = "bn"\nrtol = nan\natol = 0\n', "rtol: must be a finite number", "nan"),
+        ('[[check]]\nop = "bn"\natol = inf\nrtol = 0\n', "atol: must be a finite number", "inf"),
+        ('[[check]]\nop = "bn"\natol = -1\nrtol = 0\n', "atol: must be at least 0", "-1"),
+        ('[[check]]\nop = "bn"\ntimeout = 0\n', "timeout: must be positive", "0"),
+        ('[[check]]\nop = "gn"\ngroups = [2, 0]\n', "groups: must be positive", "[2, 0]"),
+        ('[[check]]\nop = "ln"\nnormalized_ndim = 0\n', "normalized_ndim: must be positive", "0"),
     ],
 )
-def test_values_out_of_range_name_the_file_and_key(tmp_path, body, reason):
-    assert reason in refused(config(tmp_path, body))
+def test_values_out_of_range_name_the_file_and_key(tmp_path, body, reason, value):
+    path = config(tmp_path, body)
+    message = refused(path)
+    assert message.startswith(f"{path}: ") and reason in message
+    assert message.endswith(f", got {value}")
+
+
+def test_a_malformed_shape_string_names_the_file_and_key(tmp_path):
+    path = config(tmp_path, '[[check]]\nop = "gn"\nshapes = ["2,x,3"]\n')
+    assert refused(path).startswith(f"{path}: [check][1].shapes: malformed shape '2,x,3'")
+
+
+@pytest.mark.parametrize(
+    "body, where, given, missing",
+    [
+        ('[[check]]\nop = "gn"\nrtol = 1e-3\n', "[check][1]", "rtol", "atol"),
+        ('[[check]]\nop = "gn"\n[[check]]\nop = "ln"\natol = 1e-3\n', "[check][2]", "atol", "rtol"),
+    ],
+)
+def test_rtol_without_atol_names_the_file_and_both_keys(tmp_path, body, where, given, missing):
+    path = config(tmp_path, body)
+    assert refused(path) == (
+        f"{path}: {where}: {given} is given without {missing}; give rtol and atol together, or neither"
+    )
+
+
+def test_rtol_above_the_checks_pairs_with_atol_in_each(tmp_path):
+    body = 'rtol = 1e-3\n[[check]]\nop = "gn"\natol = 1e-4\n[[check]]\nop = "ln"\n'
+    path = config(tmp_path, body)
+    assert refused(path) == (
+        f"{path}: [check][2]: rtol is given without atol; give rtol and atol together, or neither"
+        " (rtol is set in the top level)"
+    )
+    [request] = load_config(config(tmp_path, 'rtol = 1e-3\n[[check]]\nop = "gn"\natol = 1e-4\n'))
+    assert (request.rtol, request.atol) == (1e-3, 1e-4)
+
+
+def test_in_pyproject_an_unpaired_tolerance_names_the_table(tmp_path):
+    body = '[tool.normcheck]\natol = 1e-4\n[[tool.normcheck.check]]\nop = "gn"\n'
+    path = config(tmp_path, body, "pyproject.toml")
+    assert refused(path) == (
+        f"{path}: [tool.normcheck.check][1]: atol is given without rtol; give rtol and atol together, or neither"
+        " (atol is set in [tool.normcheck])"
+    )
 
 
 # -- every key, read into the Request ------------------------------------------------------------
@@ -134,12 +182,18 @@ def test_the_valid_values_cover_every_key():
     assert set(VALID) == set(KEYS)
 
 
+# rtol and atol go together: a check giving one gets the other too
+PARTNER = {"rtol": ("atol", 0.5), "atol": ("rtol", 0.5)}
+
+
 def _selector(key: str) -> str:
-    return 'op = "gn"' if key == "impl" else f'{SELECTOR[0]} = "{SELECTOR[1]}"'
+    line = 'op = "gn"' if key == "impl" else f'{SELECTOR[0]} = "{SELECTOR[1]}"'
+    return line + (f"\n{PARTNER[key][0]} = {PARTNER[key][1]}" if key in PARTNER else "")
 
 
 def _expected(key: str, value, name: str = "check 1") -> Request:
     given = {"ops": "gn"} if key == "impl" else {SELECTOR[0]: SELECTOR[1]}
+    given.update([PARTNER[key]] if key in PARTNER else [])
     field = KEYS[key][0]
     return Request(**{"name": name, **given, field: value})
 
@@ -272,7 +326,9 @@ def test_pyproject_checks_inherit_tool_normcheck(tmp_path):
         "momentum = 1",
         "rtol = 0.0",
         "atol = 0",
-        "eps = 1e-300",
+        "eps = 2.2250738585072014e-308",
+        "eps = 0.9999999999999999",
+        "rtol = 0.9999999999999999",
         "timeout = 1e-3",
         "groups = 1",
         "groups = [1, 2]",
@@ -281,17 +337,20 @@ def test_pyproject_checks_inherit_tool_normcheck(tmp_path):
 )
 def test_the_edges_of_each_range_are_accepted(tmp_path, line):
     key = line.partition(" = ")[0]
-    [request] = load_config(config(tmp_path, f'[[check]]\nop = "gn"\n{line}\n'))
+    partner = f"\n{PARTNER[key][0]} = {PARTNER[key][1]}" if key in PARTNER else ""
+    [request] = load_config(config(tmp_path, f'[[check]]\nop = "gn"\n{line}{partner}\n'))
     assert getattr(request, KEYS[key][0]) == tomllib.loads(line)[key]
 
 
 @pytest.mark.parametrize(
     "line, reason",
     [
-        ("momentum = -0.1", "must be in [0, 1], got -0.1"),
-        ("momentum = 1.0000001", "must be in [0, 1], got 1.0000001"),
-        ("atol = -1e-9", "must be not negative, got -1e-09"),
-        ("eps = -0.0", "must be positive, got -0.0"),
+        ("momentum = -0.1", "must be in [0, 1] (the weight of the new batch), got -0.1"),
+        ("momentum = 1.0000001", "must be in [0, 1] (the weight of the new batch), got 1.0000001"),
+        ("atol = -1e-9", "must be at least 0, got -1e-09"),
+        ("rtol = 1", "must be at least 0 and below 1 (rtol 1 allows any value of the right sign), got 1"),
+        ("eps = -0.0", f"{EPS_RANGE} (a stabilizer, small against the variance), got -0.0"),
+        ("eps = 1.0", f"{EPS_RANGE} (a stabilizer, small against the variance), got 1.0"),
         ("timeout = -5", "must be positive, got -5"),
         ("groups = 0", "must be positive, got 0"),
         ("normalized_ndim = [1, -1]", "must be positive, got [1, -1]"),

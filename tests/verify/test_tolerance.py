@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from normcheck.dtypes import EPS, quantize
+from normcheck.dtypes import EPS, HALF, quantize
 from normcheck.ops import OPS, OpParams
 from normcheck.reference import reference
 from normcheck.verify.inputs import make_problem
@@ -13,10 +13,14 @@ from normcheck.verify.records import Tolerance
 from normcheck.verify.tolerance import (
     CONDITIONING_FACTOR,
     DTYPE_TOLERANCES,
+    TERM_ROUNDING,
+    WITNESS_VARIANTS,
     compare,
     out_of_range,
+    term_sizes,
     tolerance_for,
     witness_errors,
+    witness_variants,
 )
 
 LAYER_EPS = 1e-5
@@ -290,3 +294,179 @@ def test_two_pass_witness_passes_every_check_on_large_mean(check):
     for expanded in (False, True):
         got = quantize(reference(problem, np.float32, expanded=expanded)[check], "float32")
         assert compare(got, expected[check], tolerance_for("float32", witness[check])).mismatched == 0
+
+
+# -- where the witness cancels exactly: the rounding of the terms ------------------------------
+F32 = np.float32
+
+
+def _measured_witness(problem, expected, check):
+    """The witness's own error, without the floor of its terms' rounding."""
+    return max(
+        float(
+            np.abs(
+                quantize(reference(problem, F32, mean_ulps=u, expanded=e)[check], problem.dtype) - expected[check]
+            ).max()
+        )
+        for u, e in WITNESS_VARIANTS
+    )
+
+
+def _fused_group_norm_backward(problem):
+    """grad_input as PyTorch's CPU group norm kernel computes it, in float32: dx = a*dy + b*x + c
+    with a = rstd*w, b = (db*mean - ds)*rstd^3/n, c = -b*mean - db*rstd/n, and ds, db summed per
+    channel first. A correct kernel."""
+    n, c = problem.shape[:2]
+    g = problem.params.groups
+    x = problem.x.astype(F32).reshape(n, g, c // g, -1)
+    dy = problem.dy.astype(F32).reshape(x.shape)
+    w = problem.weight.astype(F32).reshape(1, g, c // g)
+    mean = x.mean(axis=(2, 3), dtype=F32)
+    var = np.square(x - mean[..., None, None]).mean(axis=(2, 3), dtype=F32)
+    rstd = F32(1) / np.sqrt(var + F32(problem.eps))
+    ds = ((dy * x).sum(axis=3, dtype=F32) * w).sum(axis=2, dtype=F32)
+    db = (dy.sum(axis=3, dtype=F32) * w).sum(axis=2, dtype=F32)
+    s = F32(1 / (x.shape[2] * x.shape[3]))
+    b = (db * mean - ds) * rstd * rstd * rstd * s
+    shift = -b * mean - db * rstd * s
+    dx = (rstd[..., None] * w)[..., None] * dy + b[..., None, None] * x + shift[..., None, None]
+    return dx.reshape(problem.shape).astype(np.float64)
+
+
+def _fused_batch_norm_eval(problem, expected):
+    """Evaluation-mode batch norm as fused kernels compute it, in float32: y = x*a + (b - mean*a)
+    with a = w/sqrt(var + eps) from the running statistics. A correct kernel."""
+    view = (1, problem.shape[1]) + (1,) * (len(problem.shape) - 2)
+    mean, var = (expected[k].astype(F32).reshape(view) for k in ("running_mean", "running_var"))
+    a = problem.weight.astype(F32).reshape(view) / np.sqrt(var + F32(problem.eps))
+    return (problem.x.astype(F32) * a + (problem.bias.astype(F32).reshape(view) - mean * a)).astype(np.float64)
+
+
+# (shape, kind): group norm with G = C, where the table tolerance alone failed PyTorch
+G_EQUALS_C = [((2, 8), "normal"), ((2, 8), "constant"), ((2, 8), "tiny_scale"), ((2, 9), "normal")]
+G_EQUALS_C += [((2, 9), "constant"), ((2, 6, 1, 1), "normal"), ((2, 6, 1, 1), "tiny_scale")]
+
+
+@pytest.mark.parametrize(("shape", "kind"), G_EQUALS_C, ids=[f"{s}-{k}" for s, k in G_EQUALS_C])
+def test_a_fused_kernel_passes_group_norm_with_one_value_per_group(shape, kind):
+    p = make_problem("gn", shape, OpParams(groups=shape[1]), "float32", kind, LAYER_EPS, seed=0)
+    expected = reference(p)
+    got = _fused_group_norm_backward(p)
+    assert not expected["grad_input"].any()  # one value per group: the gradient is exactly 0
+    assert _measured_witness(p, expected, "grad_input") == 0.0  # and the witness cancels exactly
+    assert compare(got, expected["grad_input"], tolerance_for("float32", 0.0)).mismatched > 0
+    size = term_sizes(p, expected)["grad_input"]
+    witness = witness_errors(p, expected)["grad_input"]
+    assert witness == pytest.approx(TERM_ROUNDING * EPS["float32"] * size)
+    assert compare(got, expected["grad_input"], tolerance_for("float32", witness)).mismatched == 0
+    # the fused kernel errs by under one eps of the largest term; the allowance is 8
+    assert np.abs(got - expected["grad_input"]).max() < EPS["float32"] * size
+
+
+@pytest.mark.parametrize("shape", [(1, 4), (1, 3, 1, 1)])
+def test_a_fused_kernel_passes_evaluation_batch_norm_on_a_large_mean(shape):
+    p = make_problem("bn", shape, OpParams(mode="eval", running_stats=True), "float32", "large_mean", LAYER_EPS)
+    expected = reference(p)
+    got = _fused_batch_norm_eval(p, expected)
+    measured = _measured_witness(p, expected, "forward")  # the witness subtracts the mean exactly
+    assert compare(got, expected["forward"], tolerance_for("float32", measured)).mismatched > 0
+    witness = witness_errors(p, expected)["forward"]
+    assert compare(got, expected["forward"], tolerance_for("float32", witness)).mismatched == 0
+    assert np.abs(got - expected["forward"]).max() < EPS["float32"] * term_sizes(p, expected)["forward"]
+
+
+def test_term_sizes_are_the_largest_terms_of_each_formula():
+    p = make_problem("gn", (2, 8), OpParams(groups=8), "float64", "normal", LAYER_EPS)
+    expected = reference(p)
+    rstd = 1 / np.sqrt(LAYER_EPS)  # one value per group: no variance
+    w = np.abs(p.weight)
+    sizes = term_sizes(p, expected)
+    assert sizes["grad_input"] == pytest.approx(rstd * float(np.max(np.abs(p.dy) * w)))
+    fused = max(float(np.max(np.abs(p.x) * w)) * rstd, float(np.max(np.abs(p.bias))))
+    assert sizes["forward"] == pytest.approx(fused)
+    assert sizes["grad_weight"] == pytest.approx(float(np.max(np.abs(p.dy) * np.abs(p.x))) * rstd)
+    # with fixed statistics only the direct term of the gradient is left
+    p = make_problem("bn", (4, 3), OpParams(mode="eval", running_stats=True), "float64", "normal", LAYER_EPS)
+    expected = reference(p)
+    rstd = 1 / np.sqrt(expected["running_var"] + LAYER_EPS)
+    assert term_sizes(p, expected)["grad_input"] == pytest.approx(float(np.max(np.abs(p.dy) * np.abs(p.weight) * rstd)))
+    empty = make_problem("ln", (0, 4), OpParams(normalized_ndim=1), "float32", "normal", LAYER_EPS)
+    assert term_sizes(empty, reference(empty)) == {}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_term_floor_stays_below_the_table_on_well_conditioned_data(dtype):
+    """On ordinary data the terms are the size of the result: the floor changes nothing there."""
+    p = make_problem("gn", (4, 16, 6, 6), OpParams(groups=4), dtype, "normal", LAYER_EPS)
+    expected = reference(p)
+    rtol, atol = DTYPE_TOLERANCES[dtype]
+    sizes = term_sizes(p, expected)
+    assert set(sizes) == {"forward", "grad_input", "grad_weight"}
+    for check, size in sizes.items():
+        floor = CONDITIONING_FACTOR * TERM_ROUNDING * EPS[dtype] * size
+        assert floor < atol + rtol * float(np.abs(expected[check]).max()), check
+
+
+def test_a_mean_of_one_value_is_never_nudged():
+    """A nudged mean of one value would invent a spread of 1/sqrt(eps) ulps: float32 data of
+    6e4 make it 1.2, and an allowance that passes a gradient cut from the statistics."""
+    p = make_problem("gn", (2, 8), OpParams(groups=8), "float32", "half_range", LAYER_EPS)
+    assert witness_variants(p) == [(0, False), (0, True)]
+    p = make_problem("gn", (2, 8), OpParams(groups=4), "float32", "half_range", LAYER_EPS)
+    assert witness_variants(p) == WITNESS_VARIANTS
+
+
+def _mistaken_gradient(problem, mistake):
+    """grad_input of a hand-written backward with one term missing, in float64, rounded to the dtype."""
+    norm = OPS[problem.op].normalization(problem.shape, problem.params)
+    _, cache = norm.forward(problem.x, problem.eps, problem.weight, problem.bias)
+    dxhat = problem.dy.reshape(norm.view) * (cache.weight if cache.weight is not None else 1.0)
+    mean_term = dxhat.mean(axis=norm.axes, keepdims=True) if norm.center else 0.0
+    variance_term = cache.xhat * (dxhat * cache.xhat).mean(axis=norm.axes, keepdims=True)
+    kept = {"detached": dxhat, "no_variance_term": dxhat - mean_term, "no_mean_term": dxhat - variance_term}
+    return quantize((kept[mistake] * cache.rstd).reshape(problem.shape), problem.dtype)
+
+
+# groups of one to three values in every op
+SMALL_GROUPS = [
+    ("gn", (2, 8), OpParams(groups=8)),
+    ("gn", (2, 6), OpParams(groups=3)),
+    ("gn", (2, 6), OpParams(groups=2)),
+    ("gn", (1, 6, 2), OpParams(groups=6)),
+    ("ln", (3, 2), OpParams(normalized_ndim=1)),
+    ("ln", (2, 3), OpParams(normalized_ndim=1)),
+    ("ln", (2, 1, 2), OpParams(normalized_ndim=2)),
+    ("rms", (2, 3), OpParams(normalized_ndim=1)),
+    ("in", (2, 3, 2), OpParams()),
+    ("in", (2, 3, 3), OpParams()),
+    ("bn", (3, 4), OpParams(mode="train", running_stats=True)),
+    ("bn", (1, 3, 2), OpParams(mode="train", running_stats=True)),
+]
+
+
+def _mistakes(op, shape, params, dtype, kind):
+    """The gradient mistakes visible on the case: all three on groups of two or more values (rms
+    has no mean term), only the cut statistics on groups of one value (whose xhat is 0). In half
+    dtypes the constant kind's groups of two or three values leave out the dropped variance term:
+    its error there is within the witness's rounding of the largest gradient to the dtype."""
+    if params.groups == shape[1]:
+        return ("detached",)
+    if op == "rms":
+        return ("detached", "no_variance_term")
+    if dtype in HALF and kind == "constant":
+        return ("detached", "no_mean_term")
+    return ("detached", "no_variance_term", "no_mean_term")
+
+
+@pytest.mark.parametrize(
+    ("op", "shape", "params"), SMALL_GROUPS, ids=[f"{o}-{s}-{p.label()}" for o, s, p in SMALL_GROUPS]
+)
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_a_gradient_cut_from_the_statistics_still_fails_on_small_groups(op, shape, params, dtype):
+    for kind in ("normal", "constant", "tiny_scale", "half_range"):
+        p = make_problem(op, shape, params, dtype, kind, LAYER_EPS, seed=0)
+        expected = reference(p)
+        tol = tolerance_for(dtype, witness_errors(p, expected)["grad_input"])
+        for mistake in _mistakes(op, shape, params, dtype, kind):
+            got = _mistaken_gradient(p, mistake)
+            assert compare(got, expected["grad_input"], tol).mismatched > 0, (kind, mistake)

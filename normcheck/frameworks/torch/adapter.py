@@ -53,6 +53,9 @@ class TorchImplementation(Implementation):
     def layouts(self, shape: tuple[int, ...]) -> tuple[Layout, ...]:
         return (CONTIGUOUS, CHANNELS_LAST) if len(shape) in MEMORY_FORMATS else (CONTIGUOUS,)
 
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        return group_norm_refused(problem) if self.bind in (bind_functional, bind_module) else None
+
     def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
         try:
             return self._run(problem, layout, device)
@@ -82,6 +85,19 @@ class TorchImplementation(Implementation):
             add(out, "running_mean", bound.running_mean)
             add(out, "running_var", bound.running_var)
         return out
+
+
+def group_norm_refused(problem: Problem) -> str | None:
+    """F.group_norm (and nn.GroupNorm) apply batch norm's check to their (N*C/G, G, *spatial) view,
+    so they raise on N = 1, C/G = 1 and no spatial extent, though each group (one value) is defined."""
+    if problem.op != "gn" or problem.params.groups is None or not problem.x.size:
+        return None
+    shape = problem.shape
+    if shape[0] * (shape[1] // problem.params.groups) * int(np.prod(shape[2:], dtype=np.int64)) != 1:
+        return None
+    return (
+        "PyTorch refuses group norm with one value per group and a batch of 1 (Expected more than 1 value per channel)"
+    )
 
 
 def tensor(a: np.ndarray, dtype: str, device: str, layout: str = CONTIGUOUS) -> torch.Tensor:
@@ -161,6 +177,9 @@ def bind_module(p: Problem, device: str) -> Bound:
         for name, value in (("weight", p.weight), ("bias", p.bias)):
             if value is not None:
                 getattr(m, name).copy_(tensor(value, p.dtype, device))
+        for name, stat in zip(("running_mean", "running_var"), running_stats(p, device), strict=True):
+            if stat is not None:  # the case's own starting point, not the module's zeros and ones
+                getattr(m, name).copy_(stat)
 
     def forward(x: torch.Tensor, train: bool) -> torch.Tensor:
         return m.train(train)(x)
