@@ -4,6 +4,7 @@ normcheck.frameworks.base). Imports nothing above the domain's names."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from normcheck.names import DtypeName, Layout, OpName
@@ -72,3 +73,8 @@ def block(lines: list[str], depth: int = 1) -> str:
     """``lines`` indented ``depth`` levels, one per line (empty lines stay empty)."""
     pad = "    " * depth
     return "".join(f"{pad}{line}\n" if line else "\n" for line in lines)
+
+
+def quoted(value: str) -> str:
+    """A string literal in double quotes, as formatters write them."""
+    return json.dumps(value, ensure_ascii=False)

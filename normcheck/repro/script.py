@@ -8,7 +8,7 @@ import textwrap
 from dataclasses import dataclass
 
 from normcheck.ops import OPS, fmt_shape
-from normcheck.repro.call import Snippet
+from normcheck.repro.call import Snippet, quoted
 from normcheck.repro.user_code import Loader
 from normcheck.verify.records import KNOWN, CheckResult
 
@@ -16,9 +16,9 @@ WIDTH = 100
 
 MAIN = '''\
 VERSION = {version}
-TITLE = {title!r}
-CHECK = {check!r}
-CASE_DTYPE = {dtype!r}
+TITLE = {title}
+CHECK = {check}
+CASE_DTYPE = {dtype}
 DATA = dict(np.load(Path(__file__).with_suffix(".npz")))
 
 
@@ -118,13 +118,22 @@ def render(d: Description, stem: str, snippet: Snippet, loader: Loader | None = 
     """The whole script."""
     imports = (*(loader[0] if loader else ()), "import sys", "from pathlib import Path")
     parts = [
-        "#!/usr/bin/env python3\n" + docstring(d, stem),
-        "\n".join(imports) + "\n\nimport numpy as np\n\n" + "\n".join(snippet.imports),
+        "#!/usr/bin/env python3\n"
+        + docstring(d, stem)
+        + "\n\n"
+        + "\n".join(imports)
+        + "\n\nimport numpy as np\n\n"
+        + "\n".join(snippet.imports)
     ]
     if loader:
         parts.append(loader[1].strip("\n"))
     parts.append(snippet.code.strip("\n"))
     parts.append(
-        MAIN.format(version=snippet.version, title=title(d.row), check=d.row.check, dtype=d.row.case.dtype).rstrip()
+        MAIN.format(
+            version=snippet.version,
+            title=quoted(title(d.row)),
+            check=quoted(d.row.check),
+            dtype=quoted(d.row.case.dtype),
+        ).rstrip()
     )
     return "\n\n\n".join(parts) + "\n"

@@ -94,7 +94,7 @@ def _code(failure: Failure, directory: Path, project: Path) -> tuple[Snippet, Lo
     """The framework's snippet and the user code's loader for ``failure``, or why there are none."""
     row = failure.row
     if row.against is not None:
-        return f"compared directly with {row.against}, not with the reference; its reference row reproduces alone"
+        return f"compared directly with {row.against}, not with the reference; a reproducer compares with the reference"
     if row.comparison is None or row.tolerance is None:
         return "the row has no error to reproduce"
     framework, call = repro_call(failure)

@@ -39,7 +39,7 @@ OPTIONAL_FIELDS = ("feature_axes",)  # given only to a class that declares it
 
 HELPERS = '''\
 {x64}DTYPE = jnp.{dtype}
-DEVICE = jax.devices({platform!r})[{index}]
+DEVICE = jax.devices("{platform}")[{index}]
 
 
 def put(a, dtype, layout=False):
@@ -136,7 +136,7 @@ def snippet(call: ReproCall) -> Snippet | str:
             code += "\n\n" + STATS_DTYPE.format(try_init=init)
     code += CASE.format(training=call.training)
     code += "\n\ndef run(data):\n" + block(_run(call, user is not None))
-    return Snippet(IMPORTS, code, "f'jax {jax.__version__}, flax {flax.__version__}'", ("jax", "flax"))
+    return Snippet(IMPORTS, code, 'f"jax {jax.__version__}, flax {flax.__version__}"', ("jax", "flax"))
 
 
 def _helpers(call: ReproCall) -> str:

@@ -57,7 +57,7 @@ def snippet(call: ReproCall) -> Snippet | str:
     if call.op == "bn":
         code += BATCH_NORM
     code += "\n\ndef run(data):\n" + block(_run(call))
-    return Snippet((), code, "f'numpy {np.__version__}'", ())
+    return Snippet((), code, 'f"numpy {np.__version__}"', ())
 
 
 def _run(call: ReproCall) -> list[str]:

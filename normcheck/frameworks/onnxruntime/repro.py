@@ -32,7 +32,7 @@ IMPORTS = ("import onnx", "import onnxruntime as ort", "from onnx import TensorP
 HELPERS = '''\
 ELEMENT = TensorProto.{element}
 STORAGE = {storage}  # how the dtype is held in NumPy{storage_note}
-OP_TYPE, OPSET = {op_type!r}, {opset}
+OP_TYPE, OPSET = "{op_type}", {opset}
 INPUTS = {inputs!r}
 RANK, PARAM_RANK = {rank}, {param_rank}
 PROVIDERS = {providers!r}
@@ -45,7 +45,7 @@ def session(attributes, outputs):
     inputs += [helper.make_tensor_value_info(n, ELEMENT, [None] * PARAM_RANK) for n in INPUTS[1:]]
     outs = [helper.make_tensor_value_info(n, ELEMENT, [None] * (RANK if n == "Y" else 1)) for n in outputs]
     node = helper.make_node(OP_TYPE, list(INPUTS), list(outputs), **attributes)
-    graph = helper.make_graph([node], {graph!r}, inputs, outs)
+    graph = helper.make_graph([node], "{graph}", inputs, outs)
     opsets = [helper.make_opsetid("", OPSET)]
     model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(model)
@@ -113,7 +113,7 @@ def snippet(call: ReproCall) -> Snippet | str:
     )
     body = _batch_norm(call) if call.op == "bn" else _one(call)
     code = helpers + "\n\ndef run(data):\n" + block(_affine(call) + body)
-    return Snippet(IMPORTS, code, "f'onnxruntime {ort.__version__}, onnx {onnx.__version__}'", ("onnx", "onnxruntime"))
+    return Snippet(IMPORTS, code, 'f"onnxruntime {ort.__version__}, onnx {onnx.__version__}"', ("onnx", "onnxruntime"))
 
 
 def _providers(device: str) -> list:

@@ -13,7 +13,7 @@ from typing import Any
 
 from normcheck.frameworks.tensorflow.facts import RAW_FLOAT32_NAME, RAW_NAME, RAW_OPS, TENSORFLOW
 from normcheck.names import CHANNELS_LAST
-from normcheck.repro.call import ReproCall, Snippet, block
+from normcheck.repro.call import ReproCall, Snippet, block, quoted
 
 # adapter.KERAS_NAMES (the registry test checks they agree)
 KERAS_NAMES = {
@@ -70,7 +70,7 @@ VARIABLE_NAMES = {
 
 HELPERS = '''\
 DTYPE = tf.{dtype}
-DEVICE = {device!r}
+DEVICE = {device}
 
 
 def tensor(a, layout=False):
@@ -119,14 +119,14 @@ def snippet(call: ReproCall) -> Snippet | str:
         _outputs(call),
     ]
     code = _helpers(call) + extra + "\n\ndef run(data):\n" + block(lines)
-    return Snippet(IMPORTS, code, "f'tensorflow {tf.__version__}, keras {keras.__version__}'", ("tensorflow", "keras"))
+    return Snippet(IMPORTS, code, 'f"tensorflow {tf.__version__}, keras {keras.__version__}"', ("tensorflow", "keras"))
 
 
 def _helpers(call: ReproCall) -> str:
     last = call.layout == CHANNELS_LAST
     return HELPERS.format(
         dtype=call.dtype,
-        device=_device(call.device),
+        device=quoted(_device(call.device)),
         layout_doc=", channels moved last when ``layout``" if last else "",
         layout_back_doc=", channels moved back to axis 1 when ``layout``" if last else "",
         move_in="if layout:\n        a = np.moveaxis(a, 1, -1)\n    " if last else "",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from normcheck.frameworks.torch.facts import TORCH
 from normcheck.names import CHANNELS_LAST
 from normcheck.ops.rms_norm import default_eps as rms_default_eps
-from normcheck.repro.call import ReproCall, Snippet, block
+from normcheck.repro.call import ReproCall, Snippet, block, quoted
 
 # The adapter's implementation names (adapter.FUNCTIONAL_NAMES and MODULE_NAMES; the registry
 # test checks they agree)
@@ -33,13 +33,13 @@ MODULE_NAMES = {
 }
 MEMORY_FORMATS = {4: "torch.channels_last", 5: "torch.channels_last_3d"}
 DTYPES = {name: f"torch.{name}" for name in ("float64", "float32", "float16", "bfloat16")}
-IMPORTS = ("import torch", "import torch.nn.functional as F", "from torch import nn")
+FUNCTIONAL_IMPORT, MODULE_IMPORT = "import torch.nn.functional as F", "from torch import nn"
 # (parameter, the names a user's module may give it): forms.py's _set_parameter
 PARAMETER_NAMES = {"weight": ("weight", "gamma"), "bias": ("bias", "beta")}
 
 HELPERS = '''\
 DTYPE = {dtype}
-DEVICE = {device!r}
+DEVICE = {device}
 
 
 def tensor(a, layout=False):
@@ -83,11 +83,14 @@ Forward = Callable[[ReproCall, str, bool, str], list[str]]
 
 def snippet(call: ReproCall) -> Snippet | str:
     """The script's PyTorch part for ``call``, or why there is none."""
+    imports: tuple[str, ...] = ("import torch",)
     if call.user is None:
         if call.impl == FUNCTIONAL_NAMES[call.op]:
             setup, forward = _functional_setup(call), _functional_call
+            imports += (FUNCTIONAL_IMPORT,)
         elif call.impl == MODULE_NAMES[call.op]:
             setup, forward = _layer_setup(call), _module_forward
+            imports += (MODULE_IMPORT,)
         else:
             return f"PyTorch has no implementation named {call.impl!r}"
     elif call.user.form == "torch_function":
@@ -97,14 +100,14 @@ def snippet(call: ReproCall) -> Snippet | str:
     else:
         return f"the torch reproducers have no form {call.user.form!r}"
     code = _helpers(call) + "\n\ndef run(data):\n" + block(setup + _body(call, forward))
-    return Snippet(IMPORTS, code, "f'torch {torch.__version__}'", ("torch",))
+    return Snippet(imports, code, 'f"torch {torch.__version__}"', ("torch",))
 
 
 def _helpers(call: ReproCall) -> str:
     channels_last = call.layout == CHANNELS_LAST
     text = HELPERS.format(
         dtype=DTYPES[call.dtype],
-        device=call.device,
+        device=quoted(call.device),
         layout_doc=", in the channels-last memory format when ``layout``" if channels_last else "",
         layout_expr=(
             f"t.contiguous(memory_format={MEMORY_FORMATS[len(call.shape)]}) if layout else t" if channels_last else "t"
