@@ -107,7 +107,7 @@ def _judge(
         if not ok:
             return None
         if row.status == FAIL:
-            if err * CUT > row.comparison.max_abs_err and err > _rounding_floor(want, dtype):
+            if not pred.by_magnitude and err * CUT > row.comparison.max_abs_err and err > _rounding_floor(want, dtype):
                 return None
             explained[check] = err
             score = max(score, err / max(tols[check].atol, 1e-300))

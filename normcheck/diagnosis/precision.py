@@ -48,6 +48,10 @@ class Policy:
     accumulate: bool = False  # sums accumulate in the input dtype, one rounding per addition
     cast_before_weight: bool = False  # x̂ rounded to the input dtype before the weight multiply
     one_pass: bool = False  # the variance as E[x²] - E[x]² in the compute dtype
+    affine_in_input_dtype: bool = False  # only the normalization in ``compute``: x̂ is cast to the
+    # input dtype and the affine transform runs there (ONNX GroupNormalization-21's function body)
+    folded: bool = False  # tf.nn.batch_normalization's graph: y = x * inv + (offset - mean * inv),
+    # inv = rsqrt(var + eps) * scale, differentiated op by op as TensorFlow does
     split_gradient: bool = False  # the input's gradient summed in the input dtype from its direct
     # part and its part through the statistics, each rounded first (two casts of one input)
 
@@ -137,14 +141,19 @@ class _Simulation:
         return _Scale(self.ew(self.c(1) / std), std)
 
     def outputs(self) -> dict[str, np.ndarray]:
+        if self.policy.folded and self.fixed is None:
+            return self._folded()
         mean, scale, saved_mean, saved = self.statistics()
         d = self.ew(self.X - mean)
         xhat = self.ew(d * scale.rstd) if self.order == 0 else self.ew(d / scale.std)
         y = self.q(xhat) if self.policy.cast_before_weight else xhat
-        if self.W is not None:
-            y = self.ew(y * self.W)
-        if self.B is not None:
-            y = self.ew(y + self.B)
+        if self.policy.affine_in_input_dtype:
+            y = self._affine_in_input_dtype(y)
+        else:
+            if self.W is not None:
+                y = self.ew(y * self.W)
+            if self.B is not None:
+                y = self.ew(y + self.B)
         p = self.p
         d_saved = self.ew(self.X - saved_mean)
         xhat_saved = self.ew(d_saved * saved.rstd) if self.order == 0 else self.ew(d_saved / saved.std)
@@ -196,6 +205,59 @@ class _Simulation:
         # the mean's gradient through x - mean only: the variance's dependence on the mean
         # cancels analytically, and autograd of a fused var_mean never forms it
         return self.ew(dx - self.ew(self.sum(direct, axes) / n))
+
+    def _affine_in_input_dtype(self, xhat: np.ndarray) -> np.ndarray:
+        pview, p = self.norm.param_view, self.p
+        y = quantize(np.asarray(xhat, dtype=np.float64), p.dtype)
+        if p.weight is not None:
+            y = quantize(y * np.asarray(p.weight, dtype=np.float64).reshape(pview), p.dtype)
+        if p.bias is not None:
+            y = quantize(y + np.asarray(p.bias, dtype=np.float64).reshape(pview), p.dtype)
+        return y
+
+    def _sum_to(self, a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """``a`` summed down to ``shape`` (a broadcast gradient's reduction), rounded as summed."""
+        axes = tuple(i for i, n in enumerate(shape) if n == 1 and a.shape[i] != 1)
+        if not axes:
+            return a
+        if self.policy.accumulate:
+            return self.q(_sequential_sum(a, axes, self.p.dtype))
+        return self.red(a.sum(axis=axes, keepdims=True, dtype=self.c))
+
+    def _folded(self) -> dict[str, np.ndarray]:
+        """tf.nn.moments + tf.nn.batch_normalization in the input dtype, every op's result rounded
+        to it; with ``fused_stats`` the moments (float16: computed in float32 by tf.nn.moments)
+        are rounded once, and so is their gradient on its way back through the cast."""
+        c, ew, q, p = self.c, self.ew, self.q, self.p
+        X, G, W, B = self.X, self.G, self.W, self.B
+        axes, n = self.norm.axes, self.c(self.norm.count)
+        if self.policy.fused_stats:
+            mean32 = X.mean(axis=axes, keepdims=True, dtype=c)
+            var = q(((X - mean32) ** 2).mean(axis=axes, keepdims=True, dtype=c))
+            mean = q(mean32)
+        else:
+            mean = mean32 = self.mean(X)
+            var = self.mean(ew(ew(X - mean) ** 2))
+        root = np.sqrt(ew(var + c(p.eps)))
+        r = ew(c(1) / (root if self.order == 0 else ew(root)))
+        inv = ew(r * W) if W is not None else r
+        minv = ew(mean * inv)
+        t = ew(B - minv) if B is not None else -minv
+        y = ew(ew(X * inv) + t)
+        g_t = self._sum_to(G, t.shape)
+        g_inv = ew(self._sum_to(ew(G * X), inv.shape) - self._sum_to(ew(g_t * mean), inv.shape))
+        g_mean = -self._sum_to(ew(g_t * inv), mean.shape)
+        g_r = self._sum_to(ew(g_inv * W), r.shape) if W is not None else self._sum_to(g_inv, r.shape)
+        g_var = ew(ew(c(-0.5) * ew(g_r * r)) * ew(r * r))
+        inner = _same if self.policy.fused_stats else ew  # float32 inside tf.nn.moments' casts
+        through = inner(inner(inner(c(2) * inner(g_var / n)) * inner(X - mean32)) + inner(g_mean / n))
+        out = {"forward": self._out(y, p.shape), "grad_input": self._out(ew(ew(G * inv) + q(through)), p.shape)}
+        pview = self.norm.param_view
+        if W is not None and p.weight is not None:
+            out["grad_weight"] = self._out(self._sum_to(ew(g_inv * r), pview), np.shape(p.weight))
+        if B is not None and p.bias is not None:
+            out["grad_bias"] = self._out(self._sum_to(g_t, pview), np.shape(p.bias))
+        return out
 
     def _out(self, a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         return quantize(np.asarray(a, dtype=np.float64), self.p.dtype).reshape(shape)
