@@ -28,7 +28,7 @@ def test_check_with_repro_writes_the_failures_scripts_and_index(tmp_path):
     )
     assert not report.ok
     scripts = sorted(p.name for p in (tmp_path / "repro").glob("*.py"))
-    assert len(scripts) == 5 and all(s.startswith("user_group_norm_unbiased_var_") for s in scripts), scripts
+    assert scripts and all(s.startswith("user_group_norm_unbiased_var_") for s in scripts), scripts
     index = (tmp_path / "repro" / "README.md").read_text()
     assert f"Produced by: `normcheck.check('gn', '{FIXTURE}:group_norm_unbiased_var', framework='torch'" in index
 
