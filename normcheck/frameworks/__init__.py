@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         Framework,
         ReproModule,
     )
+    from normcheck.names import DtypeName
 
 # How a form's object is recognised (see normcheck.user.detect_form)
 FUNCTION = "function"  # a function, for the framework named with --framework
@@ -50,6 +51,9 @@ class Form:
     kind: str  # FUNCTION, CLASS or STYLE
     base: str = ""  # CLASS: the base class as the user knows it
     base_from: str = ""  # CLASS: the prefix of the module defining that class (Keras's is keras.src...)
+    # the dtypes checked when the user names none (--dtype, a config's dtypes, the API's dtypes);
+    # None: every dtype verify checks by default
+    dtypes: tuple[DtypeName, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,7 @@ REGISTRY: dict[str, FrameworkInfo] = {
                     "cs231n",
                     "NumPy forward/backward functions in the CS231n assignment-2 convention",
                     STYLE,
+                    dtypes=("float64", "float32"),  # why: normcheck.frameworks.numpy.forms
                 ),
             ),
             distributions=("numpy",),

@@ -145,6 +145,7 @@ class Framework(ABC):
 
     name: str  # its registry name; "user" for user code
     conventions: Mapping[str, Convention]  # op -> the convention it follows
+    # the dtypes checked when the user names none; a dtype named explicitly is run whatever this says
     dtypes: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
     known_issues: tuple[KnownIssue, ...] = ()
 

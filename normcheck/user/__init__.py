@@ -129,6 +129,8 @@ class UserFramework(Framework):
     def __init__(self, form: Form, obj: object, impl_name: str, omit_defaults: bool, backward: object | None = None):
         self.form, self.obj, self.backward = form, obj, backward
         self.conventions = registry.CONVENTIONS[form.conventions_of]
+        if form.dtypes is not None:
+            self.dtypes = form.dtypes
         self.omit_defaults = omit_defaults
         self.impl_name = impl_name + (" (defaults)" if omit_defaults else "")
         self._built: dict[str, list[Implementation]] = {}

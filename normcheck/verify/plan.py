@@ -107,7 +107,7 @@ def plan(opts: Options, frameworks: list[Framework]) -> list[Unit]:
                     continue
                 seen[id(fw)].add((fw_params, shape))
                 impls = fw.implementations(op)
-                for dtype in opts.dtypes:
+                for dtype in checked_dtypes(opts, fw):
                     for kind in opts.kinds:
                         unit = Unit(op, shape, fw_params, dtype, kind, fw, order=(op_i, case_i), skip=reason)
                         for impl in impls:
@@ -116,6 +116,11 @@ def plan(opts: Options, frameworks: list[Framework]) -> list[Unit]:
                                 unit.runs.append((case, impl))
                         units.append(unit)
     return shard(units, opts.shard) if opts.shard else units
+
+
+def checked_dtypes(opts: Options, fw: Framework) -> tuple[DtypeName, ...]:
+    """The dtypes ``fw`` is checked in: those the user named, else the defaults it declares."""
+    return opts.dtypes if opts.explicit_dtypes else tuple(d for d in opts.dtypes if d in fw.dtypes)
 
 
 def shard(units: list[Unit], spec: tuple[int, int]) -> list[Unit]:

@@ -11,6 +11,11 @@ A forward ``forward(x, gamma, beta, [G,] param) -> (out, cache)`` and a backward
 - gn: ``spatial_groupnorm_forward(x, gamma, beta, G, gn_param)`` on (N, C, H, W); gamma (1, C, 1, 1).
 
 There is no instance or RMS norm. The cache is opaque: it goes from the forward to the backward.
+
+These functions are checked in float64 and float32 unless ``--dtype`` names others (the form's
+``dtypes`` in the registry): NumPy has no bfloat16, and it computes float16 in float16, every
+step rounded, where frameworks compute half types in float32; half rows would judge NumPy's
+arithmetic, not the formula. ``--dtype float16`` still runs them, for code meant to run in it.
 """
 
 from __future__ import annotations
