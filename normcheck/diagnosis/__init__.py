@@ -225,3 +225,60 @@ def diagnose(
         len(tried),
     )
     return {c: replace(d, fallback=numeric[c]) if d.family == FORMULA else d for c, d in found.items()}
+
+
+# A documented numeric defect reproduces a row in size when its simulation errs at least this
+# fraction as much as the implementation does (and no more than this many times as much): the
+# same arithmetic summed in another order lands within a few times of it, a formula mistake or
+# correct arithmetic orders of magnitude away.
+SIZE_BAND = (0.2, 5.0)
+
+
+def reproduced_in_size(
+    problem: Problem, expected: dict[str, np.ndarray], out: RunOutput, check: str, hypotheses: Collection[str]
+) -> Diagnosis | None:
+    """For a documented defect whose arithmetic is rounding noise (a half-precision graph summed
+    in another order than any simulation can know), evidence by size: a numeric hypothesis of
+    the defect, simulated on the case, errs on ``check`` by about as much as the implementation
+    does, and overflows about where the implementation does. None otherwise."""
+    got = out.values.get(check)
+    if got is None or check not in expected or not np.size(got):
+        return None
+    want = np.asarray(expected[check], dtype=np.float64)
+    with np.errstate(all="ignore"):
+        observed = _finite_err(got, want)
+        if observed is None or observed == 0:
+            return None
+        ctx = Context(problem, expected, out.values)
+        for hyp in HYPOTHESES:
+            if hyp.id not in hypotheses or hyp.family != NUMERIC:
+                continue
+            for pred in hyp.predict(ctx):
+                value = pred.values.get(check)
+                if value is None or not _blows_up_alike(got, value):
+                    continue
+                simulated = _finite_err(value, want)
+                if simulated and SIZE_BAND[0] * observed <= simulated <= SIZE_BAND[1] * observed:
+                    evidence = (
+                        f"{check}: max abs err {observed:.2g}; '{pred.title}' errs by {simulated:.2g} on this case "
+                        "(reproduced in size: the rounding order of the implementation cannot be known)"
+                    )
+                    return Diagnosis(hyp.id, pred.title, evidence, "check", fix=pred.fix, family=NUMERIC)
+    return None
+
+
+def _blows_up_alike(got: np.ndarray, value: np.ndarray) -> bool:
+    """The implementation's non-finite elements are as many as the simulation's, at least half of
+    them in the same places (which partial sum overflows first depends on the summation order)."""
+    bad, predicted = ~np.isfinite(got), ~np.isfinite(value)
+    if not bad.any():
+        return True
+    return (
+        abs(int(bad.sum()) - int(predicted.sum())) <= bad.sum() // 2 and 2 * int((bad & predicted).sum()) >= bad.sum()
+    )
+
+
+def _finite_err(got: np.ndarray, want: np.ndarray) -> float | None:
+    g = np.asarray(got, dtype=np.float64)
+    ok = np.isfinite(g) & np.isfinite(want)
+    return float(np.abs(g[ok] - want[ok]).max()) if ok.any() else None

@@ -137,9 +137,16 @@ def _one_pass(ctx: Context) -> list[Prediction]:
     for constant groups, whose output is the bias whatever the variance, from its gradient): it
     reproduces the outputs, and it errs by as much as E[x^2] - E[x]^2 in a low precision can and
     far more than a two-pass variance can. The running variance is judged by that magnitude."""
-    if not ctx.training or not _norm(ctx).center:
+    if not _norm(ctx).center:
         return []
-    return _one_pass_outputs(ctx) or _one_pass_running(ctx)
+    if not ctx.training:  # evaluation normalizes with the running statistics the steps left
+        return _one_pass_running(ctx)
+    found = _one_pass_outputs(ctx) or _one_pass_running(ctx)
+    if found and "grad_input" in ctx.got:  # its backward, simulated: autograd of E[x²] - E[x]²
+        dtype = "float64" if ctx.problem.dtype == "float64" else "float32"
+        title = _ONE_PASS_TITLE.format(dtype) + ", differentiated as written"
+        found += _simulated(ctx, title, Policy(compute=compute_dtype(ctx.problem.dtype), one_pass=True), _ONE_PASS_FIX)
+    return found
 
 
 def _one_pass_outputs(ctx: Context) -> list[Prediction]:
@@ -177,7 +184,11 @@ def _one_pass_outputs(ctx: Context) -> list[Prediction]:
                 f"can err by {one_pass_bound.flat[worst]:.2g} here, two-pass by {two_pass_bound.flat[worst]:.2g}"
             )
             variant = Variant(var=np.where(np.isfinite(used), used, true_var))
-            preds = [Prediction(_ONE_PASS_TITLE.format(dtype), ctx.model(variant), judged, note, fix=_ONE_PASS_FIX)]
+            values = ctx.model(variant)
+            preds = [Prediction(_ONE_PASS_TITLE.format(dtype), values, judged, note, fix=_ONE_PASS_FIX)]
+            if "grad_input" in ctx.got and "grad_input" not in judged:  # a backward through that variance
+                both = (*judged, "grad_input")
+                preds.append(Prediction(_ONE_PASS_TITLE.format(dtype), values, both, note, fix=_ONE_PASS_FIX))
             if p.dtype == "float64" and dtype == "float32":  # ONNX's stash_type: all of it in float32
                 single = outputs(p, variant, ctx.running, np.float32)
                 title = _ONE_PASS_TITLE.format(dtype) + ", the normalization in float32 too"
@@ -229,7 +240,12 @@ def _one_pass_running(ctx: Context) -> list[Prediction]:
                 f"{two_pass[worst]:.2g}"
             )
             values = {"running_var": ctx.got["running_var"]}
-            return [Prediction(_ONE_PASS_TITLE.format(dtype), values, ("running_var",), note, fix=_ONE_PASS_FIX)]
+            judged: tuple[str, ...] = ("running_var",)
+            if not ctx.training:  # and the outputs that follow from that running variance
+                used = (ctx.expected["running_mean"], ctx.got["running_var"])
+                values = {**outputs(p, Variant(), used), **values}
+                judged = tuple(c for c in values if c in ctx.got)
+            return [Prediction(_ONE_PASS_TITLE.format(dtype), values, judged, note, fix=_ONE_PASS_FIX)]
     return []
 
 
@@ -431,6 +447,11 @@ def _input_dtype(ctx: Context) -> list[Prediction]:
         (
             "tf.nn.moments in float32, tf.nn.batch_normalization's x * inv + (offset - mean * inv)",
             Policy(elementwise=True, folded=True, fused_stats=True),
+        ),
+        (
+            "tf.nn.moments in float32, tf.nn.batch_normalization's x * inv + (offset - mean * inv), "
+            f"gradient sums accumulated in {p.dtype}",
+            Policy(elementwise=True, folded=True, fused_stats=True, accumulate=True),
         ),
     )
     for how, policy in variants:

@@ -199,6 +199,14 @@ class _Simulation:
         dstd = -self.sum(self.ew(self.ew(dxhat * d) / self.ew(std * std)), axes)
         dvar = self.ew(dstd / self.ew(self.c(2) * std))
         direct = self.ew(dxhat / std)
+        if self.policy.one_pass and self.norm.center:
+            # var = E[x²] - E[x]²: x's share 2x/n·dvar and the mean's -2·mean·dvar/n, each large
+            # beside their difference when the mean is, computed apart and then cancelling
+            mean = self.X.mean(axis=axes, keepdims=True, dtype=self.c)
+            from_square = self.ew(self.ew(self.c(2) * self.X / n) * dvar)
+            from_mean = self.ew(self.ew(self.c(-2) * mean * dvar) / n)
+            dx = self.ew(self.ew(direct + from_square) + from_mean)
+            return self.ew(dx - self.ew(self.sum(direct, axes) / n))
         dx = self.ew(direct + self.ew(self.ew(self.c(2) * d / n) * dvar))
         if not self.norm.center:
             return dx

@@ -96,12 +96,13 @@ def confirm_known(
     rows: list[CheckResult], problem: Problem, expected: dict[str, np.ndarray], out: RunOutput, framework: KnownIssues
 ) -> list[CheckResult]:
     """Failing rows that a documented defect's fingerprint matches become known when the
-    defect's hypothesis, re-run on the case, reproduces them; they carry that evidence. A row the
-    fingerprint matches but the hypothesis does not reproduce stays a failure and says so."""
+    defect's hypothesis, re-run on the case, reproduces them (element by element, or for a
+    numeric defect's rounding noise, in size); they carry that evidence. A row the fingerprint
+    matches but no hypothesis reproduces stays a failure and says so."""
     candidates = {r.check: framework.known_issues_for(r.case, r.check) for r in rows if r.status == FAIL}
     if not any(candidates.values()):
         return rows
-    from normcheck.diagnosis import diagnose
+    from normcheck.diagnosis import diagnose, reproduced_in_size
 
     confirmed: dict[str, tuple[KnownIssue, Diagnosis]] = {}
     for issue in dict.fromkeys(i for issues in candidates.values() for i in issues):
@@ -109,6 +110,13 @@ def confirm_known(
         for check, d in found.items():
             if d.hypothesis is not None and issue in candidates.get(check, ()) and check not in confirmed:
                 confirmed[check] = (issue, replace(d, fallback=None))
+    for check, issues in candidates.items():
+        for issue in issues:
+            if check in confirmed:
+                break
+            sized = reproduced_in_size(problem, expected, out, check, issue.hypotheses)
+            if sized is not None:
+                confirmed[check] = (issue, sized)
     return [_known(r, confirmed.get(r.check), candidates.get(r.check, ())) for r in rows]
 
 
@@ -120,10 +128,20 @@ def _known(
         return replace(r, status=KNOWN, message=f"known defect: {issue.cause}. {r.message}", diagnosis=evidence)
     if not candidates:
         return r
-    # The fingerprint matches but no hypothesis of the defect reproduces the row: it stays known
-    # (the defect is documented), marked unconfirmed, with the diagnosis of the row as it is.
-    note = f"known defect (unconfirmed: its hypothesis does not reproduce this row): {candidates[0].cause}. "
-    return replace(r, status=KNOWN, message=note + r.message)
+    if _plausibly(r):
+        # The documented defect's fingerprint matches a finite error no other cause explains, but
+        # its hypothesis does not reproduce the row: known, and said to be unconfirmed.
+        note = f"known defect (unconfirmed: its hypothesis does not reproduce this row): {candidates[0].cause}. "
+        return replace(r, status=KNOWN, message=note + r.message)
+    note = f"looks like a known defect ({candidates[0].cause}), but its hypothesis does not reproduce it. "
+    return replace(r, message=note + r.message)
+
+
+def _plausibly(r: CheckResult) -> bool:
+    """A row the fingerprint may still account for: finite where the reference is finite (an
+    unexplained NaN or inf is never put down to a documented defect) and given no other cause."""
+    finite = "NaN or inf where finite values are expected" not in r.message
+    return finite and (r.diagnosis is None or r.diagnosis.hypothesis is None)
 
 
 def _known_as(direct: CheckResult, own: CheckResult | None) -> CheckResult:

@@ -63,6 +63,26 @@ def test_correct_pair_passes_the_full_default_grid(forward):
     assert {r["impl"] for r in rows(report, "pass")} == {forward, f"{forward} (defaults)"}
 
 
+# correct formulas in the input's own dtype, as a student writes them
+TEXTBOOK = {
+    "layernorm_forward_textbook": ("ln", "layernorm_backward_textbook"),
+    "spatial_groupnorm_forward_textbook": ("gn", "spatial_groupnorm_backward_textbook"),
+    "batchnorm_forward_textbook": ("bn", "batchnorm_backward_textbook"),
+}
+
+
+@pytest.mark.parametrize("forward", list(TEXTBOOK))
+def test_textbook_code_passes_by_default_and_its_half_rows_name_no_formula_mistake(forward):
+    op, backward = TEXTBOOK[forward]
+    report = verify(op, forward, backward)  # float64 and float32: NumPy forms' defaults
+    assert not rows(report, "fail") and not rows(report, "error"), rows(report, "fail")[:2]
+    half = verify(op, forward, backward, dtypes="float16")
+    assert rows(half, "fail"), "float16 arithmetic loses accuracy a float32 kernel keeps"
+    for r in rows(half, "fail"):
+        d = r["diagnosis"]
+        assert d["family"] != "formula", d["summary"]  # a precision cause, or none
+
+
 def test_correct_outputs_keep_the_input_dtype():
     x = np.random.default_rng(0).standard_normal((2, 6, 3, 3)).astype(np.float16)
     gamma, beta = np.ones((1, 6, 1, 1), np.float16), np.zeros((1, 6, 1, 1), np.float16)
@@ -133,7 +153,8 @@ def test_every_buggy_fixture_is_tested_and_every_function_says_what_it_does():
         for name, f in vars(layers).items()
         if inspect.isfunction(f) and f.__module__ == layers.__name__ and not name.startswith("_")
     ]
-    assert {f.__name__ for f in public} == bugs | set(CORRECT) | {b for _, b in CORRECT.values()}
+    correct = {**CORRECT, **TEXTBOOK}
+    assert {f.__name__ for f in public} == bugs | set(correct) | {b for _, b in correct.values()}
     for f in public:
         assert f.__doc__.startswith("Bug: " if f.__name__ in bugs else "Correct: "), f.__name__
 

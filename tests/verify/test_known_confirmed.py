@@ -1,0 +1,84 @@
+"""Every documented framework defect is confirmed by re-running its hypothesis: on the cases its
+fingerprint names, each of the framework's failing rows is known with the evidence of one of
+the defect's hypotheses, none is merely fingerprinted ("unconfirmed"), and nothing else fails."""
+
+from __future__ import annotations
+
+import pytest
+from _require import require
+
+from normcheck.diagnosis import HYPOTHESES
+from normcheck.frameworks import FRAMEWORKS, facts_module
+from normcheck.frameworks.base import KnownIssue
+from normcheck.verify.local import run
+from normcheck.verify.records import ERROR, FAIL, KNOWN
+from normcheck.verify.request import Request, prepare
+
+HYPOTHESIS_IDS = {h.id for h in HYPOTHESES}
+ISSUES = [(name, i, issue) for name in FRAMEWORKS for i, issue in enumerate(facts_module(name).KNOWN_ISSUES)]
+# frameworks whose defaults take minutes to check on every kind: their issues run as slow tests
+SLOW = {"tensorflow", "jax"}
+# Defects whose every row is not yet reproduced by re-run: Flax's one-pass variance leaves
+# float32 gradients on large means that neither the read-back variance nor the simulated
+# autograd of E[x^2] - E[x]^2 reproduces (those rows stay known, marked unconfirmed).
+UNCONFIRMED_YET = {("jax", "ln", ("float32",))}
+# Documented defects no case of the default grid shows any more (their rows pass under the
+# current tolerance rule); kept for the shapes users give, not asserted here.
+NOT_SHOWN = {("jax", "bn", ("float16",), ("running_var",))}
+
+
+def _id(entry: tuple[str, int, KnownIssue]) -> str:
+    name, i, issue = entry
+    return f"{name}-{i}-{issue.ops[0]}"
+
+
+@pytest.mark.parametrize("entry", ISSUES, ids=[_id(e) for e in ISSUES])
+def test_every_known_issue_names_hypotheses_that_exist(entry):
+    _, _, issue = entry
+    assert issue.hypotheses, issue.cause
+    assert set(issue.hypotheses) <= HYPOTHESIS_IDS, issue.hypotheses
+
+
+# small shapes per op, with the variants normcheck derives from them (groups, modes, dims); group
+# norm's 5x4 has groups of two values, where some defects show
+SHAPES = {"bn": ("6,4,5,5",), "in": ("2,4,5,5",), "gn": ("2,6,5,5", "5,4"), "ln": ("4,6,33",), "rms": ("4,6,33",)}
+
+
+def _request(name: str, issue: KnownIssue) -> Request:
+    """The narrowest request the fingerprint names: its first op and dtype, its input kinds (normal
+    and large-mean data where it names none), one shape (with the batch it names)."""
+    op = issue.ops[0]
+    shapes = [s if issue.batch is None else f"{issue.batch}," + s.split(",", 1)[1] for s in SHAPES[op]]
+    if issue.checks == ("running_var",):  # shows on the default grid's longer training runs only
+        shapes = []
+    return Request(
+        ops=op,
+        frameworks=name,
+        dtypes=(issue.dtypes or ("float32",))[0],
+        kinds=",".join(issue.kinds or ("normal", "large_mean")),
+        shapes=shapes,
+    )
+
+
+def _params(entries):
+    return [pytest.param(e, id=_id(e), marks=[pytest.mark.slow] if e[0] in SLOW else []) for e in entries]
+
+
+@pytest.mark.parametrize("entry", _params(ISSUES))
+def test_every_known_issue_is_confirmed_by_re_running_its_hypothesis(entry):
+    name, _, issue = entry
+    require(name)
+    if (name, issue.ops[0], issue.dtypes, issue.checks) in NOT_SHOWN:
+        pytest.skip("the default grid shows this defect no more")
+    prepared = prepare(_request(name, issue))
+    rows = list(run(prepared.units, prepared.opts))
+    mine = [r for r in rows if r.status == KNOWN and r.message.startswith(f"known defect: {issue.cause}")]
+    assert mine, f"no row of the fingerprint's cases shows: {issue.cause}"
+    for r in mine:
+        assert r.diagnosis is not None and r.diagnosis.hypothesis in issue.hypotheses, r.message
+    unconfirmed = [r.message for r in rows if r.status == KNOWN and "unconfirmed" in r.message]
+    if (name, issue.ops[0], issue.dtypes) not in UNCONFIRMED_YET:
+        assert not unconfirmed, unconfirmed[:3]
+    assert not [r for r in rows if r.status in (FAIL, ERROR)], [r.message for r in rows if r.status in (FAIL, ERROR)][
+        :3
+    ]
