@@ -147,16 +147,34 @@ KNOWN_ISSUES = (
         impls=DEFAULT_IMPLS,
         dtypes=("float32",),
         kinds=("normal",),
-        checks=("forward", "grad_input"),
+        checks=("forward", "grad_input", "grad_weight"),
+    ),
+    # data at 6e4 in float32, and float16 data at 1e4 (a spread of 128), on small batches and groups
+    KnownIssue(
+        ONE_PASS,
+        hypotheses=("one_pass_variance",),
+        ops=("bn", "in"),
+        impls=DEFAULT_IMPLS,
+        dtypes=("float32",),
+        kinds=("half_range",),
+        checks=("forward", "grad_input", "grad_weight"),
+    ),
+    KnownIssue(
+        ONE_PASS,
+        hypotheses=("one_pass_variance",),
+        ops=("bn", "ln", "gn"),
+        impls=DEFAULT_IMPLS,
+        dtypes=("float16",),
+        kinds=("large_mean",),
+        checks=("forward", "grad_input", "grad_weight"),
     ),
     KnownIssue(
         "Flax converts a float16/bfloat16 input to float32 twice (for the statistics, and for x - mean), so "
         "its gradient is the sum of two parts each rounded to the half dtype first; where they nearly cancel "
-        "(groups of two values) few correct digits are left",
+        "(groups of two or three values) few correct digits are left",
         hypotheses=("double_conversion",),
-        ops=("gn",),
+        ops=(*HAS_FAST_VARIANCE, "rms"),
         dtypes=HALF,
-        kinds=("normal",),
         checks=("grad_input",),
     ),
 )
