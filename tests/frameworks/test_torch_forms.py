@@ -114,6 +114,21 @@ def test_buggy_function_fails_with_its_diagnosis(name):
     assert_diagnosed(report, hypothesis)
 
 
+# the right formula in half-precision arithmetic: a precision cause on its half rows, never a formula one
+IN_INPUT_DTYPE = {"GroupNormInInputDtype": ("gn", GN), "LayerNormInInputDtype": ("ln", LN)}
+
+
+@pytest.mark.parametrize("name", list(IN_INPUT_DTYPE))
+def test_half_precision_arithmetic_is_never_given_a_formula_cause(name):
+    op, shape = IN_INPUT_DTYPE[name]
+    report = check(op, module(name), shapes=[shape], kinds="normal,large_mean,tiny_scale,half_range")
+    failing = [r for r in report.records if r["status"] == "fail"]
+    assert not [r for r in failing if r["dtype"] in ("float32", "float64")]
+    half = [r for r in failing if r["dtype"] in ("float16", "bfloat16")]
+    assert half, "half arithmetic loses accuracy torch's kernels keep"
+    assert all((r["diagnosis"] or {}).get("family") != "formula" for r in half), [r["diagnosis"] for r in half][:2]
+
+
 def test_detached_statistics_fail_the_input_gradient_only():
     # both the mean and the variance are cut, which no single hypothesis reproduces
     report = check(
