@@ -446,7 +446,8 @@ def test_known_issues_are_matched_narrowly(fw):
             for c in checks:
                 assert fw.known_issue(_case(op, shape, params, "float64", "normal"), c) is None
                 assert fw.known_issue(_case(op, shape, params, "float32", "tiny_scale"), c) is None
-                assert fw.known_issue(_case(op, shape, params, "bfloat16", "large_mean"), c) is None
+                if c != "grad_input":  # the double conversion of half input shows in any gradient
+                    assert fw.known_issue(_case(op, shape, params, "bfloat16", "large_mean"), c) is None
                 if op != "gn":
                     assert fw.known_issue(_case(op, shape, params), c) is None
     ln = ((4, 16), OpParams(normalized_ndim=1))
@@ -466,13 +467,15 @@ def test_known_issues_are_matched_narrowly(fw):
     assert fw.known_issue(_case("ln", *ln, "float64", "constant"), "grad_input") is None
     gn = ((5, 4), OpParams(groups=2))
     assert fw.known_issue(_case("gn", *gn), "forward") is not None
-    assert fw.known_issue(_case("gn", *gn), "grad_weight") is None
+    assert fw.known_issue(_case("gn", *gn), "grad_weight") is not None  # groups of two, channels last
+    assert fw.known_issue(_case("gn", *gn), "grad_bias") is None  # no statistics in it
     assert fw.known_issue(_case("gn", *gn, impl=SAFE["gn"]), "forward") is None
     # the two rounded gradient parts: both variants, half precision only
     for impl in (None, SAFE["gn"]):
         assert "rounded to the half dtype" in fw.known_issue(_case("gn", *gn, "float16", impl=impl), "grad_input").cause
         assert fw.known_issue(_case("gn", *gn, "float16", impl=impl), "forward") is None
-    assert fw.known_issue(_case("ln", *ln, "float16"), "grad_input") is None
+    assert "rounded to the half dtype" in fw.known_issue(_case("ln", *ln, "float16"), "grad_input").cause
+    assert fw.known_issue(_case("ln", *ln, "float16"), "grad_bias") is None
 
 
 # -- devices -------------------------------------------------------------------------------
