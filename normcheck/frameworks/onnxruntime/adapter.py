@@ -13,29 +13,11 @@ from onnx import TensorProto, helper
 from normcheck.conventions import Convention
 from normcheck.dtypes import quantize
 from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported
-from normcheck.frameworks.onnxruntime.facts import KNOWN_ISSUES, ONNXRUNTIME
+from normcheck.frameworks.onnxruntime.facts import KNOWN_ISSUES, ONNXRUNTIME, OPSETS, PARAM_INPUTS
 from normcheck.names import CONTIGUOUS
 from normcheck.ops._op import required
 from normcheck.problem import Problem
 
-# The op's current definition in the default ONNX domain. InstanceNormalization 22 only widens
-# opset 6's types to bfloat16, so ORT reports a missing bfloat16 kernel as NOT_IMPLEMENTED
-# instead of rejecting the model's types.
-OPSETS = {
-    "bn": ("BatchNormalization", 15),
-    "ln": ("LayerNormalization", 17),
-    "in": ("InstanceNormalization", 22),
-    "gn": ("GroupNormalization", 21),
-    "rms": ("RMSNormalization", 23),
-}
-# Names of the inputs after X, in the op's order; weight and bias are required inputs.
-PARAM_INPUTS = {
-    "bn": ("scale", "B", "input_mean", "input_var"),
-    "ln": ("Scale", "B"),
-    "in": ("scale", "B"),
-    "gn": ("scale", "bias"),
-    "rms": ("scale",),
-}
 ELEMENT_TYPES = {
     "float64": TensorProto.DOUBLE,
     "float32": TensorProto.FLOAT,

@@ -80,6 +80,25 @@ CONVENTIONS = {"onnxruntime": ONNXRUNTIME}
 
 # Each was established by re-running the reference under the stated cause (momentum 1 - float32(0.9);
 # a NumPy copy of GroupNormalization's function body); tests/frameworks/test_onnxruntime_adapter.py re-checks each.
+# The op's current definition in the default ONNX domain. InstanceNormalization 22 only widens
+# opset 6's types to bfloat16, so ORT reports a missing bfloat16 kernel as NOT_IMPLEMENTED
+# instead of rejecting the model's types.
+OPSETS = {
+    "bn": ("BatchNormalization", 15),
+    "ln": ("LayerNormalization", 17),
+    "in": ("InstanceNormalization", 22),
+    "gn": ("GroupNormalization", 21),
+    "rms": ("RMSNormalization", 23),
+}
+# Names of the inputs after X, in the op's order; weight and bias are required inputs.
+PARAM_INPUTS = {
+    "bn": ("scale", "B", "input_mean", "input_var"),
+    "ln": ("Scale", "B"),
+    "in": ("scale", "B"),
+    "gn": ("scale", "bias"),
+    "rms": ("scale",),
+}
+
 KNOWN_ISSUES = (
     KnownIssue(
         "ONNX stores BatchNormalization's momentum as a 32-bit float attribute: 0.9 becomes 0.89999998, "

@@ -7,23 +7,10 @@ running statistics into the next, then ``x`` in training or inference mode.
 
 from __future__ import annotations
 
+from normcheck.frameworks.onnxruntime.facts import OPSETS, PARAM_INPUTS
 from normcheck.repro.call import ReproCall, Snippet, block
 
-# adapter.OPSETS, PARAM_INPUTS and the stash_type variant's name (the registry test checks they agree)
-OPSETS = {
-    "bn": ("BatchNormalization", 15),
-    "ln": ("LayerNormalization", 17),
-    "in": ("InstanceNormalization", 22),
-    "gn": ("GroupNormalization", 21),
-    "rms": ("RMSNormalization", 23),
-}
-PARAM_INPUTS = {
-    "bn": ("scale", "B", "input_mean", "input_var"),
-    "ln": ("Scale", "B"),
-    "in": ("scale", "B"),
-    "gn": ("scale", "bias"),
-    "rms": ("scale",),
-}
+# the stash_type variant's name, as the adapter writes it (the registry test checks they agree)
 STASH_DOUBLE = "(stash_type=DOUBLE)"
 ELEMENT_TYPES = {"float64": "DOUBLE", "float32": "FLOAT", "float16": "FLOAT16", "bfloat16": "BFLOAT16"}
 STORAGE = {"float64": "np.float64", "float32": "np.float32", "float16": "np.float16", "bfloat16": "np.uint16"}

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported
-from normcheck.frameworks.torch.facts import KNOWN_ISSUES, TORCH
+from normcheck.frameworks.torch.facts import FUNCTIONAL_NAMES, KNOWN_ISSUES, MODULE_NAMES, TORCH
 from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.ops import OpParams
 from normcheck.ops._op import required
@@ -191,22 +191,6 @@ def bind_module(p: Problem, device: str) -> Bound:
         running_mean=getattr(m, "running_mean", None),
         running_var=getattr(m, "running_var", None),
     )
-
-
-FUNCTIONAL_NAMES = {
-    "bn": "F.batch_norm",
-    "in": "F.instance_norm",
-    "ln": "F.layer_norm",
-    "gn": "F.group_norm",
-    "rms": "F.rms_norm",
-}
-MODULE_NAMES = {
-    "bn": "nn.BatchNormNd",
-    "in": "nn.InstanceNormNd",
-    "ln": "nn.LayerNorm",
-    "gn": "nn.GroupNorm",
-    "rms": "nn.RMSNorm",
-}
 
 
 class TorchFramework(Framework):

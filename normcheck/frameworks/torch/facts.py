@@ -70,6 +70,22 @@ TORCH = {
 
 CONVENTIONS = {"torch": TORCH}
 
+# The adapter's implementation names, as reports show them (its repro module writes the same calls)
+FUNCTIONAL_NAMES = {
+    "bn": "F.batch_norm",
+    "in": "F.instance_norm",
+    "ln": "F.layer_norm",
+    "gn": "F.group_norm",
+    "rms": "F.rms_norm",
+}
+MODULE_NAMES = {
+    "bn": "nn.BatchNormNd",
+    "in": "nn.InstanceNormNd",
+    "ln": "nn.LayerNorm",
+    "gn": "nn.GroupNorm",
+    "rms": "nn.RMSNorm",
+}
+
 GRADS = ("grad_input", "grad_weight", "grad_bias")
 HALF = ("float16", "bfloat16")
 

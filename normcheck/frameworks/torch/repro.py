@@ -10,27 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from normcheck.frameworks.torch.facts import TORCH
+from normcheck.frameworks.torch.facts import FUNCTIONAL_NAMES, MODULE_NAMES, TORCH
 from normcheck.names import CHANNELS_LAST
 from normcheck.ops.rms_norm import default_eps as rms_default_eps
 from normcheck.repro.call import ReproCall, Snippet, block, quoted
 
-# The adapter's implementation names (adapter.FUNCTIONAL_NAMES and MODULE_NAMES; the registry
-# test checks they agree)
-FUNCTIONAL_NAMES = {
-    "bn": "F.batch_norm",
-    "in": "F.instance_norm",
-    "ln": "F.layer_norm",
-    "gn": "F.group_norm",
-    "rms": "F.rms_norm",
-}
-MODULE_NAMES = {
-    "bn": "nn.BatchNormNd",
-    "in": "nn.InstanceNormNd",
-    "ln": "nn.LayerNorm",
-    "gn": "nn.GroupNorm",
-    "rms": "nn.RMSNorm",
-}
 MEMORY_FORMATS = {4: "torch.channels_last", 5: "torch.channels_last_3d"}
 DTYPES = {name: f"torch.{name}" for name in ("float64", "float32", "float16", "bfloat16")}
 FUNCTIONAL_IMPORT, MODULE_IMPORT = "import torch.nn.functional as F", "from torch import nn"
