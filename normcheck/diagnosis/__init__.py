@@ -235,36 +235,48 @@ SIZE_BAND = (0.2, 5.0)
 
 
 def reproduced_in_size(
-    problem: Problem, expected: dict[str, np.ndarray], out: RunOutput, check: str, hypotheses: Collection[str]
-) -> Diagnosis | None:
+    problem: Problem,
+    expected: dict[str, np.ndarray],
+    out: RunOutput,
+    checks: Collection[str],
+    hypotheses: Collection[str],
+) -> dict[str, Diagnosis]:
     """For a documented defect whose arithmetic is rounding noise (a half-precision graph summed
     in another order than any simulation can know), evidence by size: a numeric hypothesis of
-    the defect, simulated on the case, errs on ``check`` by about as much as the implementation
-    does, and overflows about where the implementation does. None otherwise."""
-    got = out.values.get(check)
-    if got is None or check not in expected or not np.size(got):
-        return None
-    want = np.asarray(expected[check], dtype=np.float64)
+    the defect, simulated on the case once, errs on a check by about as much as the
+    implementation does, and overflows about where the implementation does. By check name,
+    for the ``checks`` so reproduced."""
+    observed = {c: _observed(out.values.get(c), expected.get(c)) for c in checks}
+    wanted = {c: e for c, e in observed.items() if e}
+    found: dict[str, Diagnosis] = {}
+    if not wanted:
+        return found
+    ctx = Context(problem, expected, out.values)
     with np.errstate(all="ignore"):
-        observed = _finite_err(got, want)
-        if observed is None or observed == 0:
-            return None
-        ctx = Context(problem, expected, out.values)
         for hyp in HYPOTHESES:
             if hyp.id not in hypotheses or hyp.family != NUMERIC:
                 continue
             for pred in hyp.predict(ctx):
-                value = pred.values.get(check)
-                if value is None or not _blows_up_alike(got, value):
-                    continue
-                simulated = _finite_err(value, want)
-                if simulated and SIZE_BAND[0] * observed <= simulated <= SIZE_BAND[1] * observed:
-                    evidence = (
-                        f"{check}: max abs err {observed:.2g}; '{pred.title}' errs by {simulated:.2g} on this case "
-                        "(reproduced in size: the rounding order of the implementation cannot be known)"
-                    )
-                    return Diagnosis(hyp.id, pred.title, evidence, "check", fix=pred.fix, family=NUMERIC)
-    return None
+                for check, err in wanted.items():
+                    value = pred.values.get(check)
+                    if check in found or value is None or not _blows_up_alike(out.values[check], value):
+                        continue
+                    simulated = _finite_err(value, np.asarray(expected[check], dtype=np.float64))
+                    if simulated and SIZE_BAND[0] * err <= simulated <= SIZE_BAND[1] * err:
+                        evidence = (
+                            f"{check}: max abs err {err:.2g}; '{pred.title}' errs by {simulated:.2g} on this case "
+                            "(reproduced in size: the rounding order of the implementation cannot be known)"
+                        )
+                        found[check] = Diagnosis(hyp.id, pred.title, evidence, "check", fix=pred.fix, family=NUMERIC)
+    return found
+
+
+def _observed(got: np.ndarray | None, want: np.ndarray | None) -> float | None:
+    """The implementation's largest finite error on a check, None where there is none to size."""
+    if got is None or want is None or not np.size(got):
+        return None
+    with np.errstate(all="ignore"):
+        return _finite_err(got, np.asarray(want, dtype=np.float64)) or None
 
 
 def _blows_up_alike(got: np.ndarray, value: np.ndarray) -> bool:

@@ -110,13 +110,10 @@ def confirm_known(
         for check, d in found.items():
             if d.hypothesis is not None and issue in candidates.get(check, ()) and check not in confirmed:
                 confirmed[check] = (issue, replace(d, fallback=None))
-    for check, issues in candidates.items():
-        for issue in issues:
-            if check in confirmed:
-                break
-            sized = reproduced_in_size(problem, expected, out, check, issue.hypotheses)
-            if sized is not None:
-                confirmed[check] = (issue, sized)
+    for issue in dict.fromkeys(i for issues in candidates.values() for i in issues):
+        left = [c for c, issues in candidates.items() if issue in issues and c not in confirmed]
+        for check, d in reproduced_in_size(problem, expected, out, left, issue.hypotheses).items():
+            confirmed[check] = (issue, d)
     return [_known(r, confirmed.get(r.check), candidates.get(r.check, ())) for r in rows]
 
 
