@@ -19,6 +19,8 @@ KIND_NAMES: tuple[InputKind, ...] = get_args(InputKind)
 LAYOUTS: tuple[Layout, ...] = get_args(Layout)
 STATUSES: tuple[Status, ...] = ("pass", "fail", "known", "error", "skip")
 
+PROFILES = ("default", "quick")  # verify's and bench's: every default case, or a few chosen ones
+
 DEFAULT_TIMEOUT = 60.0  # seconds one verify case may run in a worker before it is an error row
 
 CONTIGUOUS: Final = "contiguous"

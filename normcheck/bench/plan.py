@@ -8,11 +8,11 @@ from typing import Any
 
 from normcheck import frameworks as registry
 from normcheck.bench.records import PASSES
-from normcheck.bench.shapes import BenchShape, default_shapes, shape_params
+from normcheck.bench.shapes import BenchShape, default_shapes, quick_shapes, shape_params
 from normcheck.errors import UsageError
 from normcheck.frameworks.base import Implementation
 from normcheck.memory_estimate import memory_problem
-from normcheck.names import DTYPE_NAMES, OP_NAMES, DtypeName, OpName
+from normcheck.names import DTYPE_NAMES, OP_NAMES, PROFILES, DtypeName, OpName
 from normcheck.parsing import choose, parse_shape, split_list
 
 MODES = ("eager", "compiled")
@@ -36,6 +36,7 @@ class BenchRequest:
     modes: str | None = None
     threads: int = 1
     baseline: str | None = None
+    profile: str = "default"  # "quick": each op's smallest and largest default shape
 
 
 @dataclass
@@ -67,7 +68,8 @@ def parse_passes(value: str | None) -> tuple[str, ...]:
 
 def _shapes(request: BenchRequest, ops: tuple[str, ...]) -> dict[str, list[BenchShape]]:
     if not request.shapes:
-        return {op: default_shapes(op, request.device) for op in ops}
+        chosen = quick_shapes if request.profile == "quick" else default_shapes
+        return {op: chosen(op, request.device) for op in ops}
     parsed = [parse_shape(s, allow_empty=False) for s in request.shapes]
     out: dict[str, list[BenchShape]] = {}
     from normcheck.ops import OPS
@@ -106,6 +108,8 @@ def validate(request: BenchRequest) -> None:
     """The checks ``prepare`` makes that load nothing (no framework, no user code), so the parent
     process refuses a bad request at once. UsageError otherwise."""
     r = request
+    if r.profile not in PROFILES:
+        raise UsageError(f"unknown profile {r.profile!r}; choose from {', '.join(PROFILES)}")
     choose(r.dtypes, DTYPE_NAMES, "dtype", ("float32",))
     parse_passes(r.passes)
     choose(r.modes, MODES, "mode", ("eager",))

@@ -68,6 +68,20 @@ def default_shapes(op: str, device: str) -> list[BenchShape]:
     return _tokens(op, tokens, LN_HIDDEN if op == "ln" else RMS_HIDDEN)
 
 
+def quick_shapes(op: str, device: str) -> list[BenchShape]:
+    """The quick profile's shapes: the smallest and the largest default shape of ``op``, the two
+    ends of the range, where per-call overhead dominates and where memory bandwidth does."""
+    shapes = sorted(default_shapes(op, device), key=lambda s: _numel(s.shape))
+    return [shapes[0], shapes[-1]] if len(shapes) > 1 else shapes
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
 def shape_params(op: str, shape: tuple[int, ...], groups: int | None = None) -> OpParams:
     """The params a user-given shape is timed with."""
     if op in ("ln", "rms"):

@@ -79,10 +79,22 @@ def bench(
     baseline: Annotated[
         str | None, typer.Option(help="Framework the speed column is relative to. Default: torch when timed.")
     ] = None,
-    min_time: Annotated[float, typer.Option(help="Seconds each case is timed at least.")] = 0.2,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="default: every default shape, timed 0.2-2 s each. quick: each op's smallest and largest default "
+            "shape (or the --shape given), timed 0.05-0.5 s each."
+        ),
+    ] = "default",
+    min_time: Annotated[
+        float | None, typer.Option(help="Seconds each case is timed at least. Default: 0.2 (quick: 0.05).")
+    ] = None,
     max_time: Annotated[
-        float, typer.Option(help="Seconds each case is timed at most; a case still noisy then is flagged.")
-    ] = 2.0,
+        float | None,
+        typer.Option(
+            help="Seconds each case is timed at most; a case still noisy then is flagged. Default: 2 (quick: 0.5)."
+        ),
+    ] = None,
     format: Annotated[str, typer.Option("--format", help=f"{', '.join(FORMATS)}.")] = "table",
     output: Annotated[Path | None, typer.Option(help="Write the report to this file instead of stdout.")] = None,
     plot: Annotated[
@@ -106,8 +118,12 @@ def bench(
     import math
 
     from normcheck.bench.plan import BenchRequest
+    from normcheck.bench.timer import QUICK_SETTINGS, TimerSettings
     from normcheck.cli.output import check_output
 
+    timing = QUICK_SETTINGS if profile == "quick" else TimerSettings()
+    min_time = timing.min_time if min_time is None else min_time
+    max_time = timing.max_time if max_time is None else max_time
     try:
         if format not in FORMATS:
             raise UsageError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
@@ -137,14 +153,13 @@ def bench(
             modes=mode,
             threads=threads,
             baseline=baseline,
+            profile=profile,
         )
         from normcheck.bench.plan import validate
 
         validate(request)
     except UsageError as e:
         fail_usage(str(e))
-    from normcheck.bench.timer import TimerSettings
-
     job = _Job(request, TimerSettings(min_time=min_time, max_time=max_time), timeout, verbose, format, output, plot)
     _run(job, old, threshold)
 

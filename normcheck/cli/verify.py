@@ -65,6 +65,13 @@ def verify(
         typer.Option(help="Also compare every framework directly with this one, under its eps and momentum."),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of every generated input. Default: 0.")] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="default: each op's whole grid of cases. quick: the fewest of those cases that expose "
+            "every known mistake (a few seconds per framework; see the docs for how they are chosen)."
+        ),
+    ] = None,
     rtol: Annotated[float | None, typer.Option(help="Relative tolerance (give --atol too).")] = None,
     atol: Annotated[float | None, typer.Option(help="Absolute tolerance (give --rtol too).")] = None,
     shard: Annotated[
@@ -170,7 +177,7 @@ def verify(
                     style=style,
                 )
             ]
-        requests = [_with_run_options(r, device, seed, shard, timeout) for r in requests]
+        requests = [_with_run_options(r, device, seed, shard, timeout, profile) for r in requests]
         for r in requests:
             _validate(r)
     except UsageError as e:
@@ -208,11 +215,15 @@ def _config_requests(config: Path | None, given: list[str]):
     return load_config(config)
 
 
-def _with_run_options(request, device: str, seed: int | None, shard: str | None, timeout: float | None):
+def _with_run_options(
+    request, device: str, seed: int | None, shard: str | None, timeout: float | None, profile: str | None
+):
     """Flags that apply to every check, a config's included: given flags win, 0 included."""
     from dataclasses import replace
 
     changes: dict = {"shard": shard}
+    if profile is not None:
+        changes["profile"] = profile
     if timeout is not None:
         changes["timeout"] = timeout
     if device != "cpu":

@@ -2,7 +2,9 @@
 order, gradient cuts, momentum, running statistics) is in the math, so it shows in every dtype.
 On a float16/bfloat16 row one is named only when the same implementation's float32 or float64
 rows of the same case are explained by it too; otherwise the row gets its numeric diagnosis
-(precision, cancellation) or "unknown", never the formula name."""
+(precision, cancellation) or "unknown", never the formula name alone. Where no full-precision
+row of the case ran, nothing refutes the formula mistake either: a numeric cause that fits is
+then named as "ambiguous" between the two."""
 
 from __future__ import annotations
 
@@ -49,4 +51,9 @@ def _reconciled(r: CheckResult, ran: set[_Key], confirmed: dict[_Key, set[str]])
     )
     base = d.fallback or Diagnosis(None, "unknown", "no numeric cause reproduces this output within tolerance")
     note = f"'{d.cause}' fits this row too, but a formula mistake shows in full precision and {why}"
-    return replace(r, diagnosis=replace(base, evidence=f"{base.evidence}; {note}", fallback=None))
+    base = replace(base, evidence=f"{base.evidence}; {note}", fallback=None)
+    if _key(r.case) not in ran and base.hypothesis is not None and not base.ambiguous:
+        # nothing ran that could refute the formula mistake: the numeric cause is one of two
+        cause = f"ambiguous: {base.cause} or {d.cause.removeprefix('ambiguous: ')}"
+        base = replace(base, cause=cause, also=(d.hypothesis, *base.also), fix="", ambiguous=True)  # type: ignore[arg-type]
+    return replace(r, diagnosis=base)

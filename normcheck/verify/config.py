@@ -57,6 +57,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "momentum": ("momentum", NUM),
     "against": ("against", STR),
     "timeout": ("timeout", NUM),
+    "profile": ("profile", STR),
 }
 assert {f for f, _ in KEYS.values()} <= {f.name for f in fields(Request)}
 # a check must name what it verifies: an empty [[check]] table would otherwise run every op on

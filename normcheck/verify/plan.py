@@ -12,6 +12,7 @@ from normcheck.names import DtypeName, InputKind, OpName
 from normcheck.ops import OPS, OpParams
 from normcheck.problem import Problem
 from normcheck.verify.inputs import KINDS, make_problem
+from normcheck.verify.quick_cases import in_quick
 from normcheck.verify.records import Case
 
 T = TypeVar("T")
@@ -35,6 +36,7 @@ class Options:
     shard: tuple[int, int] | None = None  # (K, N): run slice K of N of the case matrix
     timeout: float | None = None  # seconds one case may take in a worker before it is an error
     diagnose: bool = True  # test the known-mistake hypotheses on every failing case
+    profile: str = "default"  # "quick": only the cases of normcheck.verify.quick_cases.QUICK
 
 
 @dataclass
@@ -102,13 +104,17 @@ def plan(opts: Options, frameworks: list[Framework]) -> list[Unit]:
             if reason and _ungrouped(op, reason):
                 continue
             for fw in frameworks:
+                # two variants a framework runs alike (its case_params) are one case; the quick
+                # profile may want different dtypes and kinds of each
                 fw_params = fw.case_params(op, params)
-                if (fw_params, shape) in seen.setdefault(id(fw), set()):
-                    continue
-                seen[id(fw)].add((fw_params, shape))
                 impls = fw.implementations(op)
                 for dtype in checked_dtypes(opts, fw):
                     for kind in opts.kinds:
+                        if opts.profile == "quick" and not in_quick(op, shape, params, dtype, kind):
+                            continue
+                        if (fw_params, shape, dtype, kind) in seen.setdefault(id(fw), set()):
+                            continue
+                        seen[id(fw)].add((fw_params, shape, dtype, kind))
                         unit = Unit(op, shape, fw_params, dtype, kind, fw, order=(op_i, case_i), skip=reason)
                         for impl in impls:
                             for layout in impl.layouts(shape):

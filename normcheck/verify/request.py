@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from normcheck.errors import UsageError
 from normcheck.frameworks.base import Framework
 from normcheck.memory_estimate import memory_problem
-from normcheck.names import DEFAULT_DTYPES, DEFAULT_TIMEOUT, DTYPE_NAMES, KIND_NAMES, OP_NAMES, OpName
+from normcheck.names import DEFAULT_DTYPES, DEFAULT_TIMEOUT, DTYPE_NAMES, KIND_NAMES, OP_NAMES, PROFILES, OpName
 from normcheck.parsing import choose, parse_ints, parse_shape, split_list
 from normcheck.verify.plan import Options, Unit, invalid_cases, plan
 from normcheck.verify.records import ERROR, FAIL, KNOWN, STATUSES, CheckResult
@@ -49,6 +49,7 @@ class Request:
     shard: str | tuple[int, int] | None = None  # "K/N"
     timeout: float | None = DEFAULT_TIMEOUT
     name: str = ""  # a config entry's name, shown in messages
+    profile: str = "default"  # "quick": the fewest default cases exposing every known mistake
 
 
 @dataclass
@@ -204,6 +205,12 @@ def _check_numbers(r: Request) -> None:
 
 
 def _check_cases(r: Request) -> None:
+    if r.profile not in PROFILES:
+        raise UsageError(f"unknown profile {r.profile!r}; choose from {', '.join(PROFILES)}")
+    if r.profile != "default" and r.shapes:
+        raise UsageError(
+            f"profile {r.profile} checks its own cases of the default grid; give shape or profile, not both"
+        )
     if r.device != "cpu" and not r.device.startswith("cuda"):
         raise UsageError(f"unknown device {r.device!r}; choose from cpu, cuda")
     if (r.backward is not None or r.style is not None) and r.impl is None:
@@ -276,6 +283,7 @@ def options(r: Request, ops: tuple[OpName, ...]) -> Options:
         momentum=r.momentum,
         shard=parse_shard(r.shard),
         timeout=r.timeout,
+        profile=r.profile,
     )
 
 

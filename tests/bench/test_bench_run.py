@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from _require import require
 
-from normcheck.bench.plan import BenchRequest, parse_passes, prepare
+from normcheck.bench.plan import BenchRequest, parse_passes, prepare, validate
 from normcheck.bench.records import BenchCase, BenchResult
 from normcheck.bench.run import planned_rows, run, with_baseline
-from normcheck.bench.shapes import default_shapes
+from normcheck.bench.shapes import default_shapes, quick_shapes
 from normcheck.bench.timer import TimerSettings
 from normcheck.errors import UsageError
 
@@ -37,9 +39,21 @@ def test_default_shapes_come_from_models_and_are_valid(op):
         assert min(hidden) == 768 and max(hidden) == 8192
 
 
+@pytest.mark.parametrize("op", ["bn", "ln", "in", "gn", "rms"])
+def test_quick_shapes_are_the_smallest_and_largest_default_shapes(op):
+    for device in ("cpu", "cuda"):
+        every = default_shapes(op, device)
+        quick = quick_shapes(op, device)
+        sizes = [math.prod(s.shape) for s in every]
+        assert [math.prod(s.shape) for s in quick] == [min(sizes), max(sizes)]
+        assert all(s in every for s in quick)
+
+
 def test_plan_rejects_bad_input():
     with pytest.raises(UsageError, match="unknown mode"):
         prepare(BenchRequest(frameworks="numpy", modes="jit"))
+    with pytest.raises(UsageError, match="unknown profile"):
+        validate(BenchRequest(frameworks="numpy", profile="fast"))
     with pytest.raises(UsageError, match="unknown framework"):
         prepare(BenchRequest(frameworks="mxnet"))
     with pytest.raises(UsageError, match="baseline"):

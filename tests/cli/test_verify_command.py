@@ -109,6 +109,8 @@ def test_an_implementation_that_raises_is_an_error_row_and_the_run_goes_on(runne
         (["--format", "xml"], "unknown format 'xml'"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--groups", "a"], "groups must be a comma list of integers"),
+        (["--profile", "fast"], "unknown profile 'fast'; choose from default, quick"),
+        (["--profile", "quick", "--shape", "2,4"], "give shape or profile, not both"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(runner, numpy_framework, args, needle):
@@ -117,6 +119,18 @@ def test_bad_usage_is_one_line_and_exit_2(runner, numpy_framework, args, needle)
     assert needle in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.output
+
+
+def test_the_quick_profile_runs_only_its_cases(runner, numpy_framework):
+    from normcheck.verify.quick_cases import QUICK
+
+    result = invoke(runner, ["--op", "gn", "--profile", "quick", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["results"]
+    ran = {(r["shape"], r["dtype"], r["input"]) for r in rows}
+    # the stand-in framework runs float64 and float32 only
+    want = {("x".join(map(str, c.shape)), c.dtype, c.kind) for c in QUICK["gn"] if c.dtype in ("float64", "float32")}
+    assert ran == want
 
 
 def test_a_framework_not_installed_names_the_extra(runner, monkeypatch):

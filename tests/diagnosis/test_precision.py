@@ -174,6 +174,16 @@ def test_without_a_numeric_explanation_the_half_row_is_unknown():
     assert "add --dtype float32" in out.diagnosis.evidence
 
 
+def test_with_no_full_precision_row_the_numeric_cause_is_ambiguous_with_the_formula_one():
+    """Nothing ran that could refute the formula mistake: naming the precision cause alone
+    would claim more than the rows show."""
+    (out,) = reconcile([_row("float16", replace(FORMULA_D, fallback=NUMERIC_D))])
+    d = out.diagnosis
+    assert d.ambiguous and d.hypothesis == NUMERIC_D.hypothesis and FORMULA_D.hypothesis in d.also
+    assert d.cause == f"ambiguous: {NUMERIC_D.cause} or {FORMULA_D.cause}"
+    assert not d.fix and "add --dtype float32" in d.evidence
+
+
 def test_other_implementations_do_not_confirm():
     half = _row("float16", FORMULA_D)
     other = _row("float32", FORMULA_D, impl="theirs")

@@ -114,6 +114,34 @@ def test_buggy_function_fails_with_its_diagnosis(name):
     assert_diagnosed(report, hypothesis)
 
 
+@pytest.mark.slow
+def test_the_quick_profile_catches_every_buggy_fixture_and_passes_the_correct_ones():
+    """--profile quick runs a few cases of each op: every buggy module and function still fails
+    with its own diagnosis among its rows, and the correct modules pass (one engine for all)."""
+    from normcheck.engine.jobs import plan_request, run_plan
+    from normcheck.engine.pool import Engine
+    from normcheck.verify.request import Request
+
+    runs = [
+        (name, hyp, Request(ops=op, impl=module(name), profile="quick"))
+        for name, (op, hyp, *_) in BUGGY_MODULES.items()
+    ]
+    runs += [
+        (name, hyp, Request(ops=op, impl=function(name), frameworks="torch", profile="quick"))
+        for name, (op, hyp, *_) in BUGGY_FUNCTIONS.items()
+    ]
+    runs += [(name, None, Request(ops=op, impl=module(name), profile="quick")) for op, name in CORRECT_MODULES.items()]
+    missed = []
+    with Engine(None) as engine:
+        for name, hypothesis, request in runs:
+            report = run_plan(engine, plan_request(engine, request))
+            failing = [r for r in report.records if r["status"] in (FAIL, ERROR)]
+            named = {r["diagnosis"]["hypothesis"] for r in failing if r["diagnosis"]}
+            if (hypothesis is None and failing) or (hypothesis is not None and hypothesis not in named):
+                missed.append((name, hypothesis, len(failing), sorted(n for n in named if n)))
+    assert not missed
+
+
 # the right formula in half-precision arithmetic: a precision cause on its half rows, never a formula one
 IN_INPUT_DTYPE = {"GroupNormInInputDtype": ("gn", GN), "LayerNormInInputDtype": ("ln", LN)}
 
