@@ -22,6 +22,14 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("NORMCHECK_INLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _not_in_github_actions(monkeypatch):
+    """The suite may itself run in GitHub Actions, where normcheck's default format is github
+    and it appends a job summary: each test sees a plain environment unless it sets one."""
+    for name in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_WORKSPACE"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def real_workers(monkeypatch):
     """Cases run in worker processes, as in normal use."""

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the bench modules load on use, so `normcheck --help` stays 
     from normcheck.bench.records import BenchReport, BenchResult
     from normcheck.bench.timer import TimerSettings
 
-FORMATS = ("table", "csv", "json", "markdown")
+FORMATS = ("table", "csv", "json", "markdown", "github")
 FRAMEWORKS = ", ".join(REGISTRY)
 # the frameworks a function given to --impl may be written for
 FUNCTION_FRAMEWORKS = " or ".join(dict.fromkeys(f.framework for f in FORMS.values() if f.kind == FUNCTION))
@@ -95,7 +95,14 @@ def bench(
             help="Seconds each case is timed at most; a case still noisy then is flagged. Default: 2 (quick: 0.5)."
         ),
     ] = None,
-    format: Annotated[str, typer.Option("--format", help=f"{', '.join(FORMATS)}.")] = "table",
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help=f"{', '.join(FORMATS)}. Default: table; github (annotations and a job summary) under GitHub "
+            "Actions when the report goes to stdout.",
+        ),
+    ] = None,
     output: Annotated[Path | None, typer.Option(help="Write the report to this file instead of stdout.")] = None,
     plot: Annotated[
         Path | None, typer.Option(help="Draw time and GB/s against input size into FILE.png or FILE.svg.")
@@ -125,7 +132,7 @@ def bench(
     min_time = timing.min_time if min_time is None else min_time
     max_time = timing.max_time if max_time is None else max_time
     try:
-        if format not in FORMATS:
+        if format is not None and format not in FORMATS:
             raise UsageError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
         if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
             raise UsageError(f"--plot takes a .png or .svg file, not {plot.name!r}")
@@ -135,6 +142,7 @@ def bench(
         if not min_time <= max_time:
             raise UsageError(f"need --min-time <= --max-time, got {min_time:g} and {max_time:g}")
         output = check_output(output, plot=plot)
+        format = format or _default_format(output)
         plot = check_output(plot, option="--plot") if plot is not None else None
         old, threshold = _earlier_run(compare, fail_if_slower)
         from normcheck.bench.threads import check_threads
@@ -234,11 +242,37 @@ def _measure(job: _Job) -> BenchReport:
             raise typer.Exit(130) from None
 
 
+def _default_format(output: Path | None) -> str:
+    """table; github under GitHub Actions when the report goes to stdout."""
+    from normcheck.cli.output import is_stdout
+    from normcheck.report.github import default_format
+
+    return default_format(is_stdout(output))
+
+
+def _github_extras(job: _Job, report: BenchReport, comparison: Comparison | None, spec: str | None) -> None:
+    """The job summary appended to $GITHUB_STEP_SUMMARY with --format github; under GitHub
+    Actions with the report written to a file, the annotations on stdout and the job summary too."""
+    from normcheck.cli.output import is_stdout
+    from normcheck.report import render_bench
+    from normcheck.report.github import append_step_summary, github_output
+
+    annotate, job_summary = github_output(job.fmt, is_stdout(job.output))
+    if annotate:
+        emit(render_bench("github", report, comparison, spec), None)
+    if job_summary:
+        problem = append_step_summary(str(render_bench("markdown", report, comparison)))
+        if problem:
+            say(f"normcheck bench: {problem}")
+
+
 def _write(job: _Job, report: BenchReport, comparison: Comparison | None) -> None:
     from normcheck.report import render_bench
 
+    spec = job.request.impl if isinstance(job.request.impl, str) else None
     try:
-        emit(render_bench(job.fmt, report, comparison), job.output)
+        emit(render_bench(job.fmt, report, comparison, spec), job.output)
+        _github_extras(job, report, comparison, spec)
         if job.plot is not None:
             from normcheck.report.bench_plot import plot as draw
 

@@ -10,7 +10,7 @@ import typer
 from normcheck.cli._common import UsageError, emit, fail_usage, say, stderr_is_tty
 from normcheck.names import DEFAULT_TIMEOUT, DTYPE_NAMES, KIND_NAMES, OP_NAMES
 
-FORMATS = ("table", "csv", "json", "junit", "markdown")
+FORMATS = ("table", "csv", "json", "junit", "markdown", "github")
 
 
 def verify(
@@ -112,7 +112,14 @@ def verify(
             "Default: the one in the current directory, when no check is given by flags."
         ),
     ] = None,
-    format: Annotated[str, typer.Option("--format", help=f"{', '.join(FORMATS)}.")] = "table",
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help=f"{', '.join(FORMATS)}. Default: table; github (annotations and a job summary) under GitHub "
+            "Actions when the report goes to stdout.",
+        ),
+    ] = None,
     output: Annotated[Path | None, typer.Option(help="Write the report to this file instead of stdout.")] = None,
     all_rows: Annotated[bool, typer.Option("--all", help="Table: list every check, not only failures.")] = False,
     strict: Annotated[bool, typer.Option(help="Fail on known framework defects too.")] = False,
@@ -150,9 +157,10 @@ def verify(
         "--atol": atol,
     }
     try:
-        if format not in FORMATS:
+        if format is not None and format not in FORMATS:
             raise UsageError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
         output = check_output(output)
+        format = format or _default_format(output)
         _check_repro(repro)
         given = [flag for flag, value in selection.items() if value is not None and value != []]
         requests = _config_requests(config, given)
@@ -280,6 +288,43 @@ def _write_reproducers(directory: Path, command: str, plans, reports) -> str:
     return f"; {written} reproducer(s) in {directory}{more} (see {directory / 'README.md'})"
 
 
+def _default_format(output: Path | None) -> str:
+    """table; github under GitHub Actions when the report goes to stdout."""
+    from normcheck.cli.output import is_stdout
+    from normcheck.report.github import default_format
+
+    return default_format(is_stdout(output))
+
+
+def _impl_specs(requests, reports) -> list[str | None]:
+    """For each record of the merged report, the SPEC of the user implementation it checks (None
+    for a built-in framework's row): where the github format points its annotations."""
+    return [
+        req.impl if isinstance(req.impl, str) and res.case.framework == "user" else None
+        for req, rep in zip(requests, reports, strict=False)
+        for res in rep.results
+    ]
+
+
+def _github_extras(fmt: str, output: Path | None, records, summary, specs) -> None:
+    """The job summary appended to $GITHUB_STEP_SUMMARY with --format github; under GitHub
+    Actions with the report written to a file, the annotations on stdout and the job summary too."""
+    from normcheck.cli.output import is_stdout
+    from normcheck.report.github import append_step_summary, github_output
+
+    annotate, job_summary = github_output(fmt, is_stdout(output))
+    if annotate:
+        from normcheck.report import render
+
+        emit(render("github", records, summary, specs=specs), None)
+    if job_summary:
+        from normcheck.report.verify_markdown import render_verify_markdown
+
+        problem = append_step_summary(render_verify_markdown(records, summary))
+        if problem:
+            say(f"normcheck verify: {problem}")
+
+
 def _run(requests, fmt, output, all_rows, strict, jobs, verbose, compile_cache, repro) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -318,11 +363,13 @@ def _run(requests, fmt, output, all_rows, strict, jobs, verbose, compile_cache, 
     report = merge_reports(reports, strict)
     counts = report.counts
     summary = {**report.summary, "strict": strict}
-    rendered = render(fmt, report.records, summary, show_all=all_rows)
+    specs = _impl_specs(requests, reports)
+    rendered = render(fmt, report.records, summary, show_all=all_rows, specs=specs)
     try:
         emit(rendered, output)
     except UsageError as e:
         fail_usage(str(e))
+    _github_extras(fmt, output, report.records, summary, specs)
     failing = counts[FAIL] + counts[ERROR] + (counts[KNOWN] if strict else 0)
     where = f"; report in {output}" if output is not None and str(output) != "-" else ""
     repro_dir, command = repro

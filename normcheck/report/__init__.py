@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Group
@@ -9,12 +11,24 @@ from rich.console import Group
 from normcheck.bench.compare import Comparison
 from normcheck.bench.records import BenchReport
 
-FORMATS = ("table", "csv", "json", "junit", "markdown")
-BENCH_FORMATS = ("table", "csv", "json", "markdown")
+FORMATS = ("table", "csv", "json", "junit", "markdown", "github")
+BENCH_FORMATS = ("table", "csv", "json", "markdown", "github")
 
 
-def render(fmt: str, records: list[dict[str, Any]], summary: dict[str, Any], show_all: bool = False) -> str | Group:
-    """Text (csv, json, junit, markdown) or a rich renderable (table) for ``records``."""
+def render(
+    fmt: str,
+    records: list[dict[str, Any]],
+    summary: dict[str, Any],
+    show_all: bool = False,
+    specs: Sequence[str | None] | None = None,
+) -> str | Group:
+    """Text (csv, json, junit, markdown, github) or a rich renderable (table) for ``records``.
+    ``specs``: for each record, the SPEC of the user implementation it checks, or None (github
+    points its annotations at that file)."""
+    if fmt == "github":
+        from normcheck.report.github import render_github
+
+        return render_github(records, summary, specs, workspace=os.environ.get("GITHUB_WORKSPACE"))
     if fmt == "csv":
         from normcheck.report.csv import render_csv
 
@@ -36,9 +50,16 @@ def render(fmt: str, records: list[dict[str, Any]], summary: dict[str, Any], sho
     return render_table(records, show_all=show_all, notes=summary.get("translations", ()))
 
 
-def render_bench(fmt: str, report: BenchReport, comparison: Comparison | None = None) -> str | Group:
-    """Text (csv, json, markdown) or a rich renderable (table) for a bench run (a BenchReport),
-    with the regression gate's findings when ``comparison`` is given."""
+def render_bench(
+    fmt: str, report: BenchReport, comparison: Comparison | None = None, spec: str | None = None
+) -> str | Group:
+    """Text (csv, json, markdown, github) or a rich renderable (table) for a bench run (a
+    BenchReport), with the regression gate's findings when ``comparison`` is given. ``spec``: the
+    SPEC of the user implementation timed, if any (github points at its file)."""
+    if fmt == "github":
+        from normcheck.report.github import render_bench_github
+
+        return render_bench_github(report, comparison, spec, workspace=os.environ.get("GITHUB_WORKSPACE"))
     if fmt == "csv":
         from normcheck.report.csv import render_csv
 

@@ -42,7 +42,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "style": ("style", STR),
     "framework": ("frameworks", STR_LIST),
     "frameworks": ("frameworks", STR_LIST),
-    "shapes": ("shapes", "a list of shapes, each a list of positive integers"),
+    "shapes": ("shapes", "a list of shapes, each a list of non-negative integers"),
     "groups": ("groups", INT_LIST),
     "normalized_ndim": ("normalized_ndim", INT_LIST),
     "dtype": ("dtypes", STR_LIST),
@@ -199,9 +199,9 @@ def _fits(value: Any, expected: str) -> bool:
         return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
     if expected == INT_LIST:
         return is_int(value) or (isinstance(value, list) and all(is_int(v) for v in value))
-    # shapes: a list of lists of positive integers (or of "2,64,8,8" strings)
+    # shapes: a list of lists of non-negative integers (0: an empty tensor), or of "2,64,8,8" strings
     return isinstance(value, list) and all(
-        isinstance(s, str) or (isinstance(s, list) and s and all(is_int(n) and n > 0 for n in s)) for s in value
+        isinstance(s, str) or (isinstance(s, list) and s and all(is_int(n) and n >= 0 for n in s)) for s in value
     )
 
 

@@ -67,13 +67,14 @@ def op_cases(op: str, opts: Options) -> list[tuple[tuple[int, ...], OpParams]]:
 
 
 def invalid_cases(opts: Options) -> list[str]:
-    """One message per user shape that cannot be checked as asked: every variant of the shape is
-    invalid, or an explicit --groups does not divide its channels. A shape with some valid
-    variants is checked; its invalid ones become skip rows (see ``plan``)."""
+    """One message per user shape that cannot be checked as asked: no variant of any op asked
+    for can take it, or an explicit --groups does not divide its channels. A shape some op's
+    variant can take is checked; the variants that cannot take it become skip rows saying why
+    (see ``plan``): ``--op in,ln --shape 2,9`` checks layer norm and skips instance norm."""
     problems = []
+    invalid: dict[tuple[int, ...], str] = {}
+    valid: set[tuple[int, ...]] = set()
     for op in opts.ops:
-        invalid: dict[tuple[int, ...], str] = {}
-        valid: set[tuple[int, ...]] = set()
         for shape, params in op_cases(op, opts):
             reason = OPS[op].validate(shape, params)
             if reason and _ungrouped(op, reason):
@@ -83,7 +84,7 @@ def invalid_cases(opts: Options) -> list[str]:
                 invalid.setdefault(shape, reason)
             else:
                 valid.add(shape)
-        problems += [reason for shape, reason in invalid.items() if shape not in valid]
+    problems += [reason for shape, reason in invalid.items() if shape not in valid]
     return list(dict.fromkeys(problems))
 
 

@@ -101,6 +101,16 @@ def test_invalid_cases_names_only_shapes_without_a_valid_variant():
     assert invalid_cases(_opts("in", (2, 3, 1), (2, 3))) == ["instance norm needs a 3..5-D input, got shape 2x3"]
 
 
+def test_a_shape_one_op_of_several_can_take_runs_that_op_and_skips_the_others(runner, numpy_framework):
+    """--op in,ln --shape 2,9: layer norm is checked, instance norm (3..5-D) is skip rows."""
+    assert invalid_cases(Options(ops=("in", "ln"), dtypes=("float64",), shapes=((2, 9),))) == []
+    code, rows = verify_json(runner, "--op", "in,ln", "--shape", "2,9")
+    assert code == 0
+    assert {r["status"] for r in rows if r["op"] == "ln"} == {"pass"}
+    skips = [r for r in rows if r["op"] == "in"]
+    assert skips and all(r["status"] == "skip" and "3..5-D" in r["message"] for r in skips)
+
+
 def test_a_partial_shape_plans_skip_units_for_its_invalid_variants(numpy_framework):
     from normcheck import frameworks
     from normcheck.verify.plan import plan

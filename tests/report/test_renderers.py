@@ -17,6 +17,7 @@ from normcheck import __version__
 from normcheck.ops import OpParams
 from normcheck.report import FORMATS, render
 from normcheck.report.csv import render_csv
+from normcheck.report.github import render_github
 from normcheck.report.json import render_json
 from normcheck.report.junit import render_junit
 from normcheck.report.markdown import markdown_table
@@ -113,7 +114,8 @@ def test_the_records_hold_every_status():
 
 
 def test_render_dispatches_each_text_format():
-    assert FORMATS == ("table", "csv", "json", "junit", "markdown")
+    assert FORMATS == ("table", "csv", "json", "junit", "markdown", "github")
+    assert render("github", RECORDS, SUMMARY) == render_github(RECORDS, SUMMARY)
     assert render("csv", RECORDS, SUMMARY) == render_csv(RECORDS)
     assert render("junit", RECORDS, SUMMARY) == render_junit(RECORDS, SUMMARY)
     assert render("markdown", RECORDS, SUMMARY) == render_verify_markdown(RECORDS, SUMMARY)

@@ -175,6 +175,7 @@ VALID = {
     "momentum": ("0.9", 0.9),
     "against": ('"torch"', "torch"),
     "timeout": ("2.5", 2.5),
+    "profile": ('"quick"', "quick"),
 }
 
 
@@ -230,7 +231,7 @@ WRONG = {
 @pytest.mark.parametrize("key", sorted(KEYS))
 def test_each_key_with_a_wrong_type_is_one_error_naming_the_file_and_key(tmp_path, key):
     expected = KEYS[key][1]
-    toml, shown = WRONG.get(expected, ("[[2, 0, 3]]", "list [[2, 0, 3]]"))
+    toml, shown = WRONG.get(expected, ("[[2, -1, 3]]", "list [[2, -1, 3]]"))
     path = config(tmp_path, f"[[check]]\n{_selector(key)}\n{key} = {toml}\n")
     assert refused(path) == f"{path}: [check][1].{key}: expected {expected}, got {shown}"
 
@@ -254,8 +255,15 @@ def test_a_boolean_is_neither_a_number_nor_a_string(tmp_path, key):
 def test_malformed_shapes_are_refused_with_the_value(tmp_path, toml, shown):
     path = config(tmp_path, f'[[check]]\nop = "gn"\nshapes = {toml}\n')
     assert refused(path) == (
-        f"{path}: [check][1].shapes: expected a list of shapes, each a list of positive integers, got {shown}"
+        f"{path}: [check][1].shapes: expected a list of shapes, each a list of non-negative integers, got {shown}"
     )
+
+
+def test_a_shape_with_a_size_of_zero_is_a_shape_like_on_the_command_line(tmp_path):
+    """Empty tensors are an edge real kernels get wrong: [0, 8] is checked, as --shape 0,8 is."""
+    path = config(tmp_path, '[[check]]\nop = "ln"\nshapes = [[0, 8], "2,0,4"]\n')
+    (request,) = load_config(path)
+    assert list(request.shapes) == [[0, 8], "2,0,4"]
 
 
 def test_a_long_wrong_value_is_shortened_in_the_message(tmp_path):
