@@ -60,6 +60,9 @@ KEYS: dict[str, tuple[str, str]] = {
     "profile": ("profile", STR),
 }
 assert {f for f, _ in KEYS.values()} <= {f.name for f in fields(Request)}
+# a top-level key that is no check's field: ``pytest = true`` turns on normcheck's pytest plugin
+# (normcheck/pytest_plugin) for the file; ``normcheck verify`` ignores it
+PYTEST_KEY = "pytest"
 # a check must name what it verifies: an empty [[check]] table would otherwise run every op on
 # every framework, the default matrix, which is never what a config entry means
 SELECTING_KEYS = ("op", "impl")
@@ -122,12 +125,18 @@ def load_config(path: Path) -> list[Request]:
     checks = table.get("check", [])
     if not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks):
         raise UsageError(f"{path}: {_key(where, 'check')} must be an array of tables ([[...check]])")
-    defaults = _fields(path, where, {k: v for k, v in table.items() if k != "check"})
+    _pytest_value(path, where, table)
+    defaults = _fields(path, where, {k: v for k, v in table.items() if k not in ("check", PYTEST_KEY)})
     if not checks:
         raise UsageError(f"{path}: {where or 'the file'} lists no checks; add a [[{_key(where, 'check')[1:-1]}]]")
     requests = []
     for i, check in enumerate(checks, 1):
         at = f"{_key(where, 'check')}[{i}]"
+        if PYTEST_KEY in check:
+            raise UsageError(
+                f"{path}: {at}.{PYTEST_KEY}: a top-level key (it turns on the pytest plugin for the whole file), "
+                "not a key of one check"
+            )
         given = _fields(path, at, check)
         merged = {**defaults, **given}
         _check_tolerance_pair(path, at, where, given, merged)
@@ -136,6 +145,26 @@ def load_config(path: Path) -> list[Request]:
         merged.setdefault("name", f"check {i}")
         requests.append(Request(**merged))
     return requests
+
+
+def pytest_opt_in(path: Path) -> bool:
+    """Whether the config file ``path`` turns on normcheck's pytest plugin (``pytest = true`` at
+    its top level, in pyproject.toml under [tool.normcheck]); UsageError for a non-boolean."""
+    path = Path(path)
+    doc = _read(path)
+    if path.name == "pyproject.toml":
+        table, where = doc.get("tool", {}).get("normcheck", {}), "[tool.normcheck]"
+    else:
+        table, where = doc, ""
+    return isinstance(table, dict) and _pytest_value(path, where, table)
+
+
+def _pytest_value(path: Path, where: str, table: dict[str, Any]) -> bool:
+    value = table.get(PYTEST_KEY, False)
+    if not isinstance(value, bool):
+        at = f"{where}.{PYTEST_KEY}" if where else PYTEST_KEY
+        raise UsageError(f"{path}: {at}: expected true or false (turns on the pytest plugin), got {_show(value)}")
+    return value
 
 
 def _check_tolerance_pair(path: Path, at: str, top: str, given: dict[str, Any], merged: dict[str, Any]) -> None:

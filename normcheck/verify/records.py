@@ -61,6 +61,8 @@ class Comparison:
     mismatched: int
     numel: int
     worst_index: tuple[int, ...] | None
+    worst_got: float | None = None  # the implementation's value at worst_index
+    worst_expected: float | None = None  # the reference's value there
 
     @property
     def mismatched_pct(self) -> float:
@@ -139,6 +141,8 @@ class CheckResult:
             "max_rel_err": _finite(cmp.max_rel_err) if cmp else None,
             "mismatched_pct": round(cmp.mismatched_pct, 4) if cmp else None,
             "worst_index": list(cmp.worst_index) if cmp and cmp.worst_index is not None else None,
+            "worst_got": _finite(cmp.worst_got) if cmp and cmp.worst_got is not None else None,
+            "worst_expected": _finite(cmp.worst_expected) if cmp and cmp.worst_expected is not None else None,
             "tolerance": tol.describe() if tol else None,
             "rtol": tol.rtol if tol else None,
             "atol": tol.atol if tol else None,

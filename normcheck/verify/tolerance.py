@@ -161,10 +161,13 @@ def compare(actual: np.ndarray, expected: np.ndarray, tol: Tolerance) -> Compari
     # worst = the element furthest past its allowance, else the largest absolute error
     excess = diff - (tol.atol + tol.rtol * np.abs(e))
     flat = int(np.argmax(excess))
+    worst = tuple(int(i) for i in np.unravel_index(flat, a.shape))
     return Comparison(
         max_abs_err=float(diff.max()),
         max_rel_err=float(rel.max()),
         mismatched=int(bad.sum()),
         numel=int(a.size),
-        worst_index=tuple(int(i) for i in np.unravel_index(flat, a.shape)),
+        worst_index=worst,
+        worst_got=float(a[worst]),
+        worst_expected=float(e[worst]),
     )

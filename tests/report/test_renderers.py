@@ -140,7 +140,7 @@ def test_render_table_passes_show_all_and_the_translation_notes():
 
 CSV_HEADER = (
     "op,framework,impl,device,shape,params,dtype,layout,input,check,against,status,"
-    "max_abs_err,max_rel_err,mismatched_pct,worst_index,tolerance,rtol,atol,message,diagnosis"
+    "max_abs_err,max_rel_err,mismatched_pct,worst_index,worst_got,worst_expected,tolerance,rtol,atol,message,diagnosis"
 )
 
 
@@ -149,7 +149,7 @@ def test_csv_header_and_a_passing_row_exactly():
     assert lines == [
         CSV_HEADER,
         "gn,torch,F.group_norm,cpu,2x6x5x5,G=3,float32,contiguous,normal,forward,,pass,"
-        "1.25e-07,3.5e-07,0.0,0 1 2 3,rtol=1.3e-06 atol=1.0e-05,1.3e-06,1e-05,,",
+        "1.25e-07,3.5e-07,0.0,0 1 2 3,,,rtol=1.3e-06 atol=1.0e-05,1.3e-06,1e-05,,",
     ]
 
 

@@ -121,7 +121,8 @@ KNOWN_ISSUES = (
     ),
     # float16 data at 1e4 have a spread of 128: the float32 one-pass variance errs by about 1 per
     # step (median over 200 summation orders; two-pass: 1.2e-4), which the running variance
-    # accumulates in proportion to the momentum (error 9.8 with PyTorch's 0.1, 1.05 with Flax's 0.01)
+    # accumulates in proportion to the momentum (error 9.8 with PyTorch's 0.1, 1.05 with Flax's 0.01):
+    # it shows when a port gives PyTorch's momentum (--momentum 0.1), not under Flax's default
     KnownIssue(
         ONE_PASS,
         hypotheses=("one_pass_variance",),
