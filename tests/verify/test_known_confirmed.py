@@ -18,11 +18,6 @@ HYPOTHESIS_IDS = {h.id for h in HYPOTHESES}
 ISSUES = [(name, i, issue) for name in FRAMEWORKS for i, issue in enumerate(facts_module(name).KNOWN_ISSUES)]
 # frameworks whose defaults take minutes to check on every kind: their issues run as slow tests
 SLOW = {"tensorflow", "jax"}
-# Defects whose every row is not yet reproduced by re-run: Flax's one-pass variance on float32
-# large means leaves gradients, and running variances of batches of 2 or 3, that neither the
-# read-back variance nor the simulated autograd of E[x^2] - E[x]^2 reproduces (those rows stay
-# known, marked unconfirmed; the others of the defect are confirmed).
-UNCONFIRMED_YET = {("jax", "bn", ("float32",))}
 # Documented defects that show only under a setting the user gives: Flax's float16 running
 # variance drifts past tolerance with PyTorch's momentum 0.1 (ten times Flax's default 0.01), as
 # a port from PyTorch sets it.
@@ -85,8 +80,7 @@ def test_every_known_issue_is_confirmed_by_re_running_its_hypothesis(entry):
     for r in mine:
         assert r.diagnosis is not None and r.diagnosis.hypothesis in issue.hypotheses, r.message
     unconfirmed = [r.message for r in rows if r.status == KNOWN and "unconfirmed" in r.message]
-    if (name, issue.ops[0], issue.dtypes) not in UNCONFIRMED_YET:
-        assert not unconfirmed, unconfirmed[:3]
+    assert not unconfirmed, unconfirmed[:3]
     assert not [r for r in rows if r.status in (FAIL, ERROR)], [r.message for r in rows if r.status in (FAIL, ERROR)][
         :3
     ]
