@@ -5,8 +5,11 @@ Imports no framework: the parent process judges with it, and ``normcheck convent
 
 from __future__ import annotations
 
+from typing import Any
+
 from normcheck.conventions import BIASED, CHANNELS_LAST, OLD, Convention
 from normcheck.frameworks.base import KnownIssue
+from normcheck.ops import OpParams
 
 MODULE_NAMES = {
     "bn": "flax.linen.BatchNorm",
@@ -179,3 +182,34 @@ KNOWN_ISSUES = (
         checks=("grad_input",),
     ),
 )
+
+
+# The flax.linen fields normcheck sets on a user's module, with the installed Flax layer's
+# default (tests/frameworks/test_jax_forms.py checks them against flax.linen); read by the
+# flax_module form and its reproducers.
+FLAX_FIELDS: dict[str, dict[str, Any]] = {
+    "gn": {"num_groups": 32, "epsilon": JAX["gn"].eps, "use_bias": True, "use_scale": True},
+    "ln": {"epsilon": JAX["ln"].eps, "use_bias": True, "use_scale": True, "reduction_axes": -1, "feature_axes": -1},
+    "bn": {"momentum": JAX["bn"].momentum, "epsilon": JAX["bn"].eps, "use_bias": True, "use_scale": True, "axis": -1},
+    "in": {"epsilon": JAX["in"].eps, "use_bias": True, "use_scale": True},
+    "rms": {"epsilon": JAX["rms"].eps, "use_scale": True, "reduction_axes": -1, "feature_axes": -1},
+}
+# Given only to a class that declares it: a module may derive its parameters' shape from reduction_axes.
+OPTIONAL_FIELDS = ("feature_axes",)
+
+
+def field_values(params: OpParams, eps: float, momentum: float | None) -> dict[str, Any]:
+    """Every field of FLAX_FIELDS with its value for a case (``momentum`` in Flax's meaning)."""
+    axes = None
+    if params.normalized_ndim is not None:
+        axes = -1 if params.normalized_ndim == 1 else tuple(range(-params.normalized_ndim, 0))
+    return {
+        "num_groups": params.groups,
+        "epsilon": eps,
+        "use_bias": params.affine,
+        "use_scale": params.affine,
+        "reduction_axes": axes,
+        "feature_axes": axes,
+        "axis": -1,
+        "momentum": momentum if params.running_stats else None,
+    }

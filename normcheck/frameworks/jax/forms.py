@@ -33,7 +33,7 @@ from normcheck.frameworks.jax.adapter import (
     precision,
     run_case,
 )
-from normcheck.frameworks.jax.facts import JAX, MODULE_NAMES
+from normcheck.frameworks.jax.facts import FLAX_FIELDS, MODULE_NAMES, OPTIONAL_FIELDS, field_values
 from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.ops import OPS
 from normcheck.ops._op import required
@@ -219,17 +219,6 @@ def _unpack(call: FunctionCall, out: Any, stats: Arrays) -> tuple[Any, Arrays]:
 # -- flax.linen modules with the fields of Flax's layers ---------------------------------------
 
 SCALE_AND_BIAS = ("scale", "bias")
-# Every field normcheck sets, with the installed Flax layer's default (tests/frameworks/test_jax_forms.py
-# checks them against flax.linen).
-FLAX_FIELDS: dict[str, dict[str, Any]] = {
-    "gn": {"num_groups": 32, "epsilon": JAX["gn"].eps, "use_bias": True, "use_scale": True},
-    "ln": {"epsilon": JAX["ln"].eps, "use_bias": True, "use_scale": True, "reduction_axes": -1, "feature_axes": -1},
-    "bn": {"momentum": JAX["bn"].momentum, "epsilon": JAX["bn"].eps, "use_bias": True, "use_scale": True, "axis": -1},
-    "in": {"epsilon": JAX["in"].eps, "use_bias": True, "use_scale": True},
-    "rms": {"epsilon": JAX["rms"].eps, "use_scale": True, "reduction_axes": -1, "feature_axes": -1},
-}
-# Given only to a class that declares it: a module may derive its parameters' shape from reduction_axes.
-OPTIONAL_FIELDS = ("feature_axes",)
 
 
 @dataclass(frozen=True)
@@ -263,20 +252,8 @@ class ModuleImplementation(UserImplementation):
     def fields(self, problem: Problem) -> dict[str, Any]:
         """The constructor's keyword arguments: all of them, or with omit_defaults only those the
         class requires or whose value differs from the Flax layer's default."""
-        p = problem.params
-        axes = None
-        if p.normalized_ndim is not None:
-            axes = -1 if p.normalized_ndim == 1 else tuple(range(-p.normalized_ndim, 0))
-        values = {
-            "num_groups": p.groups,
-            "epsilon": problem.eps,
-            "use_bias": p.affine,
-            "use_scale": p.affine,
-            "reduction_axes": axes,
-            "feature_axes": axes,
-            "axis": -1,
-            "momentum": self.momentum(problem) if p.running_stats else None,
-        }
+        momentum = self.momentum(problem) if problem.params.running_stats else None
+        values = field_values(problem.params, problem.eps, momentum)
         declared = {f.name: f for f in dataclasses.fields(self.obj)} if dataclasses.is_dataclass(self.obj) else {}
         chosen = {}
         for name, default in FLAX_FIELDS[self.op].items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from normcheck.frameworks.jax.facts import JAX, MODULE_NAMES, SAFE_SETTING
+from normcheck.frameworks.jax.facts import FLAX_FIELDS, MODULE_NAMES, OPTIONAL_FIELDS, SAFE_SETTING, field_values
 from normcheck.names import CHANNELS_LAST
 from normcheck.repro.call import ReproCall, Snippet, block
 
@@ -27,15 +27,6 @@ IMPORTS = (
     "import jax  # noqa: E402",
     "import jax.numpy as jnp  # noqa: E402",
 )
-# forms.py's FLAX_FIELDS: every field normcheck sets on a user's module, with the Flax layer's default
-FLAX_FIELDS: dict[str, dict[str, Any]] = {
-    "gn": {"num_groups": 32, "epsilon": JAX["gn"].eps, "use_bias": True, "use_scale": True},
-    "ln": {"epsilon": JAX["ln"].eps, "use_bias": True, "use_scale": True, "reduction_axes": -1, "feature_axes": -1},
-    "bn": {"momentum": JAX["bn"].momentum, "epsilon": JAX["bn"].eps, "use_bias": True, "use_scale": True, "axis": -1},
-    "in": {"epsilon": JAX["in"].eps, "use_bias": True, "use_scale": True},
-    "rms": {"epsilon": JAX["rms"].eps, "use_scale": True, "reduction_axes": -1, "feature_axes": -1},
-}
-OPTIONAL_FIELDS = ("feature_axes",)  # given only to a class that declares it
 
 HELPERS = '''\
 {x64}DTYPE = jnp.{dtype}
@@ -230,20 +221,7 @@ def _flax_module(call: ReproCall, fast_variance: bool) -> list[str]:
 def _user_module(call: ReproCall) -> list[str]:
     """forms.ModuleImplementation.fields: the user's class constructed with the fields of the Flax
     layer (with defaults omitted, only those it requires or that differ from the Flax default)."""
-    p = call.params
-    axes = None
-    if p.normalized_ndim is not None:
-        axes = -1 if p.normalized_ndim == 1 else tuple(range(-p.normalized_ndim, 0))
-    values = {
-        "num_groups": p.groups,
-        "epsilon": call.eps,
-        "use_bias": p.affine,
-        "use_scale": p.affine,
-        "reduction_axes": axes,
-        "feature_axes": axes,
-        "axis": -1,
-        "momentum": call.framework_momentum if p.running_stats else None,
-    }
+    values = field_values(call.params, call.eps, call.framework_momentum)
     candidates = {name: (values[name], default) for name, default in FLAX_FIELDS[call.op].items()}
     omit = call.user is not None and call.user.omit_defaults
     return [

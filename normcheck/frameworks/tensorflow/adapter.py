@@ -30,6 +30,8 @@ import tensorflow as tf  # noqa: E402
 
 from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported  # noqa: E402
 from normcheck.frameworks.tensorflow.facts import (  # noqa: E402
+    CHANNEL_OPS,
+    KERAS_NAMES,
     KNOWN_ISSUES,
     RAW_FLOAT32_NAME,
     RAW_NAME,
@@ -46,14 +48,6 @@ TF_DTYPES = {
     "float32": tf.float32,
     "float16": tf.float16,
     "bfloat16": tf.bfloat16,
-}
-CHANNEL_OPS = ("bn", "in", "gn")
-KERAS_NAMES = {
-    "bn": "keras.layers.BatchNormalization",
-    "ln": "keras.layers.LayerNormalization",
-    "in": "keras.layers.GroupNormalization(groups=-1)",
-    "gn": "keras.layers.GroupNormalization",
-    "rms": "keras.layers.RMSNormalization",
 }
 RUNNING = ("running_mean", "running_var")
 # how TensorFlow says it has no kernel of an op for a dtype (on this device)

@@ -5,12 +5,22 @@ Imports no framework: the parent process judges with it, and ``normcheck convent
 
 from __future__ import annotations
 
+from typing import Any
+
 from normcheck.conventions import BIASED, CHANNELS_LAST, OLD, Convention
 from normcheck.frameworks.base import KnownIssue
 
 RAW_NAME = "tf.nn.moments+batch_normalization"
 RAW_FLOAT32_NAME = "tf.nn.moments+batch_normalization (float32 compute)"
 RAW_OPS = ("bn", "ln", "in", "gn")  # RMS norm has no moments form
+CHANNEL_OPS = ("bn", "in", "gn")
+KERAS_NAMES = {
+    "bn": "keras.layers.BatchNormalization",
+    "ln": "keras.layers.LayerNormalization",
+    "in": "keras.layers.GroupNormalization(groups=-1)",
+    "gn": "keras.layers.GroupNormalization",
+    "rms": "keras.layers.RMSNormalization",
+}
 
 TENSORFLOW = {
     "bn": Convention(
@@ -99,3 +109,41 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
         impls=(RAW_NAME,),
     ),
 )
+
+
+# The Keras 3 constructors' defaults for the arguments normcheck passes (checked against the
+# installed Keras by tests/frameworks/test_tensorflow_forms.py); eps and momentum come from the
+# conventions. Read by the keras_layer form and its reproducers.
+KERAS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "bn": {
+        "axis": -1,
+        "momentum": TENSORFLOW["bn"].momentum,
+        "epsilon": TENSORFLOW["bn"].eps,
+        "center": True,
+        "scale": True,
+    },
+    "ln": {"axis": -1, "epsilon": TENSORFLOW["ln"].eps, "center": True, "scale": True},
+    "in": {
+        "groups": TENSORFLOW["gn"].groups,
+        "axis": -1,
+        "epsilon": TENSORFLOW["in"].eps,
+        "center": True,
+        "scale": True,
+    },
+    "gn": {
+        "groups": TENSORFLOW["gn"].groups,
+        "axis": -1,
+        "epsilon": TENSORFLOW["gn"].eps,
+        "center": True,
+        "scale": True,
+    },
+    "rms": {"axis": -1, "epsilon": TENSORFLOW["rms"].eps},
+}
+KERAS_OPTIONAL = ("epsilon", "momentum")  # left out in the defaults call style whatever the case
+# the names a user's Keras layer may give its variables
+VARIABLE_NAMES = {
+    "weight": ("gamma", "weight", "scale"),
+    "bias": ("beta", "bias"),
+    "running_mean": ("moving_mean", "running_mean"),
+    "running_var": ("moving_variance", "moving_var", "running_var"),
+}

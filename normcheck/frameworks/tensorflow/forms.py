@@ -25,44 +25,16 @@ from normcheck.frameworks.tensorflow.adapter import (
     tf,
     trailing,
 )
-from normcheck.frameworks.tensorflow.facts import TENSORFLOW
+from normcheck.frameworks.tensorflow.facts import KERAS_DEFAULTS as DEFAULTS
+from normcheck.frameworks.tensorflow.facts import KERAS_OPTIONAL as OPTIONAL
+from normcheck.frameworks.tensorflow.facts import TENSORFLOW, VARIABLE_NAMES
 from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.ops import OpParams
 from normcheck.ops._op import required
 from normcheck.problem import Problem
 
-# The Keras 3 constructors' defaults for the arguments normcheck passes (checked against the installed
-# Keras by tests/frameworks/test_tensorflow_forms.py); eps and momentum come from the conventions.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "bn": {
-        "axis": -1,
-        "momentum": TENSORFLOW["bn"].momentum,
-        "epsilon": TENSORFLOW["bn"].eps,
-        "center": True,
-        "scale": True,
-    },
-    "ln": {"axis": -1, "epsilon": TENSORFLOW["ln"].eps, "center": True, "scale": True},
-    "in": {
-        "groups": TENSORFLOW["gn"].groups,
-        "axis": -1,
-        "epsilon": TENSORFLOW["in"].eps,
-        "center": True,
-        "scale": True,
-    },
-    "gn": {
-        "groups": TENSORFLOW["gn"].groups,
-        "axis": -1,
-        "epsilon": TENSORFLOW["gn"].eps,
-        "center": True,
-        "scale": True,
-    },
-    "rms": {"axis": -1, "epsilon": TENSORFLOW["rms"].eps},
-}
-OPTIONAL = ("epsilon", "momentum")  # left out with omit_defaults whatever the case
-WEIGHT_NAMES = ("gamma", "weight", "scale")
-BIAS_NAMES = ("beta", "bias")
-MEAN_NAMES = ("moving_mean", "running_mean")
-VAR_NAMES = ("moving_variance", "moving_var", "running_var")
+WEIGHT_NAMES, BIAS_NAMES = VARIABLE_NAMES["weight"], VARIABLE_NAMES["bias"]
+MEAN_NAMES, VAR_NAMES = VARIABLE_NAMES["running_mean"], VARIABLE_NAMES["running_var"]
 
 
 def constructor_args(

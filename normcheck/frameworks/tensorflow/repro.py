@@ -11,19 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from normcheck.frameworks.tensorflow.facts import RAW_FLOAT32_NAME, RAW_NAME, RAW_OPS, TENSORFLOW
+from normcheck.frameworks.tensorflow.facts import (
+    CHANNEL_OPS,
+    KERAS_DEFAULTS,
+    KERAS_NAMES,
+    RAW_FLOAT32_NAME,
+    RAW_NAME,
+    RAW_OPS,
+    VARIABLE_NAMES,
+)
+from normcheck.frameworks.tensorflow.facts import KERAS_OPTIONAL as OPTIONAL
 from normcheck.names import CHANNELS_LAST
 from normcheck.repro.call import ReproCall, Snippet, block, quoted
 
-# adapter.KERAS_NAMES (the registry test checks they agree)
-KERAS_NAMES = {
-    "bn": "keras.layers.BatchNormalization",
-    "ln": "keras.layers.LayerNormalization",
-    "in": "keras.layers.GroupNormalization(groups=-1)",
-    "gn": "keras.layers.GroupNormalization",
-    "rms": "keras.layers.RMSNormalization",
-}
-CHANNEL_OPS = ("bn", "in", "gn")
 IMPORTS = (
     "import os",
     "",
@@ -33,40 +33,6 @@ IMPORTS = (
     "import keras  # noqa: E402",
     "import tensorflow as tf  # noqa: E402",
 )
-# forms.py: the Keras 3 constructors' defaults of the arguments normcheck passes, and the names
-# a user's layer may give its variables
-KERAS_DEFAULTS: dict[str, dict[str, Any]] = {
-    "bn": {
-        "axis": -1,
-        "momentum": TENSORFLOW["bn"].momentum,
-        "epsilon": TENSORFLOW["bn"].eps,
-        "center": True,
-        "scale": True,
-    },
-    "ln": {"axis": -1, "epsilon": TENSORFLOW["ln"].eps, "center": True, "scale": True},
-    "in": {
-        "groups": TENSORFLOW["gn"].groups,
-        "axis": -1,
-        "epsilon": TENSORFLOW["in"].eps,
-        "center": True,
-        "scale": True,
-    },
-    "gn": {
-        "groups": TENSORFLOW["gn"].groups,
-        "axis": -1,
-        "epsilon": TENSORFLOW["gn"].eps,
-        "center": True,
-        "scale": True,
-    },
-    "rms": {"axis": -1, "epsilon": TENSORFLOW["rms"].eps},
-}
-OPTIONAL = ("epsilon", "momentum")  # left out with omit_defaults whatever the case
-VARIABLE_NAMES = {
-    "weight": ("gamma", "weight", "scale"),
-    "bias": ("beta", "bias"),
-    "running_mean": ("moving_mean", "running_mean"),
-    "running_var": ("moving_variance", "moving_var", "running_var"),
-}
 
 HELPERS = '''\
 DTYPE = tf.{dtype}
