@@ -29,6 +29,7 @@ HANDLERS = {  # message kind -> (module, function), imported when first asked fo
     "verify.plan": ("normcheck.engine.tasks", "plan_part"),
     "verify.run": ("normcheck.engine.tasks", "run_units"),
     "bench.run": ("normcheck.engine.bench_tasks", "run_bench"),
+    "model.inventory": ("normcheck.model.task", "inventory"),
 }
 
 
