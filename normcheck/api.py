@@ -23,7 +23,8 @@ def check(op: str | list[str] | None = None, impl: Any = None, **options: Any) -
     """Verify ``impl`` (a SPEC string like "pkg/mod.py:Name", or the function or class itself)
     for ``op``; with no ``impl``, the built-in frameworks. ``options`` are the keyword forms of
     verify's flags: framework, backward, style, shapes, groups, normalized_ndim, dtypes, kinds,
-    device, seed, rtol, atol, eps, momentum, against, shard, timeout, strict, jobs, compile_cache,
+    device, seed, rtol, atol, eps, momentum, against, shard, timeout, world_size (batch norm over
+    torch.distributed in that many processes), strict, jobs, compile_cache,
     repro (a folder: write a standalone script and .npz reproducing each distinct failure into it,
     as ``normcheck verify --repro``).
 

@@ -34,6 +34,10 @@ class Problem:
     running_mean: np.ndarray | None = None
     running_var: np.ndarray | None = None
     unbiased_running_var: bool = True  # the framework's running-variance convention
+    # fused add + norm (add_rms, add_ln): the residual added to x, and the upstream gradient of
+    # the residual output h = x + residual; None for every other op
+    residual: np.ndarray | None = None
+    dresidual: np.ndarray | None = None
 
     def initial_running(self) -> tuple[np.ndarray, np.ndarray]:
         """The running mean and variance before the first step, for a case that tracks them
@@ -41,6 +45,12 @@ class Problem:
         if self.running_mean is None or self.running_var is None:
             raise ValueError(f"{self.op}: a case with running statistics needs running_mean and running_var")
         return self.running_mean, self.running_var
+
+    def fused_inputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The residual and the residual output's upstream gradient of a fused add + norm case."""
+        if self.residual is None or self.dresidual is None:
+            raise ValueError(f"{self.op}: a fused add + norm case needs residual and dresidual")
+        return self.residual, self.dresidual
 
 
 def case_seed(seed: int, *parts: object) -> int:

@@ -9,7 +9,7 @@ import click
 import typer
 import typer.main
 
-from normcheck.cli import bench, conventions, model, verify
+from normcheck.cli import bench, conventions, model, port, verify
 
 # click 8.2+ raises this for a bare ``normcheck``; older versions print the help and exit 0
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", None)
@@ -27,6 +27,7 @@ app.command(name="verify")(verify.verify)
 app.command(name="bench")(bench.bench)
 app.command(name="conventions")(conventions.conventions)
 app.command(name="model")(model.model)
+app.command(name="port")(port.port)
 
 
 @app.callback()

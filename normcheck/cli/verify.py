@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from normcheck.cli._common import UsageError, emit, fail_usage, say, stderr_is_tty
-from normcheck.names import DEFAULT_TIMEOUT, DTYPE_NAMES, KIND_NAMES, OP_NAMES
+from normcheck.names import ALL_OP_NAMES, DEFAULT_TIMEOUT, DTYPE_NAMES, KIND_NAMES, OP_NAMES
 
 FORMATS = ("table", "csv", "json", "junit", "markdown", "github")
 
@@ -16,13 +16,22 @@ FORMATS = ("table", "csv", "json", "junit", "markdown", "github")
 def verify(
     op: Annotated[
         list[str] | None,
-        typer.Option(help=f"Ops to check, comma list of {', '.join(OP_NAMES)} (repeatable). Default: all."),
+        typer.Option(
+            help=f"Ops to check, comma list of {', '.join(ALL_OP_NAMES)} (repeatable). Default: {', '.join(OP_NAMES)}."
+        ),
+    ] = None,
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="An op variant: gemma (rms, add_rms: y = xhat * (1 + weight)), nobias (ln, add_ln: no bias), "
+            "cumulative (bn: momentum=None, the running statistics the mean of the batches seen)."
+        ),
     ] = None,
     framework: Annotated[
         list[str] | None,
         typer.Option(
             help="Frameworks, comma list (repeatable). Default: every installed one. With --impl: the "
-            "framework a function is written for (torch or jax)."
+            "framework a function is written for (torch, jax or tensorflow)."
         ),
     ] = None,
     impl: Annotated[
@@ -33,6 +42,20 @@ def verify(
         ),
     ] = None,
     backward: Annotated[str | None, typer.Option(help="With --style cs231n: the backward function, FILE:NAME.")] = None,
+    layout: Annotated[
+        str | None,
+        typer.Option(
+            help="With --impl, a function called by its parameters' names: nchw or nhwc, where x's channels "
+            "are (batch, instance, group norm). Default: nhwc for tensorflow, nchw for torch and jax."
+        ),
+    ] = None,
+    param_shape: Annotated[
+        str | None,
+        typer.Option(
+            help="With --impl, a function called by its parameters' names: flat, gamma and beta of shape (C,) "
+            "(default), or broadcast, (1, C, 1, 1) in nchw, (1, 1, 1, C) in nhwc."
+        ),
+    ] = None,
     style: Annotated[str | None, typer.Option(help="cs231n: NumPy forward/backward functions.")] = None,
     shape: Annotated[
         list[str] | None, typer.Option(help="Input shape, e.g. 2,64,8,8 (repeatable). Default: each op's grid.")
@@ -70,6 +93,13 @@ def verify(
         typer.Option(
             help="default: each op's whole grid of cases. quick: the fewest of those cases that expose "
             "every known mistake (a few seconds per framework; see the docs for how they are chosen)."
+        ),
+    ] = None,
+    world_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma list of rank counts (each at least 2): run batch norm (nn.SyncBatchNorm, or --impl) "
+            "over torch.distributed in that many processes on this machine, gloo backend. Only with --op bn."
         ),
     ] = None,
     rtol: Annotated[float | None, typer.Option(help="Relative tolerance (give --atol too).")] = None,
@@ -145,6 +175,8 @@ def verify(
         "--impl": impl,
         "--backward": backward,
         "--style": style,
+        "--layout": layout,
+        "--param-shape": param_shape,
         "--shape": shape,
         "--groups": groups,
         "--normalized-ndim": normalized_ndim,
@@ -155,6 +187,8 @@ def verify(
         "--against": against,
         "--rtol": rtol,
         "--atol": atol,
+        "--world-size": world_size,
+        "--variant": variant,
     }
     try:
         if format is not None and format not in FORMATS:
@@ -183,6 +217,10 @@ def verify(
                     impl=impl,
                     backward=backward,
                     style=style,
+                    layout=layout,
+                    param_shape=param_shape or "flat",
+                    world_size=world_size,
+                    variant=variant,
                 )
             ]
         requests = [_with_run_options(r, device, seed, shard, timeout, profile) for r in requests]

@@ -4,12 +4,21 @@ that evidence: when no hypothesis brings the error within tolerance, the cause i
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from normcheck.diagnosis.hypotheses import FORMULA, HYPOTHESES, NUMERIC, Context, Hypothesis, Prediction
+from normcheck.diagnosis.hypotheses import (
+    DISTRIBUTED_ONLY,
+    FORMULA,
+    HYPOTHESES,
+    NUMERIC,
+    Context,
+    Hypothesis,
+    Prediction,
+)
+from normcheck.diagnosis.variants import plain
 from normcheck.dtypes import EPS
 from normcheck.frameworks.base import RunOutput
 from normcheck.problem import Problem
@@ -197,13 +206,18 @@ def diagnose(
     failing = [c for c, r in rows.items() if r.status == FAIL]
     if not failing or problem.x.size == 0:  # an empty tensor has no formula to fit
         return {}
-    tried = [h for h in HYPOTHESES if hypotheses is None or h.id in hypotheses]
-    ctx = Context(problem, expected, out.values)
+    # a mistake only distributed code can make is tried only when asked for (a --world-size run)
+    tried = (
+        [h for h in HYPOTHESES if h.id in hypotheses]
+        if hypotheses is not None
+        else [h for h in HYPOTHESES if h.id not in DISTRIBUTED_ONLY]
+    )
+    predict = _predictor(problem, expected, out.values)
     verdicts: list[_Verdict] = []
     partial: dict[str, list[_Verdict]] = {c: [] for c in failing}
     for hyp in tried:
         with np.errstate(all="ignore"):
-            predictions = hyp.predict(ctx)
+            predictions = predict(hyp)
         for pred in predictions:
             tols = _tolerances(pred, rows)
             verdict = _judge(pred, hyp, expected, out.values, rows, tols, problem.dtype)
@@ -225,6 +239,34 @@ def diagnose(
         len(tried),
     )
     return {c: replace(d, fallback=numeric[c]) if d.family == FORMULA else d for c, d in found.items()}
+
+
+def _predictor(
+    problem: Problem, expected: dict[str, np.ndarray], got: dict[str, np.ndarray]
+) -> Callable[[Hypothesis], list[Prediction]]:
+    """What each hypothesis predicts for the case. On an op variant or a fused op, the plain
+    ops' hypotheses predict on the plain op the case reduces to and their predictions are
+    carried back (normcheck.diagnosis.variants); those of the variants predict on the case."""
+    ctx = Context(problem, expected, got)
+    reduced = plain(problem, expected, got)
+    if reduced is None:
+        return lambda hyp: hyp.predict(ctx)
+    plain_ctx = Context(reduced.problem, reduced.expected, reduced.got)
+
+    def predict(hyp: Hypothesis) -> list[Prediction]:
+        if hyp.on_case:
+            return hyp.predict(ctx)
+        return [
+            replace(
+                pred,
+                values=reduced.lift(pred.values) or {},
+                witness=reduced.lift(pred.witness),
+                only=reduced.lift_only(pred.only),
+            )
+            for pred in hyp.predict(plain_ctx)
+        ]
+
+    return predict
 
 
 # A documented numeric defect reproduces a row in size when its simulation errs at least this
@@ -251,12 +293,12 @@ def reproduced_in_size(
     found: dict[str, Diagnosis] = {}
     if not wanted:
         return found
-    ctx = Context(problem, expected, out.values)
+    predict = _predictor(problem, expected, out.values)
     with np.errstate(all="ignore"):
         for hyp in HYPOTHESES:
             if hyp.id not in hypotheses or hyp.family != NUMERIC:
                 continue
-            for pred in hyp.predict(ctx):
+            for pred in predict(hyp):
                 for check, err in wanted.items():
                     value = pred.values.get(check)
                     if check in found or value is None or not _blows_up_alike(out.values[check], value):

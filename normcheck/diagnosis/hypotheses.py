@@ -23,6 +23,8 @@ from normcheck.diagnosis.precision import MEAN, ORDERS, RSTD, VAR, Policy, simul
 from normcheck.dtypes import EPS, HALF, compute_dtype, quantize
 from normcheck.frameworks import CONVENTIONS
 from normcheck.ops import OPS, Normalization
+from normcheck.ops.batch_norm import CUMULATIVE
+from normcheck.ops.rms_norm import GEMMA
 from normcheck.problem import Problem
 from normcheck.reference import reference
 
@@ -74,6 +76,8 @@ class Prediction:
 
 
 FORMULA, NUMERIC = "formula", "numeric"
+# mistakes only code running over several processes can make: tried on --world-size runs only
+DISTRIBUTED_ONLY = ("per_rank_statistics",)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,9 @@ class Hypothesis:
     title: str
     predict: Callable[[Context], list[Prediction]] = field(repr=False)
     family: str = FORMULA
+    # True: predicts on the case as it is (a mistake of an op variant or a fused op); False: on
+    # the plain op the case reduces to (normcheck.diagnosis.variants), its predictions carried back
+    on_case: bool = False
 
 
 def _one(title: str, values: dict[str, np.ndarray] | None) -> list[Prediction]:
@@ -544,6 +551,133 @@ def _center(on: bool) -> Callable[[Context], list[Prediction]]:
     return predict
 
 
+def _per_rank(ctx: Context) -> list[Prediction]:
+    """Distributed batch norm whose ranks each normalize (and track running statistics) with
+    their own slice of the global batch, dealt as ``--world-size`` deals it, never all-reduced:
+    forward and input gradients of each slice, weight and bias gradients summed, rank 0's
+    running statistics. One prediction per world size the batch can be split over."""
+    from normcheck.verify.distributed import split_batch
+
+    p = ctx.problem
+    if p.op != "bn" or len(p.shape) < 2 or not p.x.size:
+        return []
+    preds = []
+    for world in range(2, min(p.shape[0], 8) + 1):
+        starts = np.cumsum([0, *split_batch(p.shape[0], world)])
+        parts = []
+        for rank in range(world):
+            cut = slice(int(starts[rank]), int(starts[rank + 1]))
+            shape = (cut.stop - cut.start, *p.shape[1:])
+            if OPS[p.op].validate(shape, replace(p.params, mode="train")):
+                break  # a slice of one value per channel: no rank could train on it
+            sub = replace(p, shape=shape, x=p.x[cut], dy=p.dy[cut], steps=tuple(s[cut] for s in p.steps))
+            with np.errstate(all="ignore"):
+                parts.append(reference(sub))
+        else:
+            values = {k: np.concatenate([r[k] for r in parts]) for k in ("forward", "grad_input")}
+            values.update(
+                {k: np.sum([r[k] for r in parts], axis=0) for k in ("grad_weight", "grad_bias") if k in parts[0]}
+            )
+            values.update({k: parts[0][k] for k in RUNNING if k in parts[0]})
+            title = f"per-rank statistics: each of {world} ranks normalizes with its own slice's statistics"
+            fix = "all-gather every rank's count, mean and sum of squared deviations and combine them"
+            preds.append(Prediction(title, values, fix=fix))
+    return preds
+
+
+# -- op variants and fused ops (they predict on the case itself: Hypothesis.on_case) ----------
+
+
+def _gemma(ctx: Context) -> bool:
+    return ctx.problem.params.variant == GEMMA and ctx.problem.weight is not None
+
+
+def _with_scale(p: Problem, scale_: np.ndarray) -> Problem:
+    """The Gemma case with ``scale_`` in place of 1 + weight (the weight given as scale_ - 1)."""
+    return replace(p, weight=np.asarray(scale_, dtype=np.float64) - 1.0)
+
+
+def _gemma_offset_missing(ctx: Context) -> list[Prediction]:
+    if not _gemma(ctx):
+        return []
+    p = ctx.problem
+    title = "Gemma's offset missing: x̂ * weight instead of x̂ * (1 + weight)"
+    fix = "multiply by (1 + weight): Gemma stores the RMS norm scale as an offset from 1"
+    return [replace(_rerun(title, replace(p, params=replace(p.params, variant=None))), fix=fix)]
+
+
+def _gemma_offset_doubled(ctx: Context) -> list[Prediction]:
+    if not _gemma(ctx) or ctx.problem.weight is None:
+        return []
+    p = ctx.problem
+    w = np.asarray(p.weight, dtype=np.float64)
+    fix = "add the offset once: x̂ * (1 + weight), with the weight as stored (initialized to zeros)"
+    twice = _rerun("Gemma's offset added twice: x̂ * (2 + weight)", _with_scale(p, 2.0 + w))
+    squared = _rerun("Gemma's scale applied twice: x̂ * (1 + weight)²", _with_scale(p, (1.0 + w) ** 2))
+    if "grad_weight" in squared.values:  # d/dw (1 + w)² = 2 (1 + w)
+        squared.values["grad_weight"] = squared.values["grad_weight"] * 2.0 * (1.0 + w)
+    return [replace(twice, fix=fix), replace(squared, fix=fix)]
+
+
+TORCH_DEFAULT_MOMENTUM = 0.1  # what ``momentum or 0.1`` turns None into
+
+
+def _cumulative_ignored(ctx: Context) -> list[Prediction]:
+    """momentum=None replaced by a fixed momentum: the case's (given beside None) or PyTorch's
+    default 0.1 (``momentum or 0.1``)."""
+    p = ctx.problem
+    if p.params.variant != CUMULATIVE or not p.params.running_stats:
+        return []
+    fix = "with momentum=None weigh the k-th training batch 1/k (num_batches_tracked), as torch.nn.BatchNorm does"
+    plain = replace(p.params, variant=None)
+    preds = []
+    for momentum in dict.fromkeys((p.momentum, TORCH_DEFAULT_MOMENTUM)):
+        title = (
+            f"momentum=None ignored: the running statistics use a fixed momentum {momentum:g}, "
+            "not the cumulative average"
+        )
+        preds.append(replace(_rerun(title, replace(p, params=plain, momentum=momentum)), fix=fix))
+    return preds
+
+
+def _residual_not_updated(ctx: Context) -> list[Prediction]:
+    p = ctx.problem
+    if p.residual is None or p.dresidual is None or "residual_out" not in ctx.expected:
+        return []
+    dres = np.asarray(p.dresidual, dtype=np.float64)
+    values = {
+        "residual_out": np.asarray(p.residual, dtype=np.float64),
+        # the old residual is returned: its upstream gradient reaches the residual alone
+        "grad_input": ctx.expected["grad_input"] - dres,
+        "grad_residual": ctx.expected["grad_residual"],
+    }
+    title = "the residual output is the old residual, not x + residual"
+    fix = "return (and store) h = x + residual as the new residual"
+    return [Prediction(title, values, fix=fix)]
+
+
+def _residual_sum_unrounded(ctx: Context) -> list[Prediction]:
+    p = ctx.problem
+    if p.residual is None or p.dtype == "float64" or "residual_out" not in ctx.expected:
+        return []
+    values = reference(p, round_sum=False)
+    witness = reference(p, compute_dtype(p.dtype), round_sum=False)
+    keep = [k for k in values if k != "residual_out"]
+    title = (
+        f"x + residual normalized before it is rounded to {p.dtype} "
+        "(the residual output is rounded, the norm's input is not)"
+    )
+    fix = f"round h = x + residual to {p.dtype} first and normalize that h, the value the residual stream carries"
+    return [
+        Prediction(
+            title,
+            {k: values[k] for k in keep},
+            witness={k: quantize(witness[k], p.dtype) for k in keep},
+            fix=fix,
+        )
+    ]
+
+
 HYPOTHESES: tuple[Hypothesis, ...] = (
     Hypothesis("unbiased_variance", "variance divides by N-1", _unbiased),
     Hypothesis("eps_outside_sqrt", "eps outside the square root", _eps_outside),
@@ -575,4 +709,12 @@ HYPOTHESES: tuple[Hypothesis, ...] = (
     Hypothesis("double_conversion", "input gradient summed from two rounded parts", _double_conversion, NUMERIC),
     Hypothesis("momentum_single_precision", "momentum rounded to float32", _momentum_single, NUMERIC),
     Hypothesis("gradient_layout_ignored", "channels-last gradient read as contiguous", _gradient_layout),
+    Hypothesis("per_rank_statistics", "per-rank statistics (distributed batch norm without sync)", _per_rank),
+    Hypothesis("gemma_offset_missing", "Gemma's offset missing", _gemma_offset_missing, on_case=True),
+    Hypothesis("gemma_offset_doubled", "Gemma's offset doubled", _gemma_offset_doubled, on_case=True),
+    Hypothesis("cumulative_momentum_ignored", "momentum=None ignored", _cumulative_ignored, on_case=True),
+    Hypothesis("residual_not_updated", "residual output not updated", _residual_not_updated, on_case=True),
+    Hypothesis(
+        "residual_sum_unrounded", "x + residual normalized unrounded", _residual_sum_unrounded, NUMERIC, on_case=True
+    ),
 )

@@ -85,8 +85,10 @@ def in_view(
     x, dy, w, b = problem.x, problem.dy, problem.weight, problem.bias
     if order is not None:
         x, dy = x[:, order], dy[:, order]
-        w = None if w is None else w[order]
-        b = None if b is None else b[order]
+        # per-channel parameters follow their channels; per-group ones (ONNX GroupNormalization-18,
+        # one a group) stay: the k-th group, whichever channels it holds, takes the k-th value
+        w = w if w is None or w.size != len(order) else w[order]
+        b = b if b is None or b.size != len(order) else b[order]
     X: np.ndarray = np.asarray(x, dtype=dtype).reshape(view)
     G: np.ndarray = np.asarray(dy, dtype=dtype).reshape(view)
     W: np.ndarray | None = None if w is None else np.asarray(w, dtype=dtype).reshape(pview)
@@ -161,7 +163,7 @@ def _original_order(out: dict[str, np.ndarray], order: np.ndarray) -> dict[str, 
     for check in ("forward", "grad_input"):
         out[check] = out[check][:, back]
     for check in ("grad_weight", "grad_bias"):
-        if check in out:
+        if check in out and out[check].size == len(order):  # per-group ones keep their order
             out[check] = out[check][back]
     return out
 

@@ -214,6 +214,11 @@ class InlineWorker:
 
     def kill(self) -> None:
         self.queue.clear()
+        # a real worker's processes die with it; here, the rank processes of distributed batch
+        # norm (--world-size) that this process started must be stopped (loaded only if it ran)
+        distributed = sys.modules.get("normcheck.frameworks.torch.distributed")
+        if distributed is not None:
+            distributed.close_groups()
 
 
 def make_worker(

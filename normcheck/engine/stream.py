@@ -101,6 +101,7 @@ def run_bench(
     worker: Worker | InlineWorker | None = None
     interrupted = False
     ctrl_c = SecondCtrlC()
+    ctrl_c.arm()
     try:
         while not run.planned or run.start < len(run.cases):
             worker = make_worker(verbose=verbose)

@@ -30,6 +30,7 @@ HANDLERS = {  # message kind -> (module, function), imported when first asked fo
     "verify.run": ("normcheck.engine.tasks", "run_units"),
     "bench.run": ("normcheck.engine.bench_tasks", "run_bench"),
     "model.inventory": ("normcheck.model.task", "inventory"),
+    "model.check": ("normcheck.model.check_task", "check"),
 }
 
 

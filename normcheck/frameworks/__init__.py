@@ -123,6 +123,13 @@ REGISTRY: dict[str, FrameworkInfo] = {
                     base="keras.layers.Layer",
                     base_from="keras",
                 ),
+                Form(
+                    "tf_function",
+                    "tensorflow",
+                    "tensorflow",
+                    "a TensorFlow function (eager or tf.function) called by its parameters' names, channels-last",
+                    FUNCTION,
+                ),
             ),
             distributions=("tensorflow", "tensorflow-cpu", "keras"),
         ),

@@ -28,7 +28,7 @@ import numpy as np
 from normcheck.bench.target import Target
 from normcheck.conventions import Convention, Settings, settings
 from normcheck.names import CONTIGUOUS, Layout
-from normcheck.ops import OpParams
+from normcheck.ops import FUSED_BASE, OpParams
 from normcheck.problem import Problem
 from normcheck.repro.call import ReproCall, Snippet
 from normcheck.verify.records import Case
@@ -61,6 +61,11 @@ class Implementation(ABC):
         """Layouts the case runs in: "contiguous" is the canonical channels-first layout,
         "channels_last" has the channels on the last axis."""
         return (CONTIGUOUS,)
+
+    # What it computes beyond the five plain ops: the op variants (OpParams.variant: "gemma",
+    # "nobias") and "fused_add" (add_rms, add_ln). A case that needs one it lacks is a skip row
+    # (run.execute), never run with a formula it does not have.
+    extensions: frozenset[str] = frozenset()
 
     def unsupported(self, problem: Problem, layout: str) -> str | None:
         """Why this implementation cannot express the case at all (shown as a skip), or None."""
@@ -126,7 +131,7 @@ class FrameworkFacts:
     omit_defaults: bool = False  # user code: called with its optional arguments left out
 
     def convention(self, op: str) -> Convention:
-        return self.conventions[op]
+        return self.conventions[op] if op in self.conventions else self.conventions[FUSED_BASE[op]]
 
     def known_issue(self, case: Case, check: str) -> KnownIssue | None:
         return next((k for k in self.known_issues if k.matches(case, check)), None)
@@ -150,7 +155,7 @@ class Framework(ABC):
     known_issues: tuple[KnownIssue, ...] = ()
 
     def convention(self, op: str) -> Convention:
-        return self.conventions[op]
+        return self.conventions[op] if op in self.conventions else self.conventions[FUSED_BASE[op]]
 
     def settings(self, op: str, dtype: str, eps: float | None = None, momentum: float | None = None) -> Settings:
         """The eps, momentum and running-variance rule a case of ``op`` runs with here."""
@@ -168,6 +173,13 @@ class Framework(ABC):
     @abstractmethod
     def implementations(self, op: str) -> list[Implementation]:
         """The implementations of ``op``; empty when the framework has none."""
+
+    def distributed_implementations(
+        self, op: str, world_sizes: tuple[int, ...], device: str, timeout: float | None
+    ) -> list[Implementation]:
+        """The implementations of ``op`` run over ``world_sizes`` rank processes each
+        (``--world-size``); empty when the framework has none."""
+        return []
 
     def case_params(self, op: str, params: OpParams) -> OpParams:
         """The params this framework checks a planned case with (the case itself by default)."""

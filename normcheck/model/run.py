@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from normcheck.engine.process import WorkerDied, WorkerTimeout, make_worker
 from normcheck.errors import UsageError
+from normcheck.model.check_task import KIND as CHECK_KIND
+from normcheck.model.check_task import CheckTask
 from normcheck.model.records import Inventory
 from normcheck.model.source import ModelSource
 from normcheck.model.task import KIND, InventoryTask
@@ -51,3 +53,77 @@ def take_inventory(source: ModelSource, timeout: float | None = None, verbose: b
         ) from None
     finally:
         worker.stop(grace=0.5)
+
+
+CHECK_TIMEOUT = 300.0  # seconds for loading and the capture pass, and again for each layer's checks
+
+
+def check_model(task: CheckTask, timeout: float | None = None, verbose: bool = False) -> tuple[Inventory, list]:
+    """(the inventory, every layer's CheckResult records), from one worker that loads the model,
+    runs it once on the input and checks each layer. The clock restarts with each message: the
+    load and capture pass, then each layer, may take ``timeout`` seconds. A model that cannot be
+    loaded or run on the input is a UsageError; a worker that dies or overruns while checking a
+    layer leaves an error row naming the layer, and the layers after it are not checked."""
+    from normcheck.verify.records import CheckResult
+
+    limit = CHECK_TIMEOUT if timeout is None else timeout
+    if limit <= 0:
+        raise UsageError(f"--timeout must be positive, not {limit:g}")
+    label = task.source.label
+    worker = make_worker(verbose=verbose)
+    inventory: Inventory | None = None
+    rows: list[CheckResult] = []
+    done = 0  # layers reported
+    try:
+        worker.send((CHECK_KIND, task))
+        while True:
+            kind, payload = worker.receive(limit)
+            if kind == "inventory" and isinstance(payload, Inventory):
+                inventory = payload
+            elif kind == "layer" and isinstance(payload, list):
+                rows.extend(r for r in payload if isinstance(r, CheckResult))
+                done += 1
+            elif kind == "done":
+                if inventory is None:
+                    raise UsageError(f"{label}: the worker finished without an inventory")
+                return inventory, rows
+            elif kind == "usage":
+                raise UsageError(f"{label}: {payload}")
+            elif kind == "fail":
+                raise UsageError(f"{label}: could not check the model: {payload}")
+            else:
+                raise UsageError(f"{label}: the worker answered {kind!r}")
+    except WorkerDied as e:
+        if inventory is None:
+            raise UsageError(f"{label}: the process loading the model died: {e.how}") from None
+        return inventory, rows + _stopped(inventory, done, f"the process checking it died: {e.how}")
+    except WorkerTimeout:
+        if inventory is None:
+            raise UsageError(
+                f"{label}: loading the model took longer than {limit:g} s (--timeout); it was stopped"
+            ) from None
+        if done == 0 and not rows:
+            raise UsageError(
+                f"{label}: running the model on the input took longer than {limit:g} s (--timeout); it was stopped"
+            ) from None
+        return inventory, rows + _stopped(inventory, done, f"its checks took longer than {limit:g} s (--timeout)")
+    finally:
+        worker.stop(grace=0.5)
+
+
+def _stopped(inventory: Inventory, done: int, why: str) -> list:
+    """An error row for the layer being checked when the worker stopped, a skip row for each after."""
+    from normcheck.model.checks import layer_row
+
+    out = []
+    for i, layer in enumerate(inventory.layers[done:]):
+        label = f"{layer.path} ({layer.kind})"
+        if i == 0:
+            out.append(layer_row(label, layer.framework, "error", why, layer.op, layer.dtype))
+        else:
+            out.append(
+                layer_row(
+                    label, layer.framework, "skip", "not checked: the worker stopped before it", layer.op, layer.dtype
+                )
+            )
+    return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -19,6 +19,9 @@ class OpParams:
     running_stats: whether running statistics are tracked (always for batch norm).
     group_affine: group norm's weight and bias hold one value per group, shape (G,), as in ONNX
     GroupNormalization-18, instead of one per channel.
+    variant: one of the op's ``Op.variants()``, the formula it changes: RMS norm's "gemma"
+    (y = xhat * (1 + weight), Gemma's offset), layer norm's "nobias" (no bias,
+    ``torch.nn.LayerNorm(bias=False)``); None for the op itself.
     """
 
     groups: int | None = None
@@ -28,6 +31,8 @@ class OpParams:
     running_stats: bool = False
     # out of repr: a case's seed hashes the repr, and the cases without it keep their inputs
     group_affine: bool = field(default=False, repr=False)
+    # out of repr too: a variant's case has the seed, and so the inputs, of the case without it
+    variant: str | None = field(default=None, repr=False)
 
     @property
     def input_stats(self) -> bool:
@@ -46,6 +51,8 @@ class OpParams:
             parts.append("no-affine")
         elif self.group_affine:
             parts.append("per-group affine")
+        if self.variant is not None:
+            parts.append(self.variant)
         return " ".join(parts) or "-"
 
 
@@ -75,6 +82,29 @@ class Op:
         """Variants checked on a shape the user asked for."""
         raise NotImplementedError
 
+    def has_bias(self, params: OpParams) -> bool:
+        """Whether a case of ``params`` has a bias beside its weight."""
+        return params.affine
+
+    def variants(self) -> tuple[str, ...]:
+        """The names ``OpParams.variant`` may take for this op (``--variant``)."""
+        return ()
+
+    def variant_cases(self, variant: str) -> list[tuple[tuple[int, ...], OpParams]]:
+        """The default cases of ``variant``: the op's grid with the variant set, where it applies."""
+        return [
+            (shape, replace(params, variant=variant))
+            for shape, params in self.default_cases()
+            if self.variant_problem(replace(params, variant=variant)) is None
+        ]
+
+    def variant_problem(self, params: OpParams) -> str | None:
+        """Why ``params.variant`` is not a variant of this op (or cannot take the other params)."""
+        if params.variant is None or params.variant in self.variants():
+            return None
+        known = ", ".join(self.variants()) or "none"
+        return f"{self.title} has no variant {params.variant!r} (its variants: {known})"
+
     # -- shared behaviour ----------------------------------------------------
     def validate(self, shape: tuple[int, ...], params: OpParams) -> str | None:
         """Why ``shape``/``params`` is not a valid case, or None."""
@@ -83,7 +113,7 @@ class Op:
             return f"{self.title} needs a {self.min_ndim}{hi}-D input, got shape {fmt_shape(shape)}"
         if params.group_affine and params.groups is None:
             return f"{self.title}: per-group affine parameters need a group count"
-        return None
+        return self.variant_problem(params)
 
     def update_running(
         self,

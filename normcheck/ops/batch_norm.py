@@ -17,8 +17,20 @@ from normcheck.ops._op import (
     spatial_axes,
 )
 
+# momentum=None: PyTorch's cumulative moving average, running = mean of the batches seen so far
+# (the k-th training batch has weight 1/k, num_batches_tracked counting from 0)
+CUMULATIVE = "cumulative"
+
+
+def cumulative_momentum(step: int) -> float:
+    """The weight of the ``step``-th training batch (0-based) under momentum=None: 1/(step + 1)."""
+    return 1.0 / (step + 1)
+
 
 class BatchNorm(Op):
+    def variants(self) -> tuple[str, ...]:
+        return (CUMULATIVE,)
+
     def normalization(self, shape: tuple[int, ...], params: OpParams) -> Normalization:
         return Normalization(
             view=tuple(shape),

@@ -9,9 +9,20 @@ import numpy as np
 from normcheck.ops._generic import Grads, Normalization
 from normcheck.ops._op import Op, OpParams, check_shape, fmt_shape, required, trailing_axes
 
+NOBIAS = "nobias"  # no bias: torch.nn.LayerNorm(bias=False), F.layer_norm(bias=None)
+
 
 class LayerNorm(Op):
     center = True
+
+    def variants(self) -> tuple[str, ...]:
+        return (NOBIAS,)
+
+    def variant_problem(self, params: OpParams) -> str | None:
+        problem = super().variant_problem(params)
+        if problem is None and params.variant == NOBIAS and not params.affine:
+            problem = f"{self.title}: the nobias variant needs a weight (without one, affine is off altogether)"
+        return problem
 
     def normalization(self, shape: tuple[int, ...], params: OpParams) -> Normalization:
         k = required(params.normalized_ndim, "normalized_ndim")
@@ -49,6 +60,10 @@ class LayerNorm(Op):
     ) -> list[OpParams]:
         ks = normalized_ndim or sorted({1, max(1, len(shape) - 1)})
         return [OpParams(normalized_ndim=k) for k in ks]
+
+    def has_bias(self, params: OpParams) -> bool:
+        """Whether a case of ``params`` has a bias (RMS norm never does)."""
+        return params.affine and self.center and params.variant != NOBIAS
 
 
 OP = LayerNorm(name="ln", title="layer norm", min_ndim=1)

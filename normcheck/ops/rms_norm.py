@@ -30,8 +30,20 @@ def default_eps(dtype: str) -> float:
     return float(np.finfo(COMPUTE_TYPES[dtype]).eps)
 
 
+GEMMA = "gemma"  # y = xhat * (1 + weight): Gemma's RMSNorm, whose weight is stored as an offset from 1
+
+
 class RMSNorm(LayerNorm):
     center = False
+
+    def variants(self) -> tuple[str, ...]:
+        return (GEMMA,)
+
+    def variant_problem(self, params: OpParams) -> str | None:
+        problem = super().variant_problem(params)
+        if problem is None and params.variant == GEMMA and not params.affine:
+            problem = f"{self.title}: the gemma variant needs a weight (without one it is plain RMS norm)"
+        return problem
 
     def default_cases(self) -> list[tuple[tuple[int, ...], OpParams]]:
         grid = [
@@ -89,3 +101,35 @@ def _checked(
     k = normalized_ndim(np.shape(x), normalized_shape, weight=weight)
     eps = default_eps(dtype or np.asarray(x).dtype.name) if eps is None else eps
     return OP.normalization(np.shape(x), OpParams(normalized_ndim=k)), eps
+
+
+def gemma_rms_norm(
+    x: np.ndarray,
+    normalized_shape: Sequence[int] | int,
+    weight: np.ndarray,
+    eps: float | None = None,
+    dtype: str | None = None,
+) -> np.ndarray:
+    """Gemma's RMS norm forward in float64: y = x / sqrt(mean(x^2) + eps) * (1 + weight).
+
+    The offset is added in float64 (a correct kernel adds it in float32, never in a half dtype).
+    Otherwise as ``rms_norm``.
+    """
+    return rms_norm(x, normalized_shape, offset_weight(weight), eps, dtype)
+
+
+def gemma_rms_norm_backward(
+    dy: np.ndarray,
+    x: np.ndarray,
+    normalized_shape: Sequence[int] | int,
+    weight: np.ndarray,
+    eps: float | None = None,
+    dtype: str | None = None,
+) -> Grads:
+    """Gradients of ``gemma_rms_norm``: those of RMS norm with weight 1 + weight (d(1 + w)/dw = 1)."""
+    return rms_norm_backward(dy, x, normalized_shape, offset_weight(weight), eps, dtype)
+
+
+def offset_weight(weight: np.ndarray) -> np.ndarray:
+    """The scale Gemma's RMS norm multiplies by, 1 + weight, in float64."""
+    return 1.0 + np.asarray(weight, dtype=np.float64)

@@ -167,19 +167,19 @@ def matrix(request: Request) -> tuple[tuple[str, ...], tuple[str, ...], tuple[st
     """(ops, dtypes, input kinds) of a check, from the config alone: nothing is loaded. Without
     ``dtypes`` in the config these are normcheck's defaults; an implementation checked in fewer
     (NumPy's in float64 and float32) skips the others' items. UsageError as verify would give."""
-    from normcheck.names import OP_NAMES
+    from normcheck.names import ALL_OP_NAMES, OP_NAMES
     from normcheck.parsing import choose
     from normcheck.verify.plan import invalid_cases
     from normcheck.verify.request import items, options, validate
 
     validate(request)
     if request.impl is None:
-        ops = choose(items(request.ops), OP_NAMES, "op", OP_NAMES)
+        ops = choose(items(request.ops), ALL_OP_NAMES, "op", OP_NAMES)
     else:
         from normcheck.user import guess_op
         from normcheck.user.resolve import impl_label
 
-        ops = choose(items(request.ops), OP_NAMES, "op", ())
+        ops = choose(items(request.ops), ALL_OP_NAMES, "op", ())
         if not ops:
             name = impl_label(request.impl)[1]
             guessed = guess_op(name)

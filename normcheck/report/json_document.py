@@ -11,7 +11,7 @@ from typing import Any
 
 from normcheck import __version__
 
-SCHEMAS = {"verify": 1, "bench": 1, "conventions": 1, "model-inventory": 1}
+SCHEMAS = {"verify": 1, "bench": 1, "conventions": 1, "model-inventory": 1, "model-port": 1}
 
 
 def header(kind: str) -> dict[str, Any]:

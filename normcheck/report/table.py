@@ -32,7 +32,15 @@ DETAIL_COLUMNS = (
     ("message", "message"),
     ("diagnosis", "diagnosis"),
 )
-OP_TITLES = {"bn": "batch norm", "ln": "layer norm", "in": "instance norm", "gn": "group norm", "rms": "RMS norm"}
+OP_TITLES = {
+    "bn": "batch norm",
+    "ln": "layer norm",
+    "in": "instance norm",
+    "gn": "group norm",
+    "rms": "RMS norm",
+    "add_rms": "fused add + RMS norm",
+    "add_ln": "fused add + layer norm",
+}
 
 
 def render_table(records: list[dict[str, Any]], show_all: bool = False, notes: Iterable[str] = ()) -> Group:

@@ -12,6 +12,7 @@ import numpy as np
 
 from normcheck import frameworks as registry
 from normcheck.engine.tasks import Plan
+from normcheck.ops import FUSED_BASE
 from normcheck.repro.call import ARRAY_NAMES, ReproCall, Snippet, UserCode
 from normcheck.repro.index import INDEX, Reproducer, index_text
 from normcheck.repro.inputs import repro_arrays
@@ -98,6 +99,8 @@ def _code(failure: Failure, directory: Path, project: Path) -> tuple[Snippet, Lo
     if row.comparison is None or row.tolerance is None:
         return "the row has no error to reproduce"
     framework, call = repro_call(failure)
+    if call.op in FUSED_BASE or call.params.variant is not None:
+        return "reproducers do not cover the op variants and fused ops yet"
     if registry.REGISTRY[framework].repro is None:
         return f"{framework} has no reproducers"
     snippet = registry.repro_module(framework).snippet(call)

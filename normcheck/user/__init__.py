@@ -16,12 +16,27 @@ from normcheck.frameworks import CLASS, FORMS, FUNCTION, STYLE, Form
 from normcheck.frameworks.base import Framework, FrameworkFacts, Implementation
 from normcheck.names import OpName
 from normcheck.ops import OpParams
+from normcheck.user.binding import (
+    DEFAULT_LAYOUTS,
+    FLAT,
+    BindingError,
+    BoundFunction,
+    FunctionalAdapter,
+    bind,
+    creates_variables,
+    creates_variables_message,
+    declared_settings,
+    restrict,
+    takes_functional_arguments,
+    takes_functional_signature,
+)
 from normcheck.user.spec import LoadError, SpecError, load_object, parse_spec
 
 __all__ = [
     "EXPLICIT_EPS",
     "EXPLICIT_MOMENTUM",
     "FORMS",
+    "BindingError",
     "Form",
     "FormError",
     "LoadError",
@@ -61,7 +76,7 @@ def _bases(cls: type) -> list[tuple[str, str]]:
 
 def detect_form(obj: object, framework: str | None, style: str | None, name: str) -> str:
     """The form of ``obj``. A class's framework is inferred from its bases; a function needs
-    ``framework`` (torch or jax) or ``style``. Raises FormError (an error row) for an object of
+    ``framework`` (torch, jax or tensorflow) or ``style``. Raises FormError (an error row) for an object of
     no supported form, SpecError (a usage error) for flags that contradict it."""
     if style is not None:
         if style not in STYLES:
@@ -126,8 +141,20 @@ class UserFramework(Framework):
     name = USER
     known_issues = ()
 
-    def __init__(self, form: Form, obj: object, impl_name: str, omit_defaults: bool, backward: object | None = None):
+    def __init__(
+        self,
+        form: Form,
+        obj: object,
+        impl_name: str,
+        omit_defaults: bool,
+        backward: object | None = None,
+        layout: str | None = None,
+        param_shape: str = FLAT,
+    ):
         self.form, self.obj, self.backward = form, obj, backward
+        self.label = getattr(obj, "__name__", None) or impl_name
+        self.layout, self.param_shape = layout, param_shape
+        self._bound: dict[str, BoundFunction | None] = {}
         self.conventions = registry.CONVENTIONS[form.conventions_of]
         if form.dtypes is not None:
             self.dtypes = form.dtypes
@@ -138,12 +165,51 @@ class UserFramework(Framework):
     def implementations(self, op: str) -> list[Implementation]:
         if op not in self._built:
             builder = registry.forms_module(self.form.framework).build
-            impl = builder(self.form.id, op, self.obj, self.impl_name, self.omit_defaults, self.backward)
+            bound, obj = self.bound(op), self.obj
+            if bound is not None and self.form.id != "tf_function":
+                obj = FunctionalAdapter(bound, self.convention(op))  # called as F's op by the form
+            elif bound is not None:
+                obj = bound
+            impl = builder(self.form.id, op, obj, self.impl_name, self.omit_defaults, self.backward)
+            if impl is not None and bound is not None and self.form.id != "tf_function":
+                impl = restrict(impl, bound)
             self._built[op] = [] if impl is None else [impl]
         return self._built[op]
 
+    def bound(self, op: str) -> BoundFunction | None:
+        """The function bound by its parameters' names for ``op`` (normcheck.user.binding), or None
+        where it is called as its framework's functional op (or is no function). BindingError
+        where it can be neither."""
+        if op not in self._bound:
+            self._bound[op] = self._bind(op)
+        return self._bound[op]
+
+    def _bind(self, op: str) -> BoundFunction | None:
+        if self.form.kind != FUNCTION:
+            return None
+        layout = self.layout or DEFAULT_LAYOUTS[self.form.id]
+        if self.form.id == "tf_function":
+            made = creates_variables(self.obj)
+            if made is not None:
+                raise BindingError(creates_variables_message(self.label, f"it calls {made}"))
+        as_given = layout == DEFAULT_LAYOUTS[self.form.id] and self.param_shape == FLAT
+        if self.form.id != "tf_function" and as_given and takes_functional_signature(self.obj, op):
+            return None  # called as the torch.nn.functional op
+        try:
+            binding = bind(self.obj, op, self.label)
+        except BindingError:
+            if self.form.id != "tf_function" and as_given and takes_functional_arguments(self.obj, op):
+                return None  # names that know their roles but not which is which: F's by position
+            raise
+        return BoundFunction(self.obj, binding, layout, self.param_shape, self.omit_defaults)
+
     def settings(self, op: str, dtype: str, eps: float | None = None, momentum: float | None = None) -> Settings:
         conv = self.convention(op)
+        bound = self.bound(op)
+        if self.omit_defaults and bound is not None:
+            # bound by name: the function's own declared defaults (if numbers) must apply
+            declared_eps, declared_momentum = declared_settings(bound, conv)
+            return replace(settings(conv, dtype, declared_eps, declared_momentum), notes=())
         if self.omit_defaults:
             return settings(conv, dtype)
         if eps is None:
@@ -153,7 +219,12 @@ class UserFramework(Framework):
         return replace(settings(conv, dtype, eps, momentum), notes=())
 
     def case_params(self, op: str, params: OpParams) -> OpParams:
-        return replace(params, affine=False) if self.omit_defaults else params
+        if not self.omit_defaults:
+            return params
+        bound = self.bound(op)
+        if bound is not None and (bound.binding.required("weight") or bound.binding.required("bias")):
+            return params  # gamma and beta cannot be left out
+        return replace(params, affine=False)
 
     def facts(self) -> FrameworkFacts:
         return replace(super().facts(), form=self.form.id, omit_defaults=self.omit_defaults)
@@ -166,6 +237,14 @@ class UserFramework(Framework):
         return registry.load(self.form.framework).device_problem(device)
 
 
-def user_frameworks(name: str, obj: object, form: str, backward: object | None = None) -> list[UserFramework]:
-    """The two call styles of one loaded implementation."""
-    return [UserFramework(FORMS[form], obj, name, omit, backward) for omit in (False, True)]
+def user_frameworks(
+    name: str,
+    obj: object,
+    form: str,
+    backward: object | None = None,
+    layout: str | None = None,
+    param_shape: str = FLAT,
+) -> list[UserFramework]:
+    """The two call styles of one loaded implementation (``layout`` and ``param_shape``: how a
+    function bound by name takes x and its parameters, see normcheck.user.binding)."""
+    return [UserFramework(FORMS[form], obj, name, omit, backward, layout, param_shape) for omit in (False, True)]

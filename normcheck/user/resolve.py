@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from normcheck.errors import UsageError
-from normcheck.names import OP_NAMES, OpName
+from normcheck.frameworks import FUNCTION
+from normcheck.names import ALL_OP_NAMES, OpName
 from normcheck.parsing import choose
 from normcheck.user import (
     FORMS,
+    BindingError,
     FormError,
     LoadError,
     SpecError,
@@ -46,7 +48,7 @@ def resolve_impl(
 
     spec_label = request.impl if isinstance(request.impl, str) else impl_label(request.impl)[1]
     _, name = impl_label(request.impl)
-    ops = choose(",".join(ops_given), OP_NAMES, "op", ())
+    ops = choose(",".join(ops_given), ALL_OP_NAMES, "op", ())
     if not ops:
         guessed = guess_op(name)
         if guessed is None:
@@ -70,8 +72,14 @@ def resolve_impl(
         raise UsageError(
             f"{name} is {FORMS[form].title}, but {needed} is not installed; pip install 'normcheck[{extra}]'"
         )
-    fws = user_frameworks(name, obj, form, backward)
+    layout, param_shape = getattr(request, "layout", None), getattr(request, "param_shape", "flat")
+    if FORMS[form].kind != FUNCTION and (layout is not None or param_shape != "flat"):
+        raise UsageError(f"--layout and --param-shape describe a function; {name} is {FORMS[form].title}")
+    fws = user_frameworks(name, obj, form, backward, layout, param_shape)
     for op in ops:
-        if not fws[0].implementations(op):
-            raise UsageError(f"{FORMS[form].title} has no {op}; --op takes one of the ops it has")
+        try:
+            if not fws[0].implementations(op):
+                raise UsageError(f"{FORMS[form].title} has no {op}; --op takes one of the ops it has")
+        except BindingError as e:
+            raise UsageError(str(e)) from None
     return ops, fws, []

@@ -58,6 +58,10 @@ KEYS: dict[str, tuple[str, str]] = {
     "against": ("against", STR),
     "timeout": ("timeout", NUM),
     "profile": ("profile", STR),
+    "variant": ("variant", STR),
+    "layout": ("layout", STR),
+    "param_shape": ("param_shape", STR),
+    "world_size": ("world_size", INT_LIST),
 }
 assert {f for f, _ in KEYS.values()} <= {f.name for f in fields(Request)}
 # a top-level key that is no check's field: ``pytest = true`` turns on normcheck's pytest plugin
@@ -73,6 +77,7 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     **{key: NUMBER_RANGES[field] for key, (field, kind) in KEYS.items() if kind == NUM},
     "groups": ("positive", lambda v: all(n > 0 for n in _as_list(v))),
     "normalized_ndim": ("positive", lambda v: all(n > 0 for n in _as_list(v))),
+    "world_size": ("at least 2", lambda v: all(n >= 2 for n in _as_list(v))),
 }
 
 

@@ -12,7 +12,8 @@ import numpy as np
 
 from normcheck.dtypes import EPS, quantize
 from normcheck.names import KIND_NAMES, DtypeName, InputKind, OpName
-from normcheck.ops import OPS, Op, OpParams
+from normcheck.ops import FUSED_BASE, OPS, Op, OpParams
+from normcheck.ops.rms_norm import GEMMA
 from normcheck.problem import Problem, case_seed
 
 KINDS = KIND_NAMES
@@ -41,9 +42,12 @@ def make_problem(
     pshape = spec.param_shape(shape, params)
     weight = bias = None
     if params.affine:
-        weight = quantize(1.0 + 0.5 * rng.standard_normal(pshape), dtype)
-        if spec.name != "rms":
-            bias = quantize(0.5 * rng.standard_normal(pshape), dtype)
+        # Gemma's weight is an offset from 1: drawn around 0, so the scale 1 + weight is as others'
+        weight = quantize((0.0 if params.variant == GEMMA else 1.0) + 0.5 * rng.standard_normal(pshape), dtype)
+        if spec.name not in ("rms", "add_rms"):
+            bias = quantize(0.5 * rng.standard_normal(pshape), dtype)  # drawn even when unused: same stream
+            if not spec.has_bias(params):
+                bias = None
     dy = quantize(rng.standard_normal(shape), dtype)
     running_mean = running_var = None
     if params.running_stats:
@@ -51,7 +55,11 @@ def make_problem(
         if n_steps == 0 and params.mode == "eval":
             seen = [_data(rng, spec, shape, params, dtype, kind, eps) for _ in range(TRAINING_STEPS)]
             running_mean, running_var = _statistics_seen(np.stack(seen), dtype)
-    arrays = [*batches, dy, weight, bias, running_mean, running_var]
+    residual = dresidual = None
+    if op in FUSED_BASE:  # drawn last, so the draws above are those of any other op
+        residual = _residual(rng, spec, shape, params, dtype, kind, eps, batches[-1])
+        dresidual = quantize(rng.standard_normal(shape), dtype)
+    arrays = [*batches, dy, weight, bias, running_mean, running_var, residual, dresidual]
     for a in arrays:
         if a is not None:
             a.setflags(write=False)  # an implementation that writes into its inputs fails loudly
@@ -71,7 +79,29 @@ def make_problem(
         running_mean=running_mean,
         running_var=running_var,
         unbiased_running_var=unbiased_running_var,
+        residual=residual,
+        dresidual=dresidual,
     )
+
+
+def _residual(
+    rng: np.random.Generator,
+    spec: Op,
+    shape: tuple[int, ...],
+    params: OpParams,
+    dtype: DtypeName,
+    kind: InputKind,
+    eps: float,
+    x: np.ndarray,
+) -> np.ndarray:
+    """The residual of a fused add + norm case: data of the same kind, so h = x + residual keeps
+    the kind's trait (a constant group stays constant, a large mean stays large, a tiny spread
+    tiny), except ``half_range``, where it is drawn so that |x + residual| stays below 65000 and
+    float16 does not overflow in the add."""
+    if kind == "half_range":
+        room = np.maximum(6.5e4 - np.abs(x), 0.0)
+        return quantize(rng.uniform(-1.0, 1.0, size=shape) * room, dtype)
+    return _data(rng, spec, shape, params, dtype, kind, eps)
 
 
 def _training_steps(spec: Op, shape: tuple[int, ...], params: OpParams) -> int:

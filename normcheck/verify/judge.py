@@ -62,7 +62,7 @@ def judge_outcome(
         return outcome.rows
     rows = judge(case, problem, out, truth.expected, truth.witness_errs, opts, outcome.missing)
     if opts.diagnose:
-        rows = with_diagnosis(rows, problem, truth.expected, out)
+        rows = with_diagnosis(rows, problem, truth.expected, out, distributed=bool(opts.world_sizes))
     rows = confirm_known(rows, problem, truth.expected, out, framework)
     if baseline is not None:
         direct = compare_frameworks(case, problem, out, baseline, truth.expected, truth.witness_errs, opts.tolerance)
@@ -81,14 +81,20 @@ def unrepresentable_statistics(problem: Problem, expected: dict[str, np.ndarray]
 
 
 def with_diagnosis(
-    rows: list[CheckResult], problem: Problem, expected: dict[str, np.ndarray], out: RunOutput
+    rows: list[CheckResult],
+    problem: Problem,
+    expected: dict[str, np.ndarray],
+    out: RunOutput,
+    distributed: bool = False,
 ) -> list[CheckResult]:
-    """Failing rows get the known mistake that reproduces them (or "unknown")."""
+    """Failing rows get the known mistake that reproduces them (or "unknown"); ``distributed``:
+    the case ran over several processes, so the mistakes only such code makes are tried too."""
     if not any(r.status == FAIL for r in rows):
         return rows
-    from normcheck.diagnosis import diagnose
+    from normcheck.diagnosis import HYPOTHESES, diagnose
 
-    found = diagnose(problem, expected, out, rows)
+    every = [h.id for h in HYPOTHESES] if distributed else None
+    found = diagnose(problem, expected, out, rows, hypotheses=every)
     return [replace(r, diagnosis=found.get(r.check)) if r.status == FAIL else r for r in rows]
 
 
@@ -190,7 +196,7 @@ def check_one(
     if got.shape != want.shape:
         message = f"returned shape {fmt_shape(got.shape) or '()'}, expected {fmt_shape(want.shape)}"
         return CheckResult(case, check, ERROR, message=message)
-    if check in ("forward", "grad_input") and got_dtype != case.dtype:
+    if check in ("forward", "grad_input", "residual_out", "grad_residual") and got_dtype != case.dtype:
         return CheckResult(case, check, ERROR, message=f"returned dtype {got_dtype} for {case.dtype} input")
     reason = out_of_range(want, case.dtype)
     if reason:

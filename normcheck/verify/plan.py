@@ -9,7 +9,7 @@ from typing import TypeVar
 from normcheck.conventions import Settings
 from normcheck.frameworks.base import Framework, Implementation
 from normcheck.names import DtypeName, InputKind, OpName
-from normcheck.ops import OPS, OpParams
+from normcheck.ops import FUSED_BASE, OPS, OpParams
 from normcheck.problem import Problem
 from normcheck.verify.inputs import KINDS, make_problem
 from normcheck.verify.quick_cases import in_quick
@@ -36,7 +36,9 @@ class Options:
     shard: tuple[int, int] | None = None  # (K, N): run slice K of N of the case matrix
     timeout: float | None = None  # seconds one case may take in a worker before it is an error
     diagnose: bool = True  # test the known-mistake hypotheses on every failing case
+    world_sizes: tuple[int, ...] = ()  # batch norm over torch.distributed, in this many ranks each
     profile: str = "default"  # "quick": only the cases of normcheck.verify.quick_cases.QUICK
+    variant: str | None = None  # an op variant (OpParams.variant), e.g. "gemma"; None: the ops themselves
 
 
 @dataclass
@@ -58,11 +60,11 @@ def op_cases(op: str, opts: Options) -> list[tuple[tuple[int, ...], OpParams]]:
     """(shape, params) pairs to check for ``op``: the user's shapes or the default grid."""
     spec = OPS[op]
     if not opts.shapes:
-        return spec.default_cases()
+        return spec.variant_cases(opts.variant) if opts.variant is not None else spec.default_cases()
     cases = []
     for shape in opts.shapes:
         for params in spec.cases_for_shape(shape, list(opts.groups), list(opts.normalized_ndim)):
-            cases.append((shape, params))
+            cases.append((shape, params if opts.variant is None else replace(params, variant=opts.variant)))
     return cases
 
 
@@ -105,10 +107,15 @@ def plan(opts: Options, frameworks: list[Framework]) -> list[Unit]:
             if reason and _ungrouped(op, reason):
                 continue
             for fw in frameworks:
+                if op in FUSED_BASE and not fw.implementations(op):
+                    continue  # a framework without the fused op (most of them) plans no case of it
                 # two variants a framework runs alike (its case_params) are one case; the quick
                 # profile may want different dtypes and kinds of each
                 fw_params = fw.case_params(op, params)
-                impls = fw.implementations(op)
+                if opts.world_sizes:
+                    impls = fw.distributed_implementations(op, opts.world_sizes, opts.device, opts.timeout)
+                else:
+                    impls = fw.implementations(op)
                 for dtype in checked_dtypes(opts, fw):
                     for kind in opts.kinds:
                         if opts.profile == "quick" and not in_quick(op, shape, params, dtype, kind):

@@ -13,8 +13,19 @@ from typing import TYPE_CHECKING, Any
 from normcheck.errors import UsageError
 from normcheck.frameworks.base import Framework
 from normcheck.memory_estimate import memory_problem
-from normcheck.names import DEFAULT_DTYPES, DEFAULT_TIMEOUT, DTYPE_NAMES, KIND_NAMES, OP_NAMES, PROFILES, OpName
+from normcheck.names import (
+    ALL_OP_NAMES,
+    DEFAULT_DTYPES,
+    DEFAULT_TIMEOUT,
+    DTYPE_NAMES,
+    KIND_NAMES,
+    OP_NAMES,
+    PROFILES,
+    OpName,
+)
+from normcheck.ops import FUSED_BASE, OPS, OpParams
 from normcheck.parsing import choose, parse_ints, parse_shape, split_list
+from normcheck.verify.distributed import parse_world_sizes
 from normcheck.verify.plan import Options, Unit, invalid_cases, plan
 from normcheck.verify.records import ERROR, FAIL, KNOWN, STATUSES, CheckResult
 
@@ -50,6 +61,10 @@ class Request:
     timeout: float | None = DEFAULT_TIMEOUT
     name: str = ""  # a config entry's name, shown in messages
     profile: str = "default"  # "quick": the fewest default cases exposing every known mistake
+    variant: str | None = None  # an op variant, e.g. "gemma" for rms (OpParams.variant)
+    world_size: str | int | Sequence[int] | None = None  # batch norm over torch.distributed: ranks per run
+    layout: str | None = None  # a function bound by name: nchw or nhwc (normcheck.user.binding)
+    param_shape: str = "flat"  # a function bound by name: its gamma/beta (C,) or broadcastable
 
 
 @dataclass
@@ -147,7 +162,7 @@ def validate(request: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
     _check_cases(r)
     names, baseline = _check_frameworks(r)
     if r.impl is None:
-        _refuse_invalid_cases(options(r, choose(items(r.ops), OP_NAMES, "op", OP_NAMES)))
+        _refuse_invalid_cases(options(r, choose(items(r.ops), ALL_OP_NAMES, "op", OP_NAMES)))
     return names, baseline
 
 
@@ -207,7 +222,7 @@ def _check_numbers(r: Request) -> None:
 def _check_cases(r: Request) -> None:
     if r.profile not in PROFILES:
         raise UsageError(f"unknown profile {r.profile!r}; choose from {', '.join(PROFILES)}")
-    if r.profile != "default" and r.shapes:
+    if r.profile != "default" and r.shapes:  # each profile is its own set of cases
         raise UsageError(
             f"profile {r.profile} checks its own cases of the default grid; give shape or profile, not both"
         )
@@ -227,6 +242,41 @@ def _check_cases(r: Request) -> None:
         if reason:
             raise UsageError(reason)
     parse_shard(r.shard)
+    _check_binding(r)
+    _check_variant(r)
+    if r.world_size is not None:
+        parse_world_sizes(r.world_size)
+        if choose(items(r.ops), OP_NAMES, "op", ()) != ("bn",):
+            raise UsageError("--world-size runs distributed batch norm: give --op bn (and no other op)")
+
+
+def _check_binding(r: Request) -> None:
+    """--layout and --param-shape: a known value, and an --impl (a function) to apply to."""
+    from normcheck.user.binding import LAYOUTS, PARAM_SHAPES
+
+    if r.layout is not None and r.layout not in LAYOUTS:
+        raise UsageError(f"unknown layout {r.layout!r}; choose from {', '.join(LAYOUTS)}")
+    if r.param_shape not in PARAM_SHAPES:
+        raise UsageError(f"unknown param shape {r.param_shape!r}; choose from {', '.join(PARAM_SHAPES)}")
+    if (r.layout is not None or r.param_shape != "flat") and r.impl is None:
+        raise UsageError("--layout and --param-shape describe a function given with --impl; give --impl too")
+
+
+def _check_variant(r: Request) -> None:
+    """A --variant every op asked for has; the profiles cover the plain ops only."""
+    ops = choose(items(r.ops), ALL_OP_NAMES, "op", ())
+    fused = [op for op in ops if op in FUSED_BASE]
+    if r.profile != "default" and (r.variant is not None or fused):
+        what = f"variant {r.variant}" if r.variant is not None else f"op {fused[0]}"
+        raise UsageError(f"profile {r.profile} covers the five plain ops; check {what} with the default profile")
+    if r.variant is None:
+        return
+    if not ops and r.impl is None:
+        raise UsageError(f"--variant {r.variant} needs --op: the ops that have it")
+    for op in ops:
+        reason = OPS[op].variant_problem(OpParams(variant=r.variant))
+        if reason:
+            raise UsageError(reason)
 
 
 def _check_frameworks(r: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -237,6 +287,12 @@ def _check_frameworks(r: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
     baseline = choose(r.against, registry.FRAMEWORKS, "framework", ())
     if len(baseline) > 1:
         raise UsageError("--against takes one framework")
+    if r.world_size is not None and any(n != "torch" for n in fw_names):
+        raise UsageError("--world-size runs batch norm over torch.distributed: only with framework torch")
+    if r.world_size is not None and baseline:
+        raise UsageError("--against compares frameworks in one process; it cannot be combined with --world-size")
+    if r.world_size is not None and r.impl is None and not fw_names:
+        fw_names = ("torch",)
     if r.impl is not None:
         if len(fw_names) > 1:
             raise UsageError("with --impl, --framework names the one framework a function is written for")
@@ -284,6 +340,8 @@ def options(r: Request, ops: tuple[OpName, ...]) -> Options:
         shard=parse_shard(r.shard),
         timeout=r.timeout,
         profile=r.profile,
+        variant=r.variant,
+        world_sizes=parse_world_sizes(r.world_size),
     )
 
 
@@ -295,6 +353,10 @@ def prepare(request: Request) -> Prepared:
     names, baseline = validate(request)
     ops, user_fws, load_rows = _ops_and_user_code(request)
     loaded = {name: registry.load(name) for name in dict.fromkeys((*names, *baseline))}
+    if request.world_size is not None and "torch" in loaded:  # nn.SyncBatchNorm over torch.distributed
+        from normcheck.frameworks.torch.distributed import DistributedFramework
+
+        loaded["torch"] = DistributedFramework()
     fws = [loaded[n] for n in names] + user_fws
     against = loaded[baseline[0]] if baseline else None
     for fw in fws + ([against] if against is not None else []):
@@ -302,14 +364,31 @@ def prepare(request: Request) -> Prepared:
         if reason:
             raise UsageError(f"--device {request.device}: {reason}")
     opts = replace(options(request, ops), against=against)
-    return Prepared(request, opts, fws, plan(opts, fws), load_rows)
+    units = plan(opts, fws)
+    _refuse_unimplemented_fused(ops, units, fws, load_rows)
+    return Prepared(request, opts, fws, units, load_rows)
+
+
+def _refuse_unimplemented_fused(
+    ops: tuple[OpName, ...], units: list[Unit], fws: list[Framework], load_rows: list[CheckResult]
+) -> None:
+    """A fused op no framework asked for has (most have none built in) is a usage error, not an
+    empty run that passes."""
+    for op in ops:
+        if op in FUSED_BASE and not load_rows and not any(u.op == op for u in units):
+            names = ", ".join(fw.name for fw in fws) or "none"
+            raise UsageError(
+                f"no framework checked has {op} built in ({names}); onnxruntime has, or check your own with --impl"
+            )
 
 
 def _ops_and_user_code(r: Request) -> tuple[tuple[OpName, ...], list[Framework], list[CheckResult]]:
     """The ops checked, the frameworks holding the user's implementation (loaded here) and the
     rows for what of it could not be loaded."""
     if r.impl is None:
-        return choose(items(r.ops), OP_NAMES, "op", OP_NAMES), [], []
+        return choose(items(r.ops), ALL_OP_NAMES, "op", OP_NAMES), [], []
+    if r.world_size is not None:
+        return _distributed_user_code(r)
     from normcheck import frameworks as registry
     from normcheck.user.resolve import resolve_impl
 
@@ -317,6 +396,22 @@ def _ops_and_user_code(r: Request) -> tuple[tuple[OpName, ...], list[Framework],
     ops, user_fws, load_rows = resolve_impl(r, fw_names[0] if fw_names else None, split_list(items(r.ops)))
     _refuse_invalid_cases(options(r, ops))  # (validate checked the built-ins' ops)
     return ops, list[Framework](user_fws), load_rows
+
+
+def _distributed_user_code(r: Request) -> tuple[tuple[OpName, ...], list[Framework], list[CheckResult]]:
+    """``--impl`` with ``--world-size``: the user's distributed batch norm, loaded in each rank
+    (by its spec; an object by its importable name), checked here for nothing but its name."""
+    from normcheck.frameworks.torch.distributed import DistributedFramework
+    from normcheck.user.resolve import impl_label
+
+    if isinstance(r.impl, str):
+        spec, label = r.impl, impl_label(r.impl)[1]
+    else:
+        module, label = getattr(r.impl, "__module__", None), getattr(r.impl, "__qualname__", "")
+        if not module or not label or "<" in label:
+            raise UsageError("with --world-size, --impl must be FILE.py:NAME or an importable class or function")
+        spec = f"{module}:{label}"
+    return ("bn",), [DistributedFramework(spec, label)], []
 
 
 def merge_reports(reports: list[Report], strict: bool = False) -> Report:

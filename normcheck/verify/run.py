@@ -11,6 +11,8 @@ import numpy as np
 from normcheck.engine.deaths import escaped
 from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported
 from normcheck.names import Status
+from normcheck.ops import FUSED_BASE
+from normcheck.ops.fused_add import FUSED_ADD
 from normcheck.problem import Problem
 from normcheck.verify.crosscheck import Baseline
 from normcheck.verify.plan import Options
@@ -36,7 +38,7 @@ def execute(
     case: Case, impl: Implementation, problem: Problem, opts: Options
 ) -> tuple[RunOutput | None, list[CheckResult]]:
     """Run one case: its outputs, or the row that says why there are none."""
-    unsupported = impl.unsupported(problem, case.layout)
+    unsupported = missing_extension(problem, impl) or impl.unsupported(problem, case.layout)
     if unsupported:
         return None, [CheckResult(case, RUN, SKIP, message=unsupported)]
     try:
@@ -54,6 +56,18 @@ def execute(
         if isinstance(e, KeyboardInterrupt) and not worker.IN_WORKER:
             raise  # run in the caller's own process: this may be the caller's Ctrl-C
         return None, [CheckResult(case, RUN, ERROR, message=escaped(e))]
+
+
+def missing_extension(problem: Problem, impl: Implementation) -> str | None:
+    """Why ``impl`` cannot run a case of an op variant or a fused op (``Implementation.extensions``)."""
+    needed = [problem.params.variant] if problem.params.variant is not None else []
+    if problem.op in FUSED_BASE:
+        needed.append(FUSED_ADD)
+    lacking = [n for n in needed if n not in impl.extensions]
+    if not lacking:
+        return None
+    what = " and ".join("the fused residual add" if n == FUSED_ADD else f"the {n} variant" for n in lacking)
+    return f"{impl.name} has no form for {what}; check your own with --impl"
 
 
 def run_baseline(framework: Framework, problem: Problem, device: str, opts: Options) -> Baseline | str:

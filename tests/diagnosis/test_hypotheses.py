@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from normcheck.diagnosis import HYPOTHESES, diagnose
-from normcheck.diagnosis.hypotheses import Context
+from normcheck.diagnosis.hypotheses import DISTRIBUTED_ONLY, Context
 from normcheck.dtypes import quantize
 from normcheck.frameworks.base import RunOutput
 from normcheck.ops import OpParams
@@ -328,6 +328,13 @@ APPLIES = {
     "momentum_single_precision": RUNNING,  # 0.1 is not a float32
     "gradient_layout_ignored": {"gn", "gn_g1", "gn_gc", "ln2", "in", "bn_train", "bn_eval"},  # 3 dims or more
     "one_pass_variance": set(),  # correct outputs show no one-pass error
+    "per_rank_statistics": RUNNING,  # batch norm whose batch splits over 2 ranks or more
+    # the variants' and fused ops' own (tests/frameworks/test_llm_variants.py): no plain case
+    "gemma_offset_missing": set(),
+    "cumulative_momentum_ignored": set(),
+    "gemma_offset_doubled": set(),
+    "residual_not_updated": set(),
+    "residual_sum_unrounded": set(),
 }
 
 
@@ -443,6 +450,13 @@ def test_every_hypothesis_is_reproduced_by_some_hand_made_mistake():
         "half_accumulation",
         "one_pass_variance",
         *PRECISION_MISTAKES,  # tests/diagnosis/test_precision.py
+        "per_rank_statistics",  # tests/frameworks/test_torch_distributed.py, in real rank processes
+        # the op variants' and fused ops': tests/frameworks/test_llm_variants.py, on PyTorch fixtures
+        "gemma_offset_missing",
+        "gemma_offset_doubled",
+        "cumulative_momentum_ignored",
+        "residual_not_updated",
+        "residual_sum_unrounded",
     }
     assert covered == set(BY_ID)
 
@@ -596,7 +610,8 @@ def test_random_noise_is_unknown_and_never_given_a_name():
         assert d.cause == "unknown"
         assert d.summary.startswith("cause unknown (")
         assert d.evidence == (
-            f"none of the {len(HYPOTHESES)} known mistakes normcheck tests reproduces this output within tolerance"
+            f"none of the {len(HYPOTHESES) - len(DISTRIBUTED_ONLY)} known mistakes normcheck tests reproduces this "
+            "output within tolerance"
         )
 
 
@@ -624,3 +639,30 @@ def test_with_diagnosis_annotates_only_the_failing_rows():
             assert after.diagnosis is not None and after.diagnosis.hypothesis == "unbiased_variance"
         else:
             assert after == before and after.diagnosis is None
+
+
+def test_a_distributed_only_mistake_is_tried_only_when_asked_for():
+    """A single-process batch norm is never told its ranks use their own statistics; a
+    distributed run (all hypotheses asked for) is."""
+    from normcheck.verify.distributed import split_batch
+
+    p = _problem(("bn", (8, 3, 4), OpParams(running_stats=True)))
+    bounds = np.cumsum([0, *split_batch(8, 2)])
+    cuts = [slice(int(bounds[r]), int(bounds[r + 1])) for r in range(2)]
+    parts = [
+        reference(replace(p, shape=(c.stop - c.start, 3, 4), x=p.x[c], dy=p.dy[c], steps=tuple(t[c] for t in p.steps)))
+        for c in cuts
+    ]
+    got = {
+        "forward": np.concatenate([r["forward"] for r in parts]),
+        "grad_input": np.concatenate([r["grad_input"] for r in parts]),
+        "grad_weight": parts[0]["grad_weight"] + parts[1]["grad_weight"],
+        "grad_bias": parts[0]["grad_bias"] + parts[1]["grad_bias"],
+        "running_mean": parts[0]["running_mean"],
+        "running_var": parts[0]["running_var"],
+    }
+    expected, out, rows = _rows(p, got)
+    assert all(d.hypothesis != "per_rank_statistics" for d in diagnose(p, expected, out, rows).values())
+    every = [h.id for h in HYPOTHESES]
+    found = diagnose(p, expected, out, rows, hypotheses=every)
+    assert {d.hypothesis for d in found.values()} == {"per_rank_statistics"}

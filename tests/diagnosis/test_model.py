@@ -160,3 +160,18 @@ def test_every_hypothesis_has_a_unique_id():
 def test_tolerance_is_the_checks_own():
     assert tolerance_for("float32", 0.0).atol == 1e-5
     assert OPS["gn"].normalization((2, 4, 3), OpParams(groups=2)).count == 6
+
+
+def test_interleaved_groups_with_per_group_affine_take_the_kth_value_for_the_kth_group():
+    """ONNX GroupNormalization-18 holds one weight a group: grouping channel c with c % G gives
+    group k the k-th value, as per-channel weights w[c % G] would."""
+    p = make_problem("gn", (2, 6, 5, 5), OpParams(groups=3, group_affine=True), "float32", "normal", eps=1e-5)
+    per_group = outputs(p, Variant(interleaved=True))
+    channel_group = np.arange(6) % 3
+    expanded = replace(p, params=OpParams(groups=3), weight=p.weight[channel_group], bias=p.bias[channel_group])
+    per_channel = outputs(expanded, Variant(interleaved=True))
+    for check in ("forward", "grad_input"):
+        np.testing.assert_allclose(per_group[check], per_channel[check], rtol=0, atol=1e-12)
+    summed = np.zeros(3)
+    np.add.at(summed, channel_group, per_channel["grad_weight"])
+    np.testing.assert_allclose(per_group["grad_weight"], summed, rtol=1e-12, atol=1e-12)

@@ -25,7 +25,7 @@ from normcheck.frameworks.base import (
     Implementation,
     KnownIssue,
 )
-from normcheck.names import DTYPE_NAMES, KIND_NAMES, OP_NAMES
+from normcheck.names import ALL_OP_NAMES, DTYPE_NAMES, KIND_NAMES, OP_NAMES
 
 ROOT = Path(normcheck.__file__).resolve().parents[1]
 PACKAGE = ROOT / "normcheck"
@@ -117,7 +117,7 @@ def test_the_facts_module(name):
     assert isinstance(facts.KNOWN_ISSUES, tuple)
     for issue in facts.KNOWN_ISSUES:
         assert isinstance(issue, KnownIssue)
-        assert issue.ops and set(issue.ops) <= set(OP_NAMES), issue.cause
+        assert issue.ops and set(issue.ops) <= set(ALL_OP_NAMES), issue.cause
         assert set(issue.devices) <= set(DEVICES), issue.cause
         assert issue.dtypes is None or set(issue.dtypes) <= set(DTYPE_NAMES), issue.cause
         assert issue.kinds is None or set(issue.kinds) <= set(KIND_NAMES), issue.cause

@@ -176,6 +176,10 @@ VALID = {
     "against": ('"torch"', "torch"),
     "timeout": ("2.5", 2.5),
     "profile": ('"quick"', "quick"),
+    "world_size": ("[2, 3]", [2, 3]),
+    "variant": ('"gemma"', "gemma"),
+    "layout": ('"nhwc"', "nhwc"),
+    "param_shape": ('"broadcast"', "broadcast"),
 }
 
 

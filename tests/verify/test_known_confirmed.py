@@ -21,7 +21,11 @@ SLOW = {"tensorflow", "jax"}
 # Documented defects that show only under a setting the user gives: Flax's float16 running
 # variance drifts past tolerance with PyTorch's momentum 0.1 (ten times Flax's default 0.01), as
 # a port from PyTorch sets it.
-SHOWN_WITH = {("jax", "bn", ("float16",), ("running_var",)): {"momentum": 0.1}}
+SHOWN_WITH = {
+    ("jax", "bn", ("float16",), ("running_var",)): {"momentum": 0.1},
+    # PyTorch's half-precision layer-norm weight and bias gradients: over many rows
+    ("torch", "ln", ("float16", "bfloat16"), ("grad_weight", "grad_bias")): {"shapes": ["16384,64"], "kinds": "normal"},
+}
 
 
 def _id(entry: tuple[str, int, KnownIssue]) -> str:
@@ -44,6 +48,8 @@ SHAPES = {
     "gn": ("2,6,5,5", "5,4"),
     "ln": ("4,6,33",),
     "rms": ("4,6,33",),
+    "add_ln": ("4,6,33",),
+    "add_rms": ("4,6,33",),
 }
 
 
@@ -55,14 +61,14 @@ def _request(name: str, issue: KnownIssue) -> Request:
     shapes = [s if issue.batch is None else f"{issue.batch}," + s.split(",", 1)[1] for s in SHAPES[op]]
     if issue.checks == ("running_var",):  # shows on the default grid's longer training runs only
         shapes = []
-    return Request(
-        ops=op,
-        frameworks=name,
-        dtypes=(issue.dtypes or ("float32",))[0],
-        kinds=",".join(issue.kinds or ("normal", "large_mean")),
-        shapes=shapes,
-        **SHOWN_WITH.get((name, op, issue.dtypes, issue.checks), {}),
-    )
+    fields = {
+        "ops": op,
+        "frameworks": name,
+        "dtypes": (issue.dtypes or ("float32",))[0],
+        "kinds": ",".join(issue.kinds or ("normal", "large_mean")),
+        "shapes": shapes,
+    }
+    return Request(**{**fields, **SHOWN_WITH.get((name, op, issue.dtypes, issue.checks), {})})
 
 
 def _params(entries):

@@ -470,3 +470,22 @@ def test_a_gradient_cut_from_the_statistics_still_fails_on_small_groups(op, shap
         for mistake in _mistakes(op, shape, params, dtype, kind):
             got = _mistaken_gradient(p, mistake)
             assert compare(got, expected["grad_input"], tol).mismatched > 0, (kind, mistake)
+
+
+def test_a_sum_over_many_values_in_float32_order_is_allowed_in_half_it_is_not():
+    """grad_bias of a float32 group norm sums 2 x 63 x 65 = 8190 values a channel: added one by
+    one in float32 (as PyTorch's channels-last kernel does) it errs by about u * sum|dy|, beyond
+    the witness's pairwise sums but within sqrt(n) u sum|dy|; added in float16 it is far off."""
+    from normcheck.ops import OpParams
+    from normcheck.reference import reference
+    from normcheck.verify.inputs import make_problem
+    from normcheck.verify.tolerance import compare, tolerance_for, witness_errors
+
+    p = make_problem("gn", (2, 96, 63, 65), OpParams(groups=32), "float32", "normal", eps=1e-5)
+    expected = reference(p)
+    tol = tolerance_for("float32", witness_errors(p, expected)["grad_bias"])
+    per_channel = np.moveaxis(np.asarray(p.dy, dtype=np.float64), 1, -1).reshape(-1, 96)
+    one_by_one = np.cumsum(per_channel.astype(np.float32), axis=0, dtype=np.float32)[-1]
+    assert not compare(one_by_one, expected["grad_bias"], tol).mismatched
+    in_half = np.cumsum(per_channel.astype(np.float16), axis=0, dtype=np.float16)[-1]
+    assert compare(in_half, expected["grad_bias"], tol).mismatched

@@ -16,6 +16,8 @@ from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsu
 from normcheck.frameworks.onnxruntime.facts import KNOWN_ISSUES, ONNXRUNTIME, OPSETS, PARAM_INPUTS
 from normcheck.names import CONTIGUOUS
 from normcheck.ops._op import required
+from normcheck.ops.fused_add import FUSED_ADD
+from normcheck.ops.layer_norm import NOBIAS
 from normcheck.problem import Problem
 
 ELEMENT_TYPES = {
@@ -261,12 +263,88 @@ class OrtImplementation(Implementation):
         return out
 
 
+# -- fused add + norm: the com.microsoft contrib ops ---------------------------------------
+
+# op -> the contrib op; its outputs are (output, mean, inv_std_var, input_skip_bias_sum)
+SKIP_OPS = {"add_rms": "SkipSimplifiedLayerNormalization", "add_ln": "SkipLayerNormalization"}
+SKIP_DTYPES = ("float32", "float16")  # the CPU kernels' type constraint (no double, no bfloat16)
+_SKIP_SESSIONS: dict[tuple, ort.InferenceSession] = {}
+
+
+def skip_model(op: str, dtype: str, rank: int, beta: bool, eps: float) -> onnx.ModelProto:
+    """One com.microsoft Skip*LayerNormalization node: inputs (X, skip, gamma[, beta]), outputs
+    the normalized h and h = X + skip (the fourth output)."""
+    elem = ELEMENT_TYPES[dtype]
+    names = ["X", "skip", "gamma"] + (["beta"] if beta else [])
+    inputs = [helper.make_tensor_value_info(n, elem, [None] * rank) for n in names[:2]]
+    inputs += [helper.make_tensor_value_info(n, elem, [None]) for n in names[2:]]
+    outputs = [helper.make_tensor_value_info(n, elem, [None] * rank) for n in ("Y", "H")]
+    node = helper.make_node(SKIP_OPS[op], names, ["Y", "", "", "H"], domain="com.microsoft", epsilon=eps)
+    graph = helper.make_graph([node], f"normcheck_{op}", inputs, outputs)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=8)
+
+
+class OrtSkipNormImplementation(Implementation):
+    """com.microsoft SkipSimplifiedLayerNormalization (add_rms) and SkipLayerNormalization
+    (add_ln): h = X + skip and its norm over the last axis, for 2-D and 3-D input, float32 and
+    float16, forward only. The node's epsilon is a float32 attribute."""
+
+    framework = "onnxruntime"
+
+    def __init__(self, op: str) -> None:
+        self.op = op
+        self.name = f"com.microsoft.{SKIP_OPS[op]}"
+        self.extensions = frozenset({FUSED_ADD, NOBIAS} if op == "add_ln" else {FUSED_ADD})
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        if len(problem.shape) not in (2, 3):
+            return f"{SKIP_OPS[self.op]} takes 2-D or 3-D input, not {len(problem.shape)}-D"
+        if problem.params.normalized_ndim != 1:
+            return f"{SKIP_OPS[self.op]} normalizes the last axis only"
+        return None
+
+    def missing_checks(self, problem: Problem) -> dict[str, str]:
+        return dict.fromkeys(("grad_input", "grad_residual", "grad_weight", "grad_bias"), GRAD_REASON)
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        p = problem
+        if p.dtype not in SKIP_DTYPES:
+            kernels = ", ".join(SKIP_DTYPES)
+            raise Unsupported(f"onnxruntime's {SKIP_OPS[self.op]} has no kernel for {p.dtype} (only {kernels})")
+        beta = self.op == "add_ln" and p.bias is not None
+        key = (self.op, p.dtype, len(p.shape), beta, p.eps, device)
+        if key not in _SKIP_SESSIONS:
+            model = skip_model(self.op, p.dtype, len(p.shape), beta, p.eps).SerializeToString()
+            _SKIP_SESSIONS[key] = ort.InferenceSession(model, session_options(), providers=providers(device))
+        sess = _SKIP_SESSIONS[key]
+        residual = p.fused_inputs()[0]
+        gamma = p.weight if p.weight is not None else np.ones(p.shape[-1:])  # required: ones for none
+        feeds = {"X": p.x, "skip": residual, "gamma": gamma}
+        if beta and p.bias is not None:
+            feeds["beta"] = p.bias
+        binding = sess.io_binding()
+        arrays = {name: to_storage(a, p.dtype) for name, a in feeds.items()}
+        buffers = {name: np.zeros(p.shape, dtype=STORAGE[p.dtype]) for name in ("Y", "H")}
+        for name, a in arrays.items():
+            binding.bind_ortvalue_input(name, ort_value(a, p.dtype))
+        for name, buf in buffers.items():
+            binding.bind_ortvalue_output(name, ort_value(buf, p.dtype))
+        sess.run_with_iobinding(binding)
+        out = RunOutput()
+        out.add("forward", from_storage(buffers["Y"], p.dtype), p.dtype)
+        out.add("residual_out", from_storage(buffers["H"], p.dtype), p.dtype)
+        return out
+
+
 class OrtFramework(Framework):
     name = "onnxruntime"
     conventions = ONNXRUNTIME
     known_issues = KNOWN_ISSUES
 
     def implementations(self, op: str) -> list[Implementation]:
+        if op in SKIP_OPS:
+            return [OrtSkipNormImplementation(op)]
         impls: list[Implementation] = [OrtImplementation(op, self.convention(op))]
         if op == "gn":
             impls.append(OrtImplementation(op, self.convention(op), STASH_DOUBLE))

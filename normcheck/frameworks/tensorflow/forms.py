@@ -1,6 +1,8 @@
-"""The keras_layer form: a keras.layers.Layer subclass with the constructor of the Keras 3 layer.
+"""The TensorFlow forms: keras_layer, a keras.layers.Layer subclass with the constructor of the
+Keras 3 layer, and tf_function, a raw TensorFlow function (eager or tf.function) bound by its
+parameters' names (normcheck.user.binding), on the layout ``--layout`` names (nhwc by default).
 
-normcheck constructs the class for every case, as the matching Keras layer would be
+keras_layer: normcheck constructs the class for every case, as the matching Keras layer would be
 (instance norm as ``GroupNormalization(groups=-1)``), builds it for channels-last input, sets
 its weights and moving statistics to the case's values and runs it through the TensorFlow
 adapter. Importing this module selects Keras's TensorFlow backend.
@@ -32,6 +34,7 @@ from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.ops import OpParams
 from normcheck.ops._op import required
 from normcheck.problem import Problem
+from normcheck.user.binding import BoundFunction, creates_variables_message
 
 WEIGHT_NAMES, BIAS_NAMES = VARIABLE_NAMES["weight"], VARIABLE_NAMES["bias"]
 MEAN_NAMES, VAR_NAMES = VARIABLE_NAMES["running_mean"], VARIABLE_NAMES["running_var"]
@@ -153,9 +156,97 @@ class KerasLayerImplementation(TensorFlowImplementation):
         return {}
 
 
+# -- raw TensorFlow functions, bound by their parameters' names (normcheck.user.binding) --------
+
+
+def _stats_dtype(dtype: str) -> str:
+    return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
+class _VariableWatch:
+    """Records the variables created while the user's function runs (TF1-style code, or a
+    function that makes its own gamma and beta)."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    def __call__(self, next_creator: Any, **kwargs: Any) -> Any:
+        self.created.append(str(kwargs.get("name") or "unnamed"))
+        return next_creator(**kwargs)
+
+
+def function_binder(bound: BoundFunction) -> Binder:
+    """Calls the bound function on tf tensors (x in its layout), gamma and beta as tf.Variables of
+    shape (C,) (reshaped in the call for ``--param-shape broadcast``), running statistics as
+    tf.Variables it assigns to, or returns new values of as ``(y, new_mean, new_var)``."""
+    op = bound.op
+
+    def bind(p: Problem, layout: str, device: str) -> Bound:
+        weight = None if p.weight is None else tf.Variable(tensor(p.weight, p.dtype))
+        bias = None if p.bias is None else tf.Variable(tensor(p.bias, p.dtype))
+        mean = var = None
+        momentum = None
+        if op == "bn" and p.params.running_stats and bound.binding.has("running_mean"):
+            running_mean, running_var = p.initial_running()
+            mean = tf.Variable(tensor(running_mean, _stats_dtype(p.dtype)))
+            var = tf.Variable(tensor(running_var, _stats_dtype(p.dtype)))
+            momentum = TENSORFLOW["bn"].to_framework_momentum(p.momentum)
+
+        def forward(x: tf.Tensor, train: bool) -> tf.Tensor:
+            values = bound.values(x, p, weight, bias, mean, var, train, momentum, lambda a, s: tf.reshape(a, s))
+            watch = _VariableWatch()
+            with tf.variable_creator_scope(watch):
+                out = bound.call(values)
+            if watch.created:
+                raise TypeError(creates_variables_message(bound.label, f"tf.Variable {watch.created[0]!r}"))
+            if isinstance(out, tuple | list):
+                if mean is None or var is None or len(out) != 3:
+                    raise TypeError(
+                        f"{bound.label} returned a {type(out).__name__} of {len(out)}; it must return the output "
+                        "tensor, or (y, new_running_mean, new_running_var) when given running statistics"
+                    )
+                y, new_mean, new_var = out
+                if new_mean is not mean:
+                    mean.assign(tf.cast(new_mean, mean.dtype))
+                if new_var is not var:
+                    var.assign(tf.cast(new_var, var.dtype))
+                out = y
+            if not isinstance(out, tf.Tensor | tf.Variable):
+                raise TypeError(f"{bound.label} returned a {type(out).__name__}, not a tf.Tensor")
+            return out
+
+        return Bound(forward, weight, bias, mean, var)
+
+    return bind
+
+
+class FunctionImplementation(TensorFlowImplementation):
+    """A raw TensorFlow function (eager or tf.function) bound by name: batch, instance and group
+    norm on the layout ``--layout`` names, layer and RMS norm on the trailing axes."""
+
+    def __init__(self, bound: BoundFunction, name: str) -> None:
+        self.bound = bound
+        super().__init__(bound.op, name, function_binder(bound), running_stats=bound.op == "bn")
+
+    def layouts(self, shape: tuple[int, ...]) -> tuple[Layout, ...]:
+        return (CHANNELS_LAST,) if self.bound.channels_last(len(shape)) else (CONTIGUOUS,)
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        return self.bound.problem(problem) or super().unsupported(problem, layout)
+
+    def missing_checks(self, problem: Problem) -> dict[str, str]:
+        return {**super().missing_checks(problem), **self.bound.missing_checks(problem)}
+
+
 def build(
     form: str, op: str, obj: object, name: str, omit_defaults: bool, backward: object | None = None
-) -> KerasLayerImplementation:
+) -> TensorFlowImplementation:
+    if form == "tf_function":
+        if not isinstance(obj, BoundFunction):  # normcheck.user binds the function by name first
+            raise TypeError(f"the tf_function form takes a function bound by name, not a {type(obj).__name__}")
+        return FunctionImplementation(obj, name)
+    if form != "keras_layer":
+        raise ValueError(f"the tensorflow forms have no form {form!r}")
     if not isinstance(obj, type):  # normcheck.user.detect_form gives this form classes only
         raise TypeError(f"the keras_layer form takes a keras.layers.Layer subclass, not a {type(obj).__name__}")
     return KerasLayerImplementation(op, name, keras_binder(obj, op, omit_defaults), running_stats=op == "bn")

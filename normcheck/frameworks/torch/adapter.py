@@ -15,6 +15,8 @@ from normcheck.frameworks.torch.facts import FUNCTIONAL_NAMES, KNOWN_ISSUES, MOD
 from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.ops import OpParams
 from normcheck.ops._op import required
+from normcheck.ops.batch_norm import CUMULATIVE
+from normcheck.ops.layer_norm import NOBIAS
 from normcheck.ops.rms_norm import default_eps as rms_default_eps
 from normcheck.problem import Problem
 
@@ -25,6 +27,12 @@ TORCH_DTYPES = {
     "bfloat16": torch.bfloat16,
 }
 MEMORY_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
+# the op variants torch's own functions and layers compute: F.layer_norm(bias=None) and
+# nn.LayerNorm(bias=False); no Gemma RMS norm and no fused add + norm (user code covers those)
+BUILT_IN_VARIANTS = {"ln": frozenset({NOBIAS})}
+# ... and those of the layers alone: nn.BatchNormNd(momentum=None) keeps the cumulative average
+# (num_batches_tracked counts the batches); F.batch_norm takes a number only
+MODULE_VARIANTS = {"bn": frozenset({CUMULATIVE})}
 
 
 @dataclass
@@ -36,6 +44,8 @@ class Bound:
     bias: torch.Tensor | None = None
     running_mean: torch.Tensor | None = None
     running_var: torch.Tensor | None = None
+    # a fused add + norm: (x, residual) -> (normalized output, updated residual); forward unused
+    fused: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 Binder = Callable[[Problem, str], Bound]
@@ -47,8 +57,9 @@ class TorchImplementation(Implementation):
 
     framework = "torch"
 
-    def __init__(self, op: str, name: str, bind: Binder) -> None:
+    def __init__(self, op: str, name: str, bind: Binder, extensions: frozenset[str] = frozenset()) -> None:
         self.op, self.name, self.bind = op, name, bind
+        self.extensions = extensions
 
     def layouts(self, shape: tuple[int, ...]) -> tuple[Layout, ...]:
         return (CONTIGUOUS, CHANNELS_LAST) if len(shape) in MEMORY_FORMATS else (CONTIGUOUS,)
@@ -66,6 +77,8 @@ class TorchImplementation(Implementation):
 
     def _run(self, problem: Problem, layout: str, device: str) -> RunOutput:
         bound = self.bind(problem, device)
+        if bound.fused is not None:
+            return _run_fused(bound, bound.fused, problem, layout, device)
         params = problem.params
         with torch.no_grad():
             for batch in problem.steps:
@@ -85,6 +98,37 @@ class TorchImplementation(Implementation):
             add(out, "running_mean", bound.running_mean)
             add(out, "running_var", bound.running_var)
         return out
+
+
+def _run_fused(
+    bound: Bound,
+    fused: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    problem: Problem,
+    layout: str,
+    device: str,
+) -> RunOutput:
+    """A fused add + norm: both outputs, and the gradients of x and residual for the upstream
+    gradients of both (dy for the normalized output, dresidual for the updated residual)."""
+    residual, dresidual = problem.fused_inputs()
+    x = tensor(problem.x, problem.dtype, device, layout).requires_grad_(True)
+    r = tensor(residual, problem.dtype, device, layout).requires_grad_(True)
+    result = fused(x, r)
+    if not isinstance(result, tuple | list) or len(result) != 2:
+        raise TypeError("a fused add + norm returns (output, residual_out), two tensors")
+    y, h = result
+    grads = [tensor(problem.dy, problem.dtype, device, layout), tensor(dresidual, problem.dtype, device, layout)]
+    outputs = [(t, g) for t, g in zip((y, h), grads, strict=True) if t.requires_grad]
+    torch.autograd.backward([t for t, _ in outputs], [g for _, g in outputs])
+    out = RunOutput()
+    add(out, "forward", y)
+    add(out, "residual_out", h)
+    add(out, "grad_input", x.grad)
+    add(out, "grad_residual", r.grad)
+    if bound.weight is not None:
+        add(out, "grad_weight", bound.weight.grad)
+    if bound.bias is not None:
+        add(out, "grad_bias", bound.bias.grad)
+    return out
 
 
 def group_norm_refused(problem: Problem) -> str | None:
@@ -159,7 +203,8 @@ def _layer(p: Problem) -> nn.Module:
     nd = {2: 1, 3: 1, 4: 2, 5: 3}.get(len(p.shape))
     if p.op == "bn":
         cls = getattr(nn, f"BatchNorm{nd}d")
-        return cls(c, eps=p.eps, momentum=p.momentum, affine=params.affine, track_running_stats=True)
+        momentum = None if params.variant == CUMULATIVE else p.momentum  # None: the cumulative average
+        return cls(c, eps=p.eps, momentum=momentum, affine=params.affine, track_running_stats=True)
     if p.op == "in":
         cls = getattr(nn, f"InstanceNorm{nd}d")
         return cls(c, eps=p.eps, momentum=p.momentum, affine=params.affine, track_running_stats=params.running_stats)
@@ -167,7 +212,7 @@ def _layer(p: Problem) -> nn.Module:
         return nn.GroupNorm(params.groups, c, eps=p.eps, affine=params.affine)
     normalized_shape = p.shape[len(p.shape) - required(params.normalized_ndim, "normalized_ndim") :]
     if p.op == "ln":
-        return nn.LayerNorm(normalized_shape, eps=p.eps, elementwise_affine=params.affine)
+        return nn.LayerNorm(normalized_shape, eps=p.eps, elementwise_affine=params.affine, bias=p.bias is not None)
     return nn.RMSNorm(normalized_shape, eps=_rms_eps(p), elementwise_affine=params.affine)
 
 
@@ -199,9 +244,12 @@ class TorchFramework(Framework):
     known_issues = KNOWN_ISSUES
 
     def implementations(self, op: str) -> list[Implementation]:
+        if op not in FUNCTIONAL_NAMES:  # torch has no fused add + norm (nor Gemma's RMS norm) built in
+            return []
+        extensions = BUILT_IN_VARIANTS.get(op, frozenset())
         return [
-            TorchImplementation(op, FUNCTIONAL_NAMES[op], bind_functional),
-            TorchImplementation(op, MODULE_NAMES[op], bind_module),
+            TorchImplementation(op, FUNCTIONAL_NAMES[op], bind_functional, extensions),
+            TorchImplementation(op, MODULE_NAMES[op], bind_module, extensions | MODULE_VARIANTS.get(op, frozenset())),
         ]
 
     def device_problem(self, device: str) -> str | None:

@@ -122,4 +122,15 @@ KNOWN_ISSUES = (
         dtypes=HALF,
         checks=GRADS,
     ),
+    # 16384 rows of bfloat16: the bias gradient off by 71 on a sum of 325, the weight gradient by 52
+    # on 280 (float32 sums: 0.4 and 0.9); shows from about a thousand rows on (--shape 16384,64),
+    # not on the default grid's few
+    KnownIssue(
+        "PyTorch's CPU layer norm backward for float16 and bfloat16 sums the weight and bias gradients in "
+        "the input dtype, rounding after every row, so over many rows they lose their digits",
+        hypotheses=("half_accumulation",),
+        ops=("ln",),
+        dtypes=HALF,
+        checks=("grad_weight", "grad_bias"),
+    ),
 )

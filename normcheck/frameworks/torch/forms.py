@@ -24,9 +24,18 @@ from normcheck.frameworks.torch.adapter import (
     tensor,
 )
 from normcheck.frameworks.torch.facts import TORCH
+from normcheck.ops import FUSED_BASE
 from normcheck.ops._op import required
+from normcheck.ops.batch_norm import CUMULATIVE
+from normcheck.ops.fused_add import FUSED_ADD
+from normcheck.ops.layer_norm import NOBIAS
+from normcheck.ops.rms_norm import GEMMA
 from normcheck.problem import Problem
 
+# User code is called for the op variants and fused ops too: it computes the variant itself
+# (Gemma's 1 + weight, no bias) and is given the case's weight, bias and residual as they are;
+# modules also for batch norm's momentum=None (a function has no batch counter).
+USER_EXTENSIONS = frozenset({GEMMA, NOBIAS, FUSED_ADD})
 # Ranks a layer class takes when its name ends like torch.nn's BatchNorm1d/2d/3d.
 RANK_SUFFIXES = {"1d": (2, 3), "2d": (4,), "3d": (5,)}
 # Each option: (value for the case, the framework's default); omitted when they agree and
@@ -42,7 +51,7 @@ def build(
     if form == "torch_function":
         if not callable(obj):
             raise TypeError(f"the torch_function form takes a function, not a {type(obj).__name__}")
-        return TorchImplementation(op, name, function_binder(obj, omit_defaults))
+        return TorchImplementation(op, name, function_binder(obj, omit_defaults), USER_EXTENSIONS)
     if form == "torch_module":
         if not isinstance(obj, type):
             raise TypeError(f"the torch_module form takes an nn.Module subclass, not a {type(obj).__name__}")
@@ -51,11 +60,11 @@ def build(
 
 
 def _default_eps(p: Problem) -> float:
-    return TORCH[p.op].default_eps(p.dtype)
+    return TORCH[FUSED_BASE.get(p.op, p.op)].default_eps(p.dtype)
 
 
 def _default_momentum(p: Problem) -> float:
-    return TORCH[p.op].default_new_weight
+    return TORCH[FUSED_BASE.get(p.op, p.op)].default_new_weight
 
 
 def _keywords(options: OptionValues, omit_defaults: bool) -> dict[str, object]:
@@ -101,12 +110,30 @@ def function_call(
     return args, _keywords(options, omit_defaults)
 
 
+def fused_call(
+    p: Problem, x: torch.Tensor, residual: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None
+) -> list[object]:
+    """The arguments of a fused add + norm function, all positional, eps always given (fused
+    kernels have no common default): ``add_rms(x, residual, weight, eps)`` as vLLM's
+    fused_add_rms_norm, ``add_ln(x, residual, weight, bias, eps)``; either returns
+    ``(output, residual_out)``, residual_out = x + residual in the input dtype. A fused kernel
+    always takes a weight: a case without one (affine off) passes ones, which collect no gradient."""
+    if w is None:
+        w = torch.ones(_normalized_shape(p), dtype=x.dtype, device=x.device)
+    if p.op == "add_rms":
+        return [x, residual, w, p.eps]
+    return [x, residual, w, b, p.eps]
+
+
 def function_binder(fn: Callable, omit_defaults: bool = False) -> Binder:
     """Binds ``fn``, called as the torch.nn.functional op, to each case. Running statistics are
-    the problem's initial values, which ``fn`` must update in place as F does."""
+    the problem's initial values, which ``fn`` must update in place as F does. A fused add +
+    norm is called as ``fused_call`` says."""
 
     def bind(p: Problem, device: str) -> Bound:
         w, b = leaf(p.weight, p, device), leaf(p.bias, p, device)
+        if p.op in FUSED_BASE:
+            return Bound(_no_plain_forward, w, b, fused=lambda x, r: fn(*fused_call(p, x, r, w, b)))
         rm, rv = running_stats(p, device)
 
         def forward(x: torch.Tensor, train: bool) -> torch.Tensor:
@@ -116,6 +143,10 @@ def function_binder(fn: Callable, omit_defaults: bool = False) -> Binder:
         return Bound(forward, w, b, rm, rv)
 
     return bind
+
+
+def _no_plain_forward(x: torch.Tensor, train: bool) -> torch.Tensor:
+    raise TypeError("a fused add + norm is called with a residual")
 
 
 # -- modules ----------------------------------------------------------------------------
@@ -133,6 +164,8 @@ def constructor_call(p: Problem, omit_defaults: bool) -> tuple[list[object], dic
         args, options = [params.groups, channels], {**eps, "affine": (params.affine, True)}
     elif p.op == "bn":
         args = [channels]
+        if params.variant == CUMULATIVE:  # momentum=None: the cumulative moving average
+            momentum = {"momentum": (None, _default_momentum(p))}
         options = {**eps, **momentum, "affine": (params.affine, True), "track_running_stats": (True, True)}
     elif p.op == "in":
         args = [channels]
@@ -142,8 +175,10 @@ def constructor_call(p: Problem, omit_defaults: bool) -> tuple[list[object], dic
             "affine": (params.affine, False),
             "track_running_stats": (params.running_stats, False),
         }
-    else:  # ln, rms
+    else:  # ln, rms, and the fused add_ln, add_rms
         args, options = [_normalized_shape(p)], {**eps, "elementwise_affine": (params.affine, True)}
+        if params.variant == NOBIAS:  # nn.LayerNorm(bias=False)
+            options["bias"] = (False, True)
     return args, _keywords(options, omit_defaults)
 
 
@@ -198,7 +233,7 @@ class ModuleImplementation(TorchImplementation):
     def __init__(self, op: str, name: str, cls: type, omit_defaults: bool) -> None:
         self.cls, self.omit_defaults = cls, omit_defaults
         self.owner = getattr(cls, "__name__", str(cls))
-        super().__init__(op, name, self._bind_module)
+        super().__init__(op, name, self._bind_module, USER_EXTENSIONS | {CUMULATIVE})
 
     def unsupported(self, problem: Problem, layout: str) -> str | None:
         return rank_problem(self.owner, len(problem.shape))
@@ -232,6 +267,9 @@ class ModuleImplementation(TorchImplementation):
             statistics()
             return y
 
-        bound = Bound(forward, weight, bias)
+        def fused(x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return m.train(True)(x, residual)  # vLLM's RMSNorm.forward(x, residual) -> (out, residual)
+
+        bound = Bound(forward, weight, bias, fused=fused if p.op in FUSED_BASE else None)
         statistics()
         return bound
