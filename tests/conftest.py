@@ -5,6 +5,7 @@ too, so they import the example implementations in ``fixtures/``."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -20,6 +21,12 @@ if str(ROOT) not in sys.path:
 # subprocesses they start), which keeps the suite as fast as one process. Tests of isolation use
 # the ``real_workers`` fixture (tests/engine does for all of its tests).
 os.environ.setdefault("NORMCHECK_INLINE", "1")
+
+# A CI runner may start the suite with SIGINT ignored (a background job of a shell without job
+# control inherits it ignored, and so does every process it starts): the Ctrl-C tests need it
+# delivered, here and in the processes they start (exec resets a handled signal to its default).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
