@@ -10,6 +10,7 @@ layers; this module builds the problems and judges.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import cast
 
@@ -250,3 +251,38 @@ def forward_matches(setup: LayerSetup, x: np.ndarray, y: np.ndarray) -> bool:
             return False
         tol = tolerance_for(setup.dtype, errs["forward"])
         return compare(y, want, tol).mismatched == 0
+
+
+def layer_rows(
+    setup: LayerSetup,
+    x: np.ndarray,
+    kinds: tuple[str, ...],
+    seed: int,
+    path: str,
+    label: str,
+    framework: str,
+    run: Callable[[Problem], RunOutput],
+    who: str,
+) -> list[CheckResult]:
+    """One layer's rows for each input kind: its captured activation ``x`` (in the reference's
+    layout) and the hostile kinds at its shape. ``run`` runs the layer on a problem; an exception
+    it raises is an error row saying ``who`` raised it."""
+    rows: list[CheckResult] = []
+    for kind in kinds:
+        if kind == CAPTURED:
+            problem = captured_problem(setup, x, seed, path)
+        else:
+            problem = hostile_problem(setup, hostile_shape(setup.op, tuple(x.shape), setup.params), kind, seed, path)
+        case = case_for(label, framework, setup, problem.shape, kind)
+        invalid = OPS[setup.op].validate(problem.shape, setup.params)
+        if invalid:
+            rows.append(skip_row(case, invalid))
+            continue
+        try:
+            with np.errstate(all="ignore"):
+                out = run(problem)
+        except Exception as e:
+            rows.append(error_row(case, f"{who} raised {describe_error(e)}"))
+            continue
+        rows.extend(judge_run(case, problem, setup, out))
+    return rows

@@ -23,7 +23,7 @@ from normcheck.errors import UsageError
 from normcheck.frameworks.base import RunOutput
 from normcheck.frameworks.onnxruntime.adapter import GRAD_REASON, session_options
 from normcheck.model import checks
-from normcheck.model.checks import CAPTURED, LayerSetup
+from normcheck.model.checks import LayerSetup
 from normcheck.model.onnx_graph import GraphView, attribute
 from normcheck.model.onnx_model import opsets_of
 from normcheck.model.records import EVAL, FUSED, Inventory, NormLayer
@@ -352,26 +352,17 @@ def check_layer(
                 layer.dtype,
             )
         ]
-    rows: list[CheckResult] = []
-    for kind in kinds:
-        if kind == CAPTURED:
-            problem = checks.captured_problem(setup, x.astype(np.float64), seed, layer.path)
-        else:
-            shape = checks.hostile_shape(setup.op, tuple(x.shape), setup.params)
-            problem = checks.hostile_problem(setup, shape, kind, seed, layer.path)
-        case = checks.case_for(label, framework, setup, problem.shape, kind)
-        invalid = checks.OPS[setup.op].validate(problem.shape, setup.params)
-        if invalid:
-            rows.append(checks.skip_row(case, invalid))
-            continue
-        try:
-            with np.errstate(all="ignore"):
-                out = run_layer(session, problem, x.dtype)
-        except Exception as e:
-            rows.append(checks.error_row(case, f"{runtime} raised {checks.describe_error(e)}"))
-            continue
-        rows.extend(checks.judge_run(case, problem, setup, out))
-    return rows
+    return checks.layer_rows(
+        setup,
+        x.astype(np.float64),
+        kinds,
+        seed,
+        layer.path,
+        label,
+        framework,
+        lambda problem: run_layer(session, problem, x.dtype),
+        runtime,
+    )
 
 
 def check_onnx(

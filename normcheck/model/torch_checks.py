@@ -448,27 +448,18 @@ def check_layer(
         return [checks.layer_row(label, FRAMEWORK, "skip", setup, record.op, captured.dtype)]
     if captured.calls > 1:
         setup = replace(setup, notes=(*setup.notes, f"called {captured.calls} times: checked on its first input"))
-    rows: list[CheckResult] = []
-    x = checks.to_reference_layout(x, setup)
-    for kind in kinds:
-        if kind == CAPTURED:
-            problem = checks.captured_problem(setup, x, seed, record.path)
-        else:
-            shape = checks.hostile_shape(setup.op, tuple(x.shape), setup.params)
-            problem = checks.hostile_problem(setup, shape, kind, seed, record.path)
-        case = checks.case_for(label, FRAMEWORK, setup, problem.shape, kind)
-        invalid = checks.OPS[setup.op].validate(problem.shape, setup.params)
-        if invalid:
-            rows.append(checks.skip_row(case, invalid))
-            continue
-        try:
-            with np.errstate(all="ignore"):
-                out = run_module(module, problem, names, setup.moved_axis)
-        except Exception as e:
-            rows.append(checks.error_row(case, f"the layer raised {checks.describe_error(e)}"))
-            continue
-        rows.extend(checks.judge_run(case, problem, setup, out))
-    return rows
+    moved_axis = setup.moved_axis
+    return checks.layer_rows(
+        setup,
+        checks.to_reference_layout(x, setup),
+        kinds,
+        seed,
+        record.path,
+        label,
+        FRAMEWORK,
+        lambda problem: run_module(module, problem, names, moved_axis),
+        "the layer",
+    )
 
 
 def check_torch(
