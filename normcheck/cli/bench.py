@@ -126,7 +126,7 @@ def bench(
 
     from normcheck.bench.plan import BenchRequest
     from normcheck.bench.timer import QUICK_SETTINGS, TimerSettings
-    from normcheck.cli.output import check_output
+    from normcheck.cli.output import check_output, default_format
 
     timing = QUICK_SETTINGS if profile == "quick" else TimerSettings()
     min_time = timing.min_time if min_time is None else min_time
@@ -142,7 +142,7 @@ def bench(
         if not min_time <= max_time:
             raise UsageError(f"need --min-time <= --max-time, got {min_time:g} and {max_time:g}")
         output = check_output(output, plot=plot)
-        format = format or _default_format(output)
+        format = format or default_format(output)
         plot = check_output(plot, option="--plot") if plot is not None else None
         old, threshold = _earlier_run(compare, fail_if_slower)
         from normcheck.bench.threads import check_threads
@@ -240,14 +240,6 @@ def _measure(job: _Job) -> BenchReport:
         except KeyboardInterrupt:
             say("normcheck bench: interrupted before anything was measured; no report written")
             raise typer.Exit(130) from None
-
-
-def _default_format(output: Path | None) -> str:
-    """table; github under GitHub Actions when the report goes to stdout."""
-    from normcheck.cli.output import is_stdout
-    from normcheck.report.github import default_format
-
-    return default_format(is_stdout(output))
 
 
 def _github_extras(job: _Job, report: BenchReport, comparison: Comparison | None, spec: str | None) -> None:

@@ -40,6 +40,14 @@ def check_output(path: Path | None, *, plot: Path | None = None, option: str = "
     return absolute
 
 
+def default_format(output: Path | None) -> str:
+    """The format when --format is not given: github under GitHub Actions when the report goes to
+    stdout, else table."""
+    from normcheck.report.github import default_format as github_default
+
+    return github_default(is_stdout(output))
+
+
 def _check_writable(path: Path, option: str) -> None:
     target = resolve_link(path)  # what is written: a symlink's target
     if target.is_dir():

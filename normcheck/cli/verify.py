@@ -165,7 +165,7 @@ def verify(
 
     Exit code 0 when every check passes, 1 on any failure or error, 2 on bad usage.
     """
-    from normcheck.cli.output import check_output
+    from normcheck.cli.output import check_output, default_format
     from normcheck.verify.request import Request
 
     lists = {"op": _joined(op), "framework": _joined(framework), "dtype": _joined(dtype), "input": _joined(input)}
@@ -194,7 +194,7 @@ def verify(
         if format is not None and format not in FORMATS:
             raise UsageError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
         output = check_output(output)
-        format = format or _default_format(output)
+        format = format or default_format(output)
         _check_repro(repro)
         given = [flag for flag, value in selection.items() if value is not None and value != []]
         requests = _config_requests(config, given)
@@ -324,14 +324,6 @@ def _write_reproducers(directory: Path, command: str, plans, reports) -> str:
     unwritten = len(records) - written
     more = f", {unwritten} failure(s) without one" if unwritten else ""
     return f"; {written} reproducer(s) in {directory}{more} (see {directory / 'README.md'})"
-
-
-def _default_format(output: Path | None) -> str:
-    """table; github under GitHub Actions when the report goes to stdout."""
-    from normcheck.cli.output import is_stdout
-    from normcheck.report.github import default_format
-
-    return default_format(is_stdout(output))
 
 
 def _impl_specs(requests, reports) -> list[str | None]:

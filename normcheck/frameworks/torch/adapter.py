@@ -253,11 +253,16 @@ class TorchFramework(Framework):
         ]
 
     def device_problem(self, device: str) -> str | None:
-        if device == "cpu":
-            return None
-        if device.startswith("cuda"):
-            return None if torch.cuda.is_available() else "torch sees no CUDA device"
-        return f"unknown device {device!r}"
+        return device_problem(device)
+
+
+def device_problem(device: str) -> str | None:
+    """Why torch cannot run on ``device`` here, or None."""
+    if device == "cpu":
+        return None
+    if device.startswith("cuda"):
+        return None if torch.cuda.is_available() else "torch sees no CUDA device"
+    return f"unknown device {device!r}"
 
 
 def framework() -> Framework:

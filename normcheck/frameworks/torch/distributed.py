@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from normcheck.frameworks.base import Framework, Implementation, KnownIssue, RunOutput
+from normcheck.frameworks.torch.adapter import TORCH_DTYPES, device_problem, tensor
 from normcheck.frameworks.torch.facts import KNOWN_ISSUES, TORCH
 from normcheck.names import CONTIGUOUS, Layout
 from normcheck.problem import Problem
@@ -289,11 +290,7 @@ class DistributedFramework(Framework):
         return [DistributedImplementation(op, self.target, self.label, w, device, timeout) for w in world_sizes]
 
     def device_problem(self, device: str) -> str | None:
-        if device == "cpu":
-            return None
-        if device.startswith("cuda"):
-            return None if torch.cuda.is_available() else "torch sees no CUDA device"
-        return f"unknown device {device!r}"
+        return device_problem(device)
 
 
 # ---- the rank's side ------------------------------------------------------------------------
@@ -310,12 +307,6 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-_TORCH_DTYPES = {
-    "float64": torch.float64,
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
 _loaded: dict[str, Any] = {}
 
 
@@ -327,10 +318,6 @@ def _target(spec: str) -> Any:
 
         _loaded[spec] = load_object(parse_spec(spec))
     return _loaded[spec]
-
-
-def _as_tensor(a: np.ndarray, dtype: str, device: str) -> torch.Tensor:
-    return torch.tensor(np.asarray(a, dtype=np.float64)).to(device=device, dtype=_TORCH_DTYPES[dtype])
 
 
 def _numpy(t: torch.Tensor | None, what: str) -> tuple[np.ndarray, str]:
@@ -351,24 +338,24 @@ def _bind(m: dict[str, Any]) -> tuple[Callable[[torch.Tensor, bool], torch.Tenso
         make: Callable[..., torch.nn.Module] = target  # SyncBatchNorm's constructor
         module = make(
             channels, eps=m["eps"], momentum=m["momentum"], affine=m["weight"] is not None, track_running_stats=True
-        ).to(device=device, dtype=_TORCH_DTYPES[dtype])
+        ).to(device=device, dtype=TORCH_DTYPES[dtype])
         with torch.no_grad():
             for name, value in (("weight", m["weight"]), ("bias", m["bias"])):
                 if value is not None:
-                    getattr(module, name).copy_(_as_tensor(value, dtype, device))
+                    getattr(module, name).copy_(tensor(value, dtype, device))
             for name, value in zip(("running_mean", "running_var"), running or (None, None), strict=True):
                 if value is not None:
-                    getattr(module, name).copy_(_as_tensor(value, dtype, device))
+                    getattr(module, name).copy_(tensor(value, dtype, device))
         owned = {k: getattr(module, k, None) for k in ("weight", "bias", "running_mean", "running_var")}
         return (lambda x, train: module.train(train)(x)), owned
     if not callable(target):
         raise TypeError(f"{m['target']} is neither an nn.Module class nor a function")
     fn: Callable[..., torch.Tensor] = target
-    w = None if m["weight"] is None else _as_tensor(m["weight"], dtype, device).requires_grad_(True)
-    b = None if m["bias"] is None else _as_tensor(m["bias"], dtype, device).requires_grad_(True)
+    w = None if m["weight"] is None else tensor(m["weight"], dtype, device).requires_grad_(True)
+    b = None if m["bias"] is None else tensor(m["bias"], dtype, device).requires_grad_(True)
     rm = rv = None
     if running is not None:
-        rm, rv = (_as_tensor(v, dtype, device) for v in running)
+        rm, rv = (tensor(v, dtype, device) for v in running)
     owned = {"weight": w, "bias": b, "running_mean": rm, "running_var": rv}
     return (lambda x, train: fn(x, rm, rv, w, b, train, m["momentum"], m["eps"])), owned
 
@@ -382,10 +369,10 @@ def run_rank_case(m: dict[str, Any]) -> dict[str, tuple[np.ndarray, str]]:
     forward, owned = _bind(m)
     with torch.no_grad():
         for batch in m["steps"]:
-            forward(_as_tensor(batch, dtype, device), True)
-    x = _as_tensor(m["x"], dtype, device).requires_grad_(True)
+            forward(tensor(batch, dtype, device), True)
+    x = tensor(m["x"], dtype, device).requires_grad_(True)
     y = forward(x, m["train"] or m["running"] is None)
-    y.backward(_as_tensor(m["dy"], dtype, device))
+    y.backward(tensor(m["dy"], dtype, device))
     out = {"forward": _numpy(y, "forward"), "grad_input": _numpy(x.grad, "input gradient")}
     for name, check in (("weight", "grad_weight"), ("bias", "grad_bias")):
         param = owned[name]
