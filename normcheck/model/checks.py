@@ -253,6 +253,48 @@ def forward_matches(setup: LayerSetup, x: np.ndarray, y: np.ndarray) -> bool:
         return compare(y, want, tol).mismatched == 0
 
 
+@dataclass(frozen=True)
+class LayerRunner:
+    """One layer of a loaded model, ready to run: what it computes (``setup``) and ``run``, which
+    runs the layer itself (its own weights, statistics and mode) on a Problem held in the
+    reference's layout (channels at axis 1 for batch, instance and group norm; the normalized axes
+    last for layer and RMS norm). ``permutation`` takes the layer's own layout to the reference's
+    (a channels-last batch norm: (0, 3, 1, 2)); None when they are the same. Each framework's check
+    module makes these (``runner_for``); ``normcheck model`` checks them and ``normcheck port``
+    runs a layer and its port on the same activation with them."""
+
+    setup: LayerSetup
+    run: Callable[[Problem], RunOutput]
+    label: str  # the rows' implementation: "layer1.0.bn1 (torch.nn.BatchNorm2d)", with any probe result
+    framework: str
+    who: str = "the layer"  # who raised, when ``run`` raises
+    permutation: tuple[int, ...] | None = None
+
+    def to_reference(self, a: np.ndarray) -> np.ndarray:
+        return a if self.permutation is None else np.transpose(a, self.permutation)
+
+    def from_reference(self, a: np.ndarray) -> np.ndarray:
+        return a if self.permutation is None else np.transpose(a, tuple(int(i) for i in np.argsort(self.permutation)))
+
+    def rows(self, x: np.ndarray, kinds: tuple[str, ...], seed: int, path: str) -> list[CheckResult]:
+        """The layer's rows on its captured input ``x`` (in its own layout) and the hostile kinds."""
+        return layer_rows(
+            self.setup, self.to_reference(x), kinds, seed, path, self.label, self.framework, self.run, self.who
+        )
+
+
+def channels_last_permutation(ndim: int, channel_axis: int | None) -> tuple[int, ...] | None:
+    """The permutation taking a tensor with its channels at ``channel_axis`` to channels at axis 1
+    (None when they are there already, or the tensor has fewer than 3 axes)."""
+    if channel_axis is None or ndim < 3:
+        return None
+    axis = channel_axis % ndim
+    if axis == 1:
+        return None
+    rest = [a for a in range(ndim) if a not in (0, axis)]
+    return (0, axis, *rest)
+
+
 def layer_rows(
     setup: LayerSetup,
     x: np.ndarray,

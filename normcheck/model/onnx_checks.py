@@ -302,6 +302,54 @@ def run_layer(session: Session, problem: Problem, dtype: np.dtype) -> RunOutput:
     return out
 
 
+def graph_view(model: onnx.ModelProto) -> GraphView:
+    from normcheck.model.onnx_graph import type_info
+
+    types, ranks, _ = type_info(model)
+    return GraphView(
+        list(model.graph.node),
+        {t.name: t for t in model.graph.initializer},
+        opsets_of(model.opset_import),
+        "",
+        types,
+        ranks,
+    )
+
+
+def runner_for(
+    model: onnx.ModelProto, g: GraphView, layer: NormLayer, x: np.ndarray, runtime: str = ONNXRUNTIME
+) -> checks.LayerRunner | str:
+    """The layer cut out of the model into its own session, ready to run on inputs of ``x``'s
+    dtype and rank; why not, as a string (an "error: " prefix for a layer that cannot be loaded)."""
+    framework = FRAMEWORK if runtime == ONNXRUNTIME else REFERENCE
+    label = f"{layer.path} ({layer.kind})"
+    if "/" in layer.path and layer.input not in g.producer and layer.input not in {i.name for i in model.graph.input}:
+        return "inside a subgraph or function: not checked yet"
+    found = onnx_setup(g, layer, x.ndim)
+    if isinstance(found, str):
+        return found
+    setup = _shape_params(found, tuple(x.shape))
+    if isinstance(setup, str):
+        return setup
+    if runtime != ONNXRUNTIME:
+        setup = replace(setup, known_impl=None)  # ONNX Runtime's documented defects are not the evaluator's
+    if setup.notes:
+        label = f"{layer.path} ({layer.kind}; {'; '.join(setup.notes)})"
+    elem = int(helper.np_dtype_to_tensor_dtype(x.dtype))
+    sub = layer_model(model, layer, elem)
+    if isinstance(sub, str):
+        return sub
+    try:
+        session = _session(sub, runtime)
+    except Exception as e:
+        return f"{ERROR_PREFIX}{runtime} could not load the layer's model: {checks.describe_error(e)}"
+    dtype = x.dtype
+    return checks.LayerRunner(setup, lambda problem: run_layer(session, problem, dtype), label, framework, runtime)
+
+
+ERROR_PREFIX = "error: "
+
+
 def check_layer(
     model: onnx.ModelProto,
     g: GraphView,
@@ -313,56 +361,17 @@ def check_layer(
 ) -> list[CheckResult]:
     label = f"{layer.path} ({layer.kind})"
     framework = FRAMEWORK if runtime == ONNXRUNTIME else REFERENCE
-    if "/" in layer.path and layer.input not in g.producer and layer.input not in {i.name for i in model.graph.input}:
-        return [
-            checks.layer_row(
-                label, framework, "skip", "inside a subgraph or function: not checked yet", layer.op, layer.dtype
-            )
-        ]
     if x is None:
         return [
             checks.layer_row(
                 label, framework, "skip", "its input was not computed on this input", layer.op, layer.dtype
             )
         ]
-    found = onnx_setup(g, layer, x.ndim)
-    if isinstance(found, str):
-        return [checks.layer_row(label, framework, "skip", found, layer.op, layer.dtype)]
-    setup = _shape_params(found, tuple(x.shape))
-    if isinstance(setup, str):
-        return [checks.layer_row(label, framework, "skip", setup, layer.op, layer.dtype)]
-    if runtime != ONNXRUNTIME:
-        setup = replace(setup, known_impl=None)  # ONNX Runtime's documented defects are not the evaluator's
-    if setup.notes:
-        label = f"{layer.path} ({layer.kind}; {'; '.join(setup.notes)})"
-    elem = int(helper.np_dtype_to_tensor_dtype(x.dtype))
-    sub = layer_model(model, layer, elem)
-    if isinstance(sub, str):
-        return [checks.layer_row(label, framework, "skip", sub, layer.op, layer.dtype)]
-    try:
-        session = _session(sub, runtime)
-    except Exception as e:
-        return [
-            checks.layer_row(
-                label,
-                framework,
-                "error",
-                f"{runtime} could not load the layer's model: {checks.describe_error(e)}",
-                layer.op,
-                layer.dtype,
-            )
-        ]
-    return checks.layer_rows(
-        setup,
-        x.astype(np.float64),
-        kinds,
-        seed,
-        layer.path,
-        label,
-        framework,
-        lambda problem: run_layer(session, problem, x.dtype),
-        runtime,
-    )
+    runner = runner_for(model, g, layer, x, runtime)
+    if isinstance(runner, str):
+        status = "error" if runner.startswith(ERROR_PREFIX) else "skip"
+        return [checks.layer_row(label, framework, status, runner.removeprefix(ERROR_PREFIX), layer.op, layer.dtype)]
+    return runner.rows(x.astype(np.float64), kinds, seed, layer.path)
 
 
 def check_onnx(
@@ -376,20 +385,10 @@ def check_onnx(
     runtime: str = ONNXRUNTIME,
 ) -> None:
     """Capture every layer's input in one run, then send ("layer", rows) per layer in order."""
-    from normcheck.model.onnx_graph import type_info
-
     feeds = model_feeds(model, shapes, arrays, seed)
     tensors = [layer.input for layer in inventory.layers if layer.input]
     values = capture(model, tensors, feeds, runtime)
-    types, ranks, _ = type_info(model)
-    g = GraphView(
-        list(model.graph.node),
-        {t.name: t for t in model.graph.initializer},
-        opsets_of(model.opset_import),
-        "",
-        types,
-        ranks,
-    )
+    g = graph_view(model)
     for k, layer in enumerate(inventory.layers):
         x = None
         if layer.input:  # each activation dropped after its last reader

@@ -424,6 +424,40 @@ def run_module(module: torch.nn.Module, problem: Problem, names: Names, moved_ax
     return out
 
 
+def module_at(model: torch.nn.Module, path: str) -> torch.nn.Module | None:
+    """The model's module at an inventory path (ROOT_PATH: the model itself)."""
+    return dict(model.named_modules()).get("" if path == ROOT_PATH else path)
+
+
+def runner_for(module: torch.nn.Module, record: NormLayer, x: np.ndarray, dtype: str) -> checks.LayerRunner | str:
+    """The layer ``module`` (the inventory's ``record``) ready to run, given its input ``x`` (as
+    the layer receives it; a candidate is probed on it); why not, as a string."""
+    label = f"{record.path} ({record.kind})"
+    names = _names(module)
+    if record.confirmed:
+        setup: LayerSetup | str = builtin_setup(module, record, dtype)
+    else:
+        found = probe(module, record, x, dtype)
+        if isinstance(found, str):
+            return found
+        setup, how = found
+        label = f"{record.path} ({record.kind}; probed: {how})"
+    if isinstance(setup, str):
+        return setup
+    moved_axis = setup.moved_axis
+    permutation = None
+    if moved_axis is not None:
+        axis = moved_axis % x.ndim
+        permutation = (*(a for a in range(x.ndim) if a != axis), axis)
+    return checks.LayerRunner(
+        setup,
+        lambda problem: run_module(module, problem, names, moved_axis),
+        label,
+        FRAMEWORK,
+        permutation=permutation,
+    )
+
+
 def check_layer(
     module: torch.nn.Module, record: NormLayer, captured: Captured | None, kinds: tuple[str, ...], seed: int
 ) -> list[CheckResult]:
@@ -435,31 +469,13 @@ def check_layer(
             )
         ]
     x = np.load(captured.file).astype(np.float64)
-    names = _names(module)
-    if record.confirmed:
-        setup: LayerSetup | str = builtin_setup(module, record, captured.dtype)
-    else:
-        found = probe(module, record, x, captured.dtype)
-        if isinstance(found, str):
-            return [checks.layer_row(label, FRAMEWORK, "skip", found, record.op, captured.dtype)]
-        setup, how = found
-        label = f"{record.path} ({record.kind}; probed: {how})"
-    if isinstance(setup, str):
-        return [checks.layer_row(label, FRAMEWORK, "skip", setup, record.op, captured.dtype)]
+    runner = runner_for(module, record, x, captured.dtype)
+    if isinstance(runner, str):
+        return [checks.layer_row(label, FRAMEWORK, "skip", runner, record.op, captured.dtype)]
     if captured.calls > 1:
-        setup = replace(setup, notes=(*setup.notes, f"called {captured.calls} times: checked on its first input"))
-    moved_axis = setup.moved_axis
-    return checks.layer_rows(
-        setup,
-        checks.to_reference_layout(x, setup),
-        kinds,
-        seed,
-        record.path,
-        label,
-        FRAMEWORK,
-        lambda problem: run_module(module, problem, names, moved_axis),
-        "the layer",
-    )
+        note = f"called {captured.calls} times: checked on its first input"
+        runner = replace(runner, setup=replace(runner.setup, notes=(*runner.setup.notes, note)))
+    return runner.rows(x, kinds, seed, record.path)
 
 
 def check_torch(
