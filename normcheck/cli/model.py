@@ -141,19 +141,12 @@ def _check(
     from normcheck.model.checks import DEFAULT_KINDS, MODEL_KINDS
     from normcheck.model.run import check_model
     from normcheck.names import DTYPE_NAMES
-    from normcheck.parsing import choose, parse_shape
+    from normcheck.parsing import choose
     from normcheck.report.model_checks import render_model_checks
     from normcheck.report.model_inventory import counts_text
     from normcheck.verify.records import ERROR, FAIL, KNOWN, summarize
 
-    if shapes and input_file is not None:
-        raise UsageError("give --input-shape or --input, not both")
-    parsed = tuple(parse_shape(s, allow_empty=False) for s in shapes)
-    if input_file is not None:
-        if input_file.suffix.lower() not in (".npy", ".npz"):
-            raise UsageError(f"--input {input_file}: give a .npy or .npz file")
-        if not input_file.is_file():
-            raise UsageError(f"--input {input_file}: no such file")
+    parsed, file = model_input(shapes, input_file)
     if dtype is not None and dtype not in DTYPE_NAMES:
         raise UsageError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPE_NAMES)}")
     chosen = choose(kinds, MODEL_KINDS, "input kind", DEFAULT_KINDS)
@@ -162,7 +155,7 @@ def _check(
     task = CheckTask(
         source,
         parsed,
-        str(input_file.resolve()) if input_file is not None else None,
+        file,
         tuple(chosen),
         seed,
         dtype,
@@ -190,3 +183,18 @@ def _check(
         f"({seconds:.1f}s){where}"
     )
     raise typer.Exit(1 if failing else 0)
+
+
+def model_input(shapes: list[str], input_file: Path | None) -> tuple[tuple[tuple[int, ...], ...], str | None]:
+    """--input-shape (parsed) and --input (resolved), checked: UsageError for both, a bad shape or file."""
+    from normcheck.parsing import parse_shape
+
+    if shapes and input_file is not None:
+        raise UsageError("give --input-shape or --input, not both")
+    parsed = tuple(parse_shape(s, allow_empty=False) for s in shapes)
+    if input_file is not None:
+        if input_file.suffix.lower() not in (".npy", ".npz"):
+            raise UsageError(f"--input {input_file}: give a .npy or .npz file")
+        if not input_file.is_file():
+            raise UsageError(f"--input {input_file}: no such file")
+    return parsed, str(input_file.resolve()) if input_file is not None else None

@@ -31,6 +31,8 @@ HANDLERS = {  # message kind -> (module, function), imported when first asked fo
     "bench.run": ("normcheck.engine.bench_tasks", "run_bench"),
     "model.inventory": ("normcheck.model.task", "inventory"),
     "model.check": ("normcheck.model.check_task", "check"),
+    "model.port_source": ("normcheck.model.port_activation", "run_source"),
+    "model.port_run": ("normcheck.model.port_activation", "run_port"),
 }
 
 

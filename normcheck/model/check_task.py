@@ -36,14 +36,11 @@ def read_inputs(path: str) -> list[np.ndarray]:
     """The arrays of a .npy (one input) or .npz (one array per model input, in the file's order);
     never unpickles."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):  # a .npy
+            return [np.asarray(loaded)]
+        with loaded as data:
             return [np.asarray(data[name]) for name in data.files]
-    except AttributeError:  # a .npy: np.load returns the array itself (no context manager)
-        pass
-    except (OSError, ValueError) as e:
-        raise UsageError(f"--input {path}: not a readable .npy or .npz file ({e})") from None
-    try:
-        return [np.asarray(np.load(path, allow_pickle=False))]
     except (OSError, ValueError) as e:
         raise UsageError(f"--input {path}: not a readable .npy or .npz file ({e})") from None
 

@@ -190,7 +190,9 @@ def judge_run(case: Case, problem: Problem, setup: LayerSetup, out: RunOutput) -
     with np.errstate(all="ignore"):
         rows = judge(case, problem, out, expected, errs, OPTIONS, setup.missing)
         try:
-            rows = with_diagnosis(rows, problem, expected, out)
+            # the full truth: evaluation-mode predictions normalize with its running statistics,
+            # judged or not (an ONNX layer takes them as inputs and returns none)
+            rows = with_diagnosis(rows, problem, truth.expected, out)
         except Exception as e:  # a hypothesis that cannot model this case: the cause stays unknown
             note = f"cause unknown (the diagnosis failed: {describe_error(e)})"
             rows = [replace(r, message=f"{r.message}; {note}") if r.status == FAIL else r for r in rows]

@@ -9,10 +9,15 @@ UsageError line. Nothing but plain records comes back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from normcheck.engine.process import WorkerDied, WorkerTimeout, make_worker
 from normcheck.errors import UsageError
 from normcheck.model.check_task import KIND as CHECK_KIND
 from normcheck.model.check_task import CheckTask
+from normcheck.model.port import Finding
+from normcheck.model.port_activation import KIND_PORT, KIND_SOURCE, PortTask, SourceTask
 from normcheck.model.records import Inventory
 from normcheck.model.source import ModelSource
 from normcheck.model.task import KIND, InventoryTask
@@ -126,4 +131,74 @@ def _stopped(inventory: Inventory, done: int, why: str) -> list:
                     label, layer.framework, "skip", "not checked: the worker stopped before it", layer.op, layer.dtype
                 )
             )
+    return out
+
+
+PORT_TIMEOUT = 600.0  # seconds for a port's source to load, run and capture, and for the port's layers to run
+
+
+def _converse(
+    kind: str, task: object, label: str, limit: float, verbose: bool, take: Callable[[str, Any], bool]
+) -> None:
+    """Send one task to a fresh worker and hand each message to ``take`` (False: not one it knows)
+    until "done"; every other way the worker ends is one UsageError naming ``label``."""
+    worker = make_worker(verbose=verbose)
+    try:
+        worker.send((kind, task))
+        while True:
+            what, payload = worker.receive(limit)
+            if what == "done":
+                return
+            if what == "usage":
+                raise UsageError(f"{label}: {payload}")
+            if what == "fail":
+                raise UsageError(f"{label}: {payload}")
+            if not take(what, payload):
+                raise UsageError(f"{label}: the worker answered {what!r}")
+    except WorkerDied as e:
+        raise UsageError(f"{label}: the process running the model died: {e.how}") from None
+    except WorkerTimeout:
+        raise UsageError(
+            f"{label}: running the model took longer than {limit:g} s (--timeout); it was stopped"
+        ) from None
+    finally:
+        worker.stop(grace=0.5)
+
+
+def capture_source(
+    task: SourceTask, timeout: float | None = None, verbose: bool = False
+) -> tuple[Inventory, dict[int, str | None]]:
+    """The source's inventory and, per layer index, None (its activation and outputs are in the
+    task's folder) or why not."""
+    limit = PORT_TIMEOUT if timeout is None else timeout
+    found: dict[str, Any] = {}
+    captured: dict[int, str | None] = {}
+
+    def take(kind: str, payload: Any) -> bool:
+        if kind == "inventory" and isinstance(payload, Inventory):
+            found["inventory"] = payload
+        elif kind == "captured" and isinstance(payload, tuple) and len(payload) == 2:
+            captured[int(payload[0])] = payload[1] if isinstance(payload[1], str) else None
+        else:
+            return False
+        return True
+
+    _converse(KIND_SOURCE, task, task.source.label, limit, verbose, take)
+    if "inventory" not in found:
+        raise UsageError(f"{task.source.label}: the worker finished without an inventory")
+    return found["inventory"], captured
+
+
+def run_port_layers(task: PortTask, timeout: float | None = None, verbose: bool = False) -> dict[int, list[Finding]]:
+    """Per pair index, the findings of the port's layer run on the source's activation."""
+    limit = PORT_TIMEOUT if timeout is None else timeout
+    out: dict[int, list[Finding]] = {}
+
+    def take(kind: str, payload: Any) -> bool:
+        if kind != "activation" or not isinstance(payload, tuple) or len(payload) != 2:
+            return False
+        out[int(payload[0])] = [f for f in payload[1] if isinstance(f, Finding)]
+        return True
+
+    _converse(KIND_PORT, task, task.source.label, limit, verbose, take)
     return out
