@@ -276,7 +276,7 @@ def compare_on_activation(runners: Runners, layer: NormLayer, folder: str, src_i
     found = _findings(dst_rows, src_rows, src_out, out, problem.dtype == src_problem.dtype)
     if weights:  # what the output's diagnosis cannot know: the port applies other values
         unknown = " (cause unknown)"
-        seen = f" (its {', '.join(w.property for w in weights)} differ from the source's: above)"
+        seen = f" (the port's {' and '.join(w.property for w in weights)} values differ from the source's: above)"
         found = [replace(f, rule=f.rule.replace(unknown, seen)) for f in found]
     return weights + found
 

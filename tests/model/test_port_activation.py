@@ -115,7 +115,7 @@ def test_seeded_defects_are_found_at_their_layers_with_their_causes(monkeypatch,
     assert bn_run["severity"] == "error" and "eps is 0.001" in bn_run["rule"] and "instead of 0.0001" in bn_run["rule"]
     weights, gn_run = activation_findings(gn)
     assert weights["property"] == "weight (γ)" and "another order" in weights["rule"]
-    assert gn_run["severity"] == "error" and "weight (γ) differ from the source's" in gn_run["rule"]
+    assert gn_run["severity"] == "error" and "weight (γ) values differ from the source's" in gn_run["rule"]
     # the configuration comparison cannot see the permuted weights: their summaries agree
     assert not [f for f in gn["findings"] if f["check"] == "config" and f["severity"] == "error"]
 
