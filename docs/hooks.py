@@ -57,10 +57,12 @@ def convention_rows(frameworks: Sequence[str] | None = None) -> list[dict[str, A
 
 
 def hypotheses() -> list[tuple[str, str]]:
-    """The diagnosis library: (id, title) of each hypothesis, in the order they are tried."""
+    """The diagnosis library: (id, title) of each hypothesis, in the order they are tried (Weight
+    Standardization's own library last: it is tried on ws and ws_gn cases instead)."""
     from normcheck.diagnosis.hypotheses import HYPOTHESES
+    from normcheck.diagnosis.weight_standardization import WS_HYPOTHESES
 
-    return [(h.id, h.title) for h in HYPOTHESES]
+    return [(h.id, h.title) for h in (*HYPOTHESES, *WS_HYPOTHESES)]
 
 
 def framework_registry() -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -109,6 +111,13 @@ def package_dir() -> Path:
     if spec is None or spec.origin is None:
         raise PluginError("normcheck is not importable from the repository root")
     return Path(spec.origin).parent
+
+
+def policy_records() -> list[dict[str, Any]]:
+    """The named precision policies (``normcheck conventions --policies``), one flat record each."""
+    from normcheck.policies import POLICIES
+
+    return [p.as_dict() for p in POLICIES.values()]
 
 
 def tolerance_table() -> dict[str, Any]:
@@ -284,6 +293,14 @@ def render_tolerances(arg: str | None) -> str:
     return _table(["dtype", "rtol", "atol (floor)"], rows)
 
 
+def render_policies(arg: str | None) -> str:
+    """One row per policy, every declared field."""
+    records = policy_records()
+    header = [k for k in records[0] if k not in ("reduction",)] if records else []
+    rows = [[f"`{r[k]}`" if k in ("policy", "formula") else _cell(r[k]) for k in header] for r in records]
+    return _table(header, rows)
+
+
 def render_tolerance_factor(arg: str | None) -> str:
     return f"{tolerance_table()['factor']:g}"
 
@@ -330,6 +347,7 @@ GENERATORS: dict[str, Callable[[str | None], str]] = {
     "tolerance-factor": render_tolerance_factor,
     "witness-variants": render_witness_variants,
     "modules": render_modules,
+    "policies": render_policies,
 }
 
 PLACEHOLDER = re.compile(r"<!-- generated: ([\w-]+)(?: ([\w,.-]+))? -->")

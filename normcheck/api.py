@@ -24,7 +24,10 @@ def check(op: str | list[str] | None = None, impl: Any = None, **options: Any) -
     for ``op``; with no ``impl``, the built-in frameworks. ``options`` are the keyword forms of
     verify's flags: framework, backward, style, shapes, groups, normalized_ndim, dtypes, kinds,
     device, seed, rtol, atol, eps, momentum, against, shard, timeout, world_size (batch norm over
-    torch.distributed in that many processes), strict, jobs, compile_cache,
+    torch.distributed in that many processes), quantize and scale (FP8-quantized output, e.g.
+    ``quantize="e4m3", scale="row"``; see docs/quantized.md), policy (a named precision policy
+    the forward is held to ulp for ulp: "llama", "gemma", "t5", "native", "fp32-weight"; see
+    docs/policies.md), strict, jobs, compile_cache,
     repro (a folder: write a standalone script and .npz reproducing each distinct failure into it,
     as ``normcheck verify --repro``).
 

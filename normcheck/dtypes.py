@@ -30,12 +30,35 @@ def quantize(a: np.ndarray, dtype: str) -> np.ndarray:
         return a.astype({"float32": np.float32, "float16": np.float16}[dtype]).astype(np.float64)
 
 
+def round_float32(a: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 ``a`` rounded to ``dtype`` and kept in float32: ``quantize`` for a float32 array and
+    a dtype no wider, bit for bit the same (one rounding of the same exact value), without its
+    float64 copies."""
+    if dtype == "bfloat16":
+        return _round_bfloat16(a)
+    if dtype == "float16":
+        with np.errstate(over="ignore"):
+            return a.astype(np.float16).astype(np.float32)
+    if dtype == "float32":
+        return a.copy()
+    raise ValueError(f"float32 cannot be rounded to the wider {dtype}")
+
+
 def _round_bfloat16(a: np.ndarray) -> np.ndarray:
     """Round float32 to bfloat16 (nearest, ties to even), keeping float32 storage."""
-    bits = np.ascontiguousarray(a).view(np.uint32).astype(np.uint64)
-    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    out = rounded.astype(np.uint32).view(np.float32)
-    return np.where(np.isnan(a), a, out)
+    # in uint32, in place, wrapping: the mask keeps bits 16-31 only, so a carry out of bit 31 (NaN
+    # bit patterns alone, put back below) is dropped as a wider sum would drop it; twice as fast
+    bits = np.ascontiguousarray(a).view(np.uint32)
+    rounded = bits >> np.uint32(16)
+    rounded &= np.uint32(1)
+    rounded += np.uint32(0x7FFF)
+    rounded += bits
+    rounded &= np.uint32(0xFFFF0000)
+    out = rounded.view(np.float32)
+    nan = np.isnan(a)
+    if nan.any():
+        out[nan] = a[nan]
+    return out
 
 
 def compute_dtype(dtype: str) -> type:

@@ -38,6 +38,13 @@ class Problem:
     # the residual output h = x + residual; None for every other op
     residual: np.ndarray | None = None
     dresidual: np.ndarray | None = None
+    # Weight Standardization followed by group norm (ws_gn): the group norm's weight and bias over
+    # the convolution's output channels (``weight`` is the convolution's); None for every other op
+    gn_weight: np.ndarray | None = None
+    gn_bias: np.ndarray | None = None
+    # FP8-quantized output with a static scale (params.quant): the given float32 scale, shape ();
+    # None for every other case
+    quant_scale: np.ndarray | None = None
 
     def initial_running(self) -> tuple[np.ndarray, np.ndarray]:
         """The running mean and variance before the first step, for a case that tracks them

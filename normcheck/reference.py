@@ -7,9 +7,11 @@ import numpy as np
 
 from normcheck.dtypes import quantize
 from normcheck.ops import FUSED_BASE, OPS, broadcast_channels
+from normcheck.ops.adaptive_layer_norm import ADALN, PREMODULATED
 from normcheck.ops.batch_norm import CUMULATIVE, cumulative_momentum
 from normcheck.ops.rms_norm import GEMMA, offset_weight
 from normcheck.problem import Problem
+from normcheck.reference_ws import is_ws, ws_reference
 
 
 def reference(
@@ -37,6 +39,8 @@ def reference(
     residual (``grad_residual``) are equal, the norm's input gradient plus the residual output's
     upstream gradient.
     """
+    if is_ws(problem):  # Weight Standardization: a convolution, its own formulas (normcheck.reference_ws)
+        return ws_reference(problem, dtype, mean_ulps=mean_ulps)
     op = OPS[problem.op]
     params = problem.params
     norm = op.normalization(problem.shape, params)
@@ -82,7 +86,10 @@ def normalized_input(problem: Problem, rounded: bool = True) -> np.ndarray:
 
 
 def scale(problem: Problem) -> np.ndarray | None:
-    """The weight the normalized value is multiplied by: Gemma's 1 + weight (in float64), else the weight."""
-    if problem.weight is None or problem.params.variant != GEMMA:
-        return problem.weight
-    return offset_weight(problem.weight)
+    """The weight the normalized value is multiplied by: Gemma's 1 + weight and adaLN's 1 + scale
+    (in float64), else the weight."""
+    if problem.weight is None:
+        return None
+    if problem.params.variant == GEMMA or (problem.op == ADALN and problem.params.variant != PREMODULATED):
+        return offset_weight(problem.weight)
+    return problem.weight

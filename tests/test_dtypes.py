@@ -142,3 +142,23 @@ def test_compute_dtype():
     assert compute_dtype("float64") is np.float64
     for dtype in ("float32", "float16", "bfloat16"):
         assert compute_dtype(dtype) is np.float32
+
+
+def test_round_float32_is_quantize_without_its_float64_copies():
+    """Bit for bit, on values of every magnitude and on the bit patterns where bfloat16's rounding
+    carries out of the exponent (the largest finite values, infinities and NaN payloads)."""
+    from normcheck.dtypes import round_float32
+
+    special = np.array(
+        [0x7F7F7FFF, 0x7F7F8000, 0x7F7FFFFF, 0x7F800000, 0x7F800001, 0x7FFF8000, 0xFF7F8000, 0xFFFF8000, 0xFFFFFFFF],
+        dtype=np.uint32,
+    ).view(np.float32)
+    values = np.concatenate([_values().astype(np.float32), special])
+    for dtype in ("bfloat16", "float16", "float32"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = quantize(values, dtype).astype(np.float32)
+            got = round_float32(values, dtype)
+        assert got.dtype == np.float32
+        same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+        assert same.all(), (dtype, values[~same][:5])

@@ -29,6 +29,15 @@ def conventions(
     differences: Annotated[
         bool, typer.Option("--differences", help="Only the properties on which the frameworks differ.")
     ] = False,
+    policies: Annotated[
+        bool,
+        typer.Option(
+            "--policies",
+            help="The named precision policies of RMS norm instead (llama, gemma, t5, native, fp32-weight: "
+            "compute dtype, where the cast back happens, the weight's dtype, the offset's precision), as "
+            "verify --policy holds an implementation to them.",
+        ),
+    ] = False,
 ) -> None:
     """Show each framework's defaults and semantics for each op, side by side, with the
     differences that bite when porting and the rule that translates each one."""
@@ -38,6 +47,9 @@ def conventions(
     try:
         if format not in FORMATS:
             raise UsageError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+        if policies:
+            emit(_policies(format, op, framework, differences), output)
+            return
         ops = choose(op, OP_NAMES, "op", OP_NAMES)
         fws = choose(framework, (*FRAMEWORK_ORDER, *OTHER_CONVENTIONS), "framework", FRAMEWORK_ORDER)
         rows = convention_rows(ops, fws)
@@ -46,3 +58,19 @@ def conventions(
         emit(render_conventions(format, rows), output)
     except UsageError as e:
         fail_usage(str(e))
+
+
+def _policies(fmt: str, op: str | None, framework: str | None, differences: bool):
+    """The policies' records rendered: every policy, or those covering ``--op`` (rms)."""
+    from normcheck.policies import POLICIES
+    from normcheck.report.policies import render_policies
+
+    if framework is not None or differences:
+        raise UsageError(
+            "--policies lists the precision policies, which are no framework's: drop --framework and --differences"
+        )
+    ops = choose(op, OP_NAMES, "op", OP_NAMES)
+    shown = [p for p in POLICIES.values() if any(o in p.ops for o in ops)]
+    if not shown:
+        raise UsageError(f"no precision policy covers {', '.join(ops)}; the policies cover rms")
+    return render_policies(fmt, [p.as_dict() for p in shown])

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from normcheck.cli._common import UsageError, emit, fail_usage, say, stderr_is_tty
-from normcheck.names import ALL_OP_NAMES, DEFAULT_TIMEOUT, DTYPE_NAMES, KIND_NAMES, OP_NAMES
+from normcheck.names import ALL_OP_NAMES, DEFAULT_TIMEOUT, DTYPE_NAMES, KIND_NAMES, OP_NAMES, POLICY_NAMES
 
 FORMATS = ("table", "csv", "json", "junit", "markdown", "github")
 
@@ -17,14 +17,39 @@ def verify(
     op: Annotated[
         list[str] | None,
         typer.Option(
-            help=f"Ops to check, comma list of {', '.join(ALL_OP_NAMES)} (repeatable). Default: {', '.join(OP_NAMES)}."
+            help=f"Ops to check, comma list of {', '.join(ALL_OP_NAMES)} (repeatable; adaln: DiT's adaptive layer "
+            "norm; ws: a convolution with Weight Standardization, ws_gn: followed by group norm). "
+            f"Default: {', '.join(OP_NAMES)}."
         ),
     ] = None,
     variant: Annotated[
         str | None,
         typer.Option(
             help="An op variant: gemma (rms, add_rms: y = xhat * (1 + weight)), nobias (ln, add_ln: no bias), "
-            "cumulative (bn: momentum=None, the running statistics the mean of the batches seen)."
+            "cumulative (bn: momentum=None, the running statistics the mean of the batches seen), "
+            "paper (ws, ws_gn: the WS paper's code, (w - mean) / (unbiased std + eps))."
+        ),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            help=f"A named precision policy of RMS norm, {', '.join(POLICY_NAMES)}: each case's forward must "
+            "equal the policy's output computed exactly as it states, to the ulp (see normcheck conventions "
+            "--policies). With --op rms (--variant gemma for gemma).",
+        ),
+    ] = None,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            help="Check a norm whose output is quantized to FP8: e4m3 (float8_e4m3fn, max 448) or e5m2 "
+            "(float8_e5m2, max 57344); your function returns (q, scale). With --op rms or ln and --impl."
+        ),
+    ] = None,
+    scale: Annotated[
+        str | None,
+        typer.Option(
+            help="With --quantize, the scale: row (dynamic, one per row of the normalized axes, vLLM's per-token; "
+            "default), tensor (dynamic, one for the tensor) or static (a float32 scale given to your function)."
         ),
     ] = None,
     framework: Annotated[
@@ -64,13 +89,24 @@ def verify(
     normalized_ndim: Annotated[
         str | None, typer.Option(help="Layer/RMS norm: how many trailing dims to normalize, for --shape.")
     ] = None,
+    axes: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Layer norm (--op ln) over these axes, e.g. 1 (the channels of NCHW: ConvNeXt's LayerNorm2d) "
+            "or 1,2,3; negative ones count from the end (repeatable: one set each). Default shapes: 3-D to 5-D."
+        ),
+    ] = None,
     dtype: Annotated[
         list[str] | None,
         typer.Option(help=f"Dtypes, comma list of {', '.join(DTYPE_NAMES)} (repeatable). Default: all four."),
     ] = None,
     input: Annotated[
         list[str] | None,
-        typer.Option("--input", help=f"Input kinds, comma list of {', '.join(KIND_NAMES)} (repeatable). Default: all."),
+        typer.Option(
+            "--input",
+            help=f"Input kinds, comma list of {', '.join(KIND_NAMES)} (repeatable; --profile stress also "
+            "repeated). Default: all.",
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     eps: Annotated[
@@ -92,7 +128,9 @@ def verify(
         str | None,
         typer.Option(
             help="default: each op's whole grid of cases. quick: the fewest of those cases that expose "
-            "every known mistake (a few seconds per framework; see the docs for how they are chosen)."
+            "every known mistake (a few seconds per framework; see the docs for how they are chosen). stress: "
+            "large and strided cases for kernel authors (2^16 rows, hidden 4095..8191, sliced, transposed and "
+            "expanded inputs, channels_last kept, in-place calls); the CPU subset on cpu, all with --device cuda."
         ),
     ] = None,
     world_size: Annotated[
@@ -180,6 +218,7 @@ def verify(
         "--shape": shape,
         "--groups": groups,
         "--normalized-ndim": normalized_ndim,
+        "--axes": axes,
         "--dtype": lists["dtype"],
         "--input": lists["input"],
         "--eps": eps,
@@ -189,6 +228,9 @@ def verify(
         "--atol": atol,
         "--world-size": world_size,
         "--variant": variant,
+        "--policy": policy,
+        "--quantize": quantize,
+        "--scale": scale,
     }
     try:
         if format is not None and format not in FORMATS:
@@ -206,6 +248,7 @@ def verify(
                     shapes=tuple(shape or ()),
                     groups=groups,
                     normalized_ndim=normalized_ndim,
+                    axes=tuple(axes) if axes else None,
                     dtypes=lists["dtype"],
                     kinds=lists["input"],
                     device=device,
@@ -221,6 +264,9 @@ def verify(
                     param_shape=param_shape or "flat",
                     world_size=world_size,
                     variant=variant,
+                    policy=policy,
+                    quantize=quantize,
+                    scale=scale,
                 )
             ]
         requests = [_with_run_options(r, device, seed, shard, timeout, profile) for r in requests]
@@ -415,6 +461,8 @@ def _run(requests, fmt, output, all_rows, strict, jobs, verbose, compile_cache, 
         f"{counts[KNOWN]} known defects, {counts['skip']} skipped ({summary['cases']} cases, "
         f"{summary['seconds']:.1f}s){where}"
     )
+    if counts["skip"] and not (counts["pass"] or counts[KNOWN] or failing):
+        say("normcheck verify: note: every check was skipped, so nothing was verified; the skip messages say why")
     if report.interrupted:
         raise typer.Exit(130)
     raise typer.Exit(1 if failing else 0)

@@ -19,8 +19,11 @@ from normcheck.diagnosis.hypotheses import (
     Prediction,
 )
 from normcheck.diagnosis.variants import plain
+from normcheck.diagnosis.weight_standardization import WS_HYPOTHESES
+from normcheck.diagnosis.weight_standardization import applies as is_ws_case
 from normcheck.dtypes import EPS
 from normcheck.frameworks.base import RunOutput
+from normcheck.ops.adaptive_layer_norm import ADALN, CHECK_LABELS, check_label
 from normcheck.problem import Problem
 from normcheck.reference import reference
 from normcheck.verify.records import FAIL, PASS, CheckResult, Comparison, Diagnosis, Tolerance
@@ -206,11 +209,13 @@ def diagnose(
     failing = [c for c, r in rows.items() if r.status == FAIL]
     if not failing or problem.x.size == 0:  # an empty tensor has no formula to fit
         return {}
-    # a mistake only distributed code can make is tried only when asked for (a --world-size run)
+    # a mistake only distributed code can make is tried only when asked for (a --world-size run);
+    # Weight Standardization has a library of its own (normcheck.diagnosis.weight_standardization)
+    library = WS_HYPOTHESES if is_ws_case(problem) else HYPOTHESES
     tried = (
-        [h for h in HYPOTHESES if h.id in hypotheses]
+        [h for h in library if h.id in hypotheses]
         if hypotheses is not None
-        else [h for h in HYPOTHESES if h.id not in DISTRIBUTED_ONLY]
+        else [h for h in library if h.id not in DISTRIBUTED_ONLY]
     )
     predict = _predictor(problem, expected, out.values)
     verdicts: list[_Verdict] = []
@@ -230,7 +235,7 @@ def diagnose(
                     partial[check].append(alone)
     found = _choose(verdicts, partial, failing, rows, len(tried))
     if not any(d.family == FORMULA for d in found.values()):
-        return found
+        return _labelled(problem.op, found)
     numeric = _choose(
         [v for v in verdicts if v.hypothesis.family == NUMERIC],
         {c: [v for v in vs if v.hypothesis.family == NUMERIC] for c, vs in partial.items()},
@@ -238,7 +243,22 @@ def diagnose(
         rows,
         len(tried),
     )
-    return {c: replace(d, fallback=numeric[c]) if d.family == FORMULA else d for c, d in found.items()}
+    return _labelled(
+        problem.op, {c: replace(d, fallback=numeric[c]) if d.family == FORMULA else d for c, d in found.items()}
+    )
+
+
+def _labelled(op: str, found: dict[str, Diagnosis]) -> dict[str, Diagnosis]:
+    """The evidence with the checks named as reports name them (adaLN's grad_scale, grad_shift)."""
+    if op != ADALN:
+        return found
+    out = {}
+    for check, d in found.items():
+        evidence = d.evidence
+        for internal in CHECK_LABELS:
+            evidence = evidence.replace(f"{internal}:", f"{check_label(op, internal)}:")
+        out[check] = replace(d, evidence=evidence)
+    return out
 
 
 def _predictor(

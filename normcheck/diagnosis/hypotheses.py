@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
+from normcheck.diagnosis.kernel_limits import Limited, partial_row, row_index_wraps
 from normcheck.diagnosis.model import (
     AFFINE_ORDER,
     AFFINE_SWAPPED,
@@ -23,6 +25,7 @@ from normcheck.diagnosis.precision import MEAN, ORDERS, RSTD, VAR, Policy, simul
 from normcheck.dtypes import EPS, HALF, compute_dtype, quantize
 from normcheck.frameworks import CONVENTIONS
 from normcheck.ops import OPS, Normalization
+from normcheck.ops.adaptive_layer_norm import ADALN, TOKEN, modulated, stray_affine
 from normcheck.ops.batch_norm import CUMULATIVE
 from normcheck.ops.rms_norm import GEMMA
 from normcheck.problem import Problem
@@ -341,11 +344,55 @@ def _axes(extra: str) -> Callable[[Context], list[Prediction]]:
         else:
             axes = (last,)
             title = "statistics over the last axis only"
+            if ctx.problem.params.axes is not None:  # layer norm over other axes: name them
+                want = _axis_names(len(norm.view), norm.axes)
+                title += f" ({_axis_names(len(norm.view), axes)}) instead of {want}"
+                fix = f"normalize over {want} only (mean and variance with dim={list(norm.axes)})"
+                if axes != tuple(norm.axes):
+                    return [replace(q, fix=fix) for q in ctx.predict(title, Variant(axes=axes))]
         if axes == tuple(norm.axes) or int(np.prod([norm.view[a] for a in axes])) < 1:
             return []
         return ctx.predict(title, Variant(axes=axes))
 
     return predict
+
+
+_DIM_LETTERS = {3: "NCL", 4: "NCHW", 5: "NCDHW"}
+
+
+def _axis_names(ndim: int, axes: tuple[int, ...]) -> str:
+    """'axes [1, 2, 3] (C, H, W)': the axes, with NCHW's letters where the rank has them."""
+    letters = _DIM_LETTERS.get(ndim)
+    named = f" ({', '.join(letters[a] for a in axes)})" if letters else ""
+    return f"axis {axes[0]}{named}" if len(axes) == 1 else f"axes {list(axes)}{named}"
+
+
+def _axes_other(ctx: Context) -> list[Prediction]:
+    """Layer norm over given axes (``OpParams.axes``) computed over another set: any single axis
+    but the batch, any trailing run, or every axis but the batch (GroupNorm(1, C) passed off as
+    LayerNorm2d); the last axis alone and the batch added are hypotheses of their own."""
+    p = ctx.problem
+    if p.op != "ln" or p.params.axes is None or not ctx.training:
+        return []
+    norm = _norm(ctx)
+    ndim, want = len(norm.view), tuple(norm.axes)
+    candidates = {(a,) for a in range(1, ndim)} | {tuple(range(k, ndim)) for k in range(1, ndim)}
+
+    def effective(axes: tuple[int, ...]) -> tuple[int, ...]:  # axes of size 1 change no statistic
+        return tuple(a for a in axes if norm.view[a] > 1)
+
+    seen = {effective(a) for a in (want, (ndim - 1,), tuple(sorted({0, *want})))}
+    preds = []
+    for axes in sorted(candidates, key=lambda c: (len(c), c)):
+        if effective(axes) in seen:
+            continue
+        seen.add(effective(axes))
+        title = f"statistics over {_axis_names(ndim, axes)} instead of {_axis_names(ndim, want)}"
+        if axes == tuple(range(1, ndim)) and want == (1,):
+            title += ": GroupNorm(1, C), which normalizes each sample over every axis, is not a LayerNorm2d"
+        fix = f"normalize over {_axis_names(ndim, want)} only (mean and variance with dim={list(want)})"
+        preds += [replace(q, fix=fix) for q in ctx.predict(title, Variant(axes=axes))]
+    return preds
 
 
 def _rerun(title: str, problem: Problem, drop: tuple[str, ...] = ()) -> Prediction:
@@ -390,6 +437,8 @@ def _eval_batch_stats(ctx: Context) -> list[Prediction]:
 def _affine(kind: str) -> Callable[[Context], list[Prediction]]:
     def predict(ctx: Context) -> list[Prediction]:
         if ctx.problem.weight is None or ctx.problem.bias is None:
+            return []
+        if kind == AFFINE_SWAPPED and ctx.problem.op == ADALN:  # its weight is 1 + scale: adaln_shift_scale_swapped
             return []
         title = (
             "affine in the wrong order: (xhat + beta) * gamma"
@@ -486,6 +535,24 @@ def _input_dtype(ctx: Context) -> list[Prediction]:
     return preds
 
 
+# tried where a weight or bias gradient sums more values than this: over fewer, a half accumulator
+# loses less than the tolerance allows, and the default grid's cases never reach it
+PARAM_SUM_TERMS = 1024
+
+
+def _half_param_sums(ctx: Context) -> list[Prediction]:
+    """Everything in float32 but the weight and bias gradients, accumulated row after row in the
+    half input dtype (llm.c#476; PyTorch's CPU layer norm backward)."""
+    p = ctx.problem
+    norm = _norm(ctx)
+    summed = int(np.prod([n for n, k in zip(norm.view, norm.param_view, strict=True) if k == 1], dtype=np.int64))
+    if p.dtype not in HALF or p.weight is None or summed <= PARAM_SUM_TERMS:
+        return []
+    title = f"the weight and bias gradients accumulated in {p.dtype} over {summed} values, one rounding per addition"
+    fix = "accumulate the weight and bias gradients in float32 (partial sums reduced in float32), round once"
+    return _simulated(ctx, title, Policy(param_sums=True), fix)
+
+
 def _overflow(ctx: Context, pred: Prediction) -> str:
     """What overflowed, when the half computation produced inf or NaN where the reference is finite."""
     bad = [
@@ -549,6 +616,16 @@ def _center(on: bool) -> Callable[[Context], list[Prediction]]:
         return ctx.predict(title, Variant(center=on))
 
     return predict
+
+
+def _variance_for_rms(ctx: Context) -> list[Prediction]:
+    if ctx.problem.op != "rms" or _norm(ctx).count < 2:
+        return []
+    return ctx.predict(
+        "x / sqrt(Var[x] + eps): the variance about the mean instead of mean(x²), x itself not centered "
+        "(Keras's LayerNormalization(rms_scaling=True))",
+        Variant(uncentered_numerator=True),
+    )
 
 
 def _per_rank(ctx: Context) -> list[Prediction]:
@@ -640,6 +717,84 @@ def _cumulative_ignored(ctx: Context) -> list[Prediction]:
     return preds
 
 
+def _adaln(ctx: Context) -> bool:
+    p = ctx.problem
+    return p.op == ADALN and p.weight is not None and p.bias is not None
+
+
+def _adaln_offset_missing(ctx: Context) -> list[Prediction]:
+    """x̂ * scale + shift: DiT's 1 + left out (the gradient of scale keeps its form)."""
+    if not _adaln(ctx):
+        return []
+    p = ctx.problem
+    title = "adaLN's scale applied as is: x̂ * scale + shift, the 1 + missing"
+    fix = "multiply by (1 + scale): adaLN's scale is an offset from 1 (adaLN-Zero initializes it to 0)"
+    return [replace(_rerun(title, replace(p, weight=np.asarray(p.weight, dtype=np.float64) - 1.0)), fix=fix)]
+
+
+def _adaln_swapped(ctx: Context) -> list[Prediction]:
+    """x̂ * (1 + shift) + scale: the two halves of the modulation taken in the wrong order."""
+    if not _adaln(ctx):
+        return []
+    p = ctx.problem
+    swapped = replace(p, weight=p.bias, bias=p.weight)
+    with np.errstate(all="ignore"):
+        values = _crossed(reference(swapped))
+        witness = _crossed(reference(swapped, compute_dtype(p.dtype)))
+    title = "adaLN's shift and scale swapped: x̂ * (1 + shift) + scale"
+    fix = "take shift and scale in DiT's order, modulate(x, shift, scale) = x * (1 + scale) + shift"
+    return [Prediction(title, values, witness={k: quantize(v, p.dtype) for k, v in witness.items()}, fix=fix)]
+
+
+def _crossed(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A rerun with shift in the weight's slot: its gradients come back crossed."""
+    out = dict(values)
+    out["grad_weight"], out["grad_bias"] = values["grad_bias"], values["grad_weight"]
+    return out
+
+
+def _modulated_prediction(ctx: Context, title: str, fix: str, **knobs: Any) -> list[Prediction]:
+    """adaLN with ``knobs`` (normcheck.ops.adaptive_layer_norm.modulated) in float64, and in the
+    case's compute precision as the witness of how far a careful implementation of it may land."""
+    p = ctx.problem
+    if p.weight is None or p.bias is None:
+        return []
+    out: list[dict[str, np.ndarray]] = []
+    for dtype in (np.float64, compute_dtype(p.dtype)):
+        with np.errstate(all="ignore"):
+            y, grads = modulated(p.x, p.bias, p.weight, p.eps, dy=p.dy, dtype=dtype, **knobs)
+        if grads is None:
+            return []
+        out.append({"forward": y, "grad_input": grads.dx, "grad_weight": grads.dscale, "grad_bias": grads.dshift})
+    witness = {k: quantize(v, p.dtype) for k, v in out[1].items()}
+    return [Prediction(title, out[0], witness=witness, fix=fix)]
+
+
+def _adaln_per_token(ctx: Context) -> list[Prediction]:
+    """scale (N, D) broadcast against (N, T, D) without the unsqueeze: row n modulates token n of
+    every sample. It runs only where T == N (elsewhere the shapes do not broadcast and it raises)."""
+    if not _adaln(ctx):
+        return []
+    p = ctx.problem
+    n, t, _ = p.shape
+    if n != t or n == 1:
+        return []
+    title = "adaLN's modulation broadcast per token instead of per sample: scale[None] where scale[:, None] is due"
+    fix = "unsqueeze the token axis: x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)"
+    return _modulated_prediction(ctx, title, fix, broadcast=TOKEN)
+
+
+def _adaln_affine_left_in(ctx: Context) -> list[Prediction]:
+    """(x̂ * w + b) * (1 + scale) + shift: the layer norm keeps an elementwise affine, whose weight
+    and bias normcheck sets to ``stray_affine``'s values (the torch module form), as training would."""
+    if not _adaln(ctx):
+        return []
+    p = ctx.problem
+    title = "an affine layer norm's weight and bias left in before adaLN's modulation"
+    fix = "build the norm without affine parameters: nn.LayerNorm(D, elementwise_affine=False, eps=1e-6), as DiT"
+    return _modulated_prediction(ctx, title, fix, inner=stray_affine(p.shape[-1], p.dtype))
+
+
 def _residual_not_updated(ctx: Context) -> list[Prediction]:
     p = ctx.problem
     if p.residual is None or p.dresidual is None or "residual_out" not in ctx.expected:
@@ -678,6 +833,13 @@ def _residual_sum_unrounded(ctx: Context) -> list[Prediction]:
     ]
 
 
+def _kernel_limit(mistake: Callable[[Problem], list[Limited]]) -> Callable[[Context], list[Prediction]]:
+    def predict(ctx: Context) -> list[Prediction]:
+        return [Prediction(f.title, f.values, witness=f.witness, fix=f.fix) for f in mistake(ctx.problem)]
+
+    return predict
+
+
 HYPOTHESES: tuple[Hypothesis, ...] = (
     Hypothesis("unbiased_variance", "variance divides by N-1", _unbiased),
     Hypothesis("eps_outside_sqrt", "eps outside the square root", _eps_outside),
@@ -687,6 +849,7 @@ HYPOTHESES: tuple[Hypothesis, ...] = (
     Hypothesis("axes_batch_included", "statistics over the batch too", _axes("batch")),
     Hypothesis("axes_channels_included", "statistics over the channels too", _axes("channels")),
     Hypothesis("axes_last_only", "statistics over the last axis only", _axes("last")),
+    Hypothesis("axes_other", "layer norm over other axes than the given ones", _axes_other),
     Hypothesis("momentum_inverted", "momentum inverted", _momentum),
     Hypothesis("running_var_biased", "running variance biased", _running_var(True)),
     Hypothesis("running_var_unbiased", "running variance unbiased", _running_var(False)),
@@ -698,6 +861,9 @@ HYPOTHESES: tuple[Hypothesis, ...] = (
     Hypothesis("grad_cut_stats", "no gradient through mean and variance", _cut("both")),
     Hypothesis("mean_subtracted", "RMS norm subtracts the mean", _center(True)),
     Hypothesis("mean_not_subtracted", "layer norm without the mean", _center(False)),
+    Hypothesis("rms_from_variance", "RMS norm scaled by the variance about the mean", _variance_for_rms),
+    # the narrower first: where both reproduce a row in size, it is named
+    Hypothesis("half_param_accumulation", "weight and bias gradients summed in half", _half_param_sums, NUMERIC),
     Hypothesis("half_accumulation", "computed in the half input dtype", _input_dtype, NUMERIC),
     Hypothesis("stats_in_input_dtype", "statistics rounded to the input dtype", _stats_rounded(False), NUMERIC),
     Hypothesis(
@@ -714,7 +880,14 @@ HYPOTHESES: tuple[Hypothesis, ...] = (
     Hypothesis("gemma_offset_doubled", "Gemma's offset doubled", _gemma_offset_doubled, on_case=True),
     Hypothesis("cumulative_momentum_ignored", "momentum=None ignored", _cumulative_ignored, on_case=True),
     Hypothesis("residual_not_updated", "residual output not updated", _residual_not_updated, on_case=True),
+    Hypothesis("adaln_offset_missing", "adaLN's 1 + scale missing", _adaln_offset_missing, on_case=True),
+    Hypothesis("adaln_shift_scale_swapped", "adaLN's shift and scale swapped", _adaln_swapped, on_case=True),
+    Hypothesis("adaln_per_token", "adaLN modulation broadcast per token", _adaln_per_token, on_case=True),
+    Hypothesis("adaln_affine_left_in", "affine layer norm left in adaLN", _adaln_affine_left_in, on_case=True),
     Hypothesis(
         "residual_sum_unrounded", "x + residual normalized unrounded", _residual_sum_unrounded, NUMERIC, on_case=True
     ),
+    # kernel limits past the default grid (normcheck.diagnosis.kernel_limits): the stress profile's sizes
+    Hypothesis("row_index_wraps", "row index wraps at 2^16", _kernel_limit(row_index_wraps)),
+    Hypothesis("partial_row_reduction", "statistics over part of the row", _kernel_limit(partial_row)),
 )

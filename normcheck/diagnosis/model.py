@@ -33,6 +33,9 @@ class Variant:
     affine: str = AFFINE_RIGHT  # AFFINE_ORDER: (xhat + b) * w; AFFINE_SWAPPED: xhat * b + w
     cut: str | None = None  # "mean", "variance" or "both": no gradient flows through it
     var: np.ndarray | None = None  # the variance used (fitted from an output); None: computed
+    # x / sqrt(Var[x] + eps): the variance about the mean, but x itself (not x - mean) scaled by it
+    # (Keras's LayerNormalization(rms_scaling=True), taken for RMS norm)
+    uncentered_numerator: bool = False
 
 
 def interleave_order(channels: int, groups: int) -> np.ndarray:
@@ -58,18 +61,25 @@ def outputs(
     fixed = running if running is not None and params.running_stats and params.mode == "eval" else None
     n = int(np.prod([norm.view[a] for a in axes]))
     with np.errstate(all="ignore"):
-        d, var = _centered_and_variance(X, axes, center, v, fixed, len(problem.shape), problem.shape[1], dtype)
+        statistics_centered = center or v.uncentered_numerator
+        d, var = _centered_and_variance(
+            X, axes, statistics_centered, v, fixed, len(problem.shape), problem.shape[1], dtype
+        )
+        numerator = X if v.uncentered_numerator else d
         c = dtype(n / (n - 1) if v.correction and n > 1 else 1.0)
         r, dr = _inverse_std(var * c, eps, v.eps_outside)
-        xhat = d * r
+        xhat = numerator * r
         y, scale = _affine(xhat, W, B, v.affine)
         dxhat = G * scale if scale is not None else G
         if fixed is not None:
             dx = dxhat * r
         else:
-            k = 0.0 if v.cut in ("variance", "both") else (dxhat * d).sum(axis=axes, keepdims=True) * dr
+            k = 0.0 if v.cut in ("variance", "both") else (dxhat * numerator).sum(axis=axes, keepdims=True) * dr
+            # d Var/dx_j = 2 d_j / n holds with the mean's own gradient (the d sum to 0); only a
+            # centered numerator takes the mean's gradient again
             dd = dxhat * r + (2.0 * c / n) * k * d
-            dx = dd - dd.mean(axis=axes, keepdims=True) if center and v.cut not in ("mean", "both") else dd
+            subtract = center and not v.uncentered_numerator and v.cut not in ("mean", "both")
+            dx = dd - dd.mean(axis=axes, keepdims=True) if subtract else dd
         out = {
             "forward": y.reshape(problem.shape).astype(np.float64),
             "grad_input": dx.reshape(problem.shape).astype(np.float64),

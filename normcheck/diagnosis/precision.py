@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from normcheck.diagnosis.model import in_view, reduce_to_param
-from normcheck.dtypes import quantize
+from normcheck.dtypes import HALF, quantize, round_float32
 from normcheck.ops import OPS, broadcast_channels
 from normcheck.problem import Problem
 
@@ -46,6 +46,7 @@ class Policy:
     # (torch.var_mean, tf.nn.moments of a half tensor), rounded once, not from rounded steps
     sums: bool = False  # every sum's result rounded to the input dtype (float32 accumulators)
     accumulate: bool = False  # sums accumulate in the input dtype, one rounding per addition
+    param_sums: bool = False  # only the weight and bias gradients' sums accumulate so (llm.c#476)
     cast_before_weight: bool = False  # x̂ rounded to the input dtype before the weight multiply
     one_pass: bool = False  # the variance as E[x²] - E[x]² in the compute dtype
     affine_in_input_dtype: bool = False  # only the normalization in ``compute``: x̂ is cast to the
@@ -80,6 +81,9 @@ class _Simulation:
 
     def q(self, a: np.ndarray) -> np.ndarray:
         """``a`` rounded to the input dtype, kept in the compute dtype."""
+        a = np.asarray(a)
+        if a.dtype == np.float32 and self.c is np.float32 and self.p.dtype in HALF:
+            return round_float32(a, self.p.dtype)
         return quantize(a, self.p.dtype).astype(self.c)
 
     def mean(self, a: np.ndarray) -> np.ndarray:
@@ -96,7 +100,7 @@ class _Simulation:
     def param_sum(self, a: np.ndarray) -> np.ndarray:
         """``a`` summed over the axes a parameter is broadcast along."""
         pview = self.norm.param_view
-        if self.policy.accumulate:
+        if self.policy.accumulate or self.policy.param_sums:
             axes = tuple(i for i, n in enumerate(pview) if n == 1 and a.shape[i] != 1)
             return self.q(_sequential_sum(a, axes, self.p.dtype))
         return self.red(reduce_to_param(a, pview, pview))
@@ -275,12 +279,44 @@ def _same(a: np.ndarray) -> np.ndarray:
     return a
 
 
+# Sums over at most this many terms are simulated exactly, one float64 addition rounded to the
+# dtype per term, in a Python loop; longer ones (the weight gradient of a layer norm over 2^16
+# rows) with NumPy's accumulate in the dtype itself, 20 times faster (see _sequential_sum).
+EXACT_SEQUENTIAL_TERMS = 1024
+
+
 def _sequential_sum(a: np.ndarray, axes: tuple[int, ...], dtype: str) -> np.ndarray:
-    """The sum over ``axes`` (keepdims) accumulated one element at a time in ``dtype``."""
+    """The sum over ``axes`` (keepdims) accumulated one element at a time in ``dtype``.
+
+    Up to EXACT_SEQUENTIAL_TERMS terms: each float64 term added to the running sum exactly and
+    the sum rounded to ``dtype``. Beyond: ``np.add.accumulate`` in ``dtype`` (ml_dtypes' bfloat16),
+    which rounds each term to ``dtype`` first and adds in float32 for the half types before
+    rounding, so a sum may differ from the loop's in the last bits; its error against the exact
+    sum is the loop's in size (measured on 65536 terms: the same mean absolute error to four
+    digits, the sums within 1.2e-3 of each other relatively in bfloat16, 4e-4 in float16, 2e-7 in
+    float32), which is what a half-accumulation hypothesis is judged by. Without ml_dtypes a
+    bfloat16 sum takes the loop whatever its length.
+    """
     moved = np.moveaxis(a, axes, tuple(range(a.ndim - len(axes), a.ndim)))
     flat = moved.reshape(*moved.shape[: a.ndim - len(axes)], -1).astype(np.float64)
+    shape = tuple(1 if i in axes else n for i, n in enumerate(a.shape))
+    native = _numpy_dtype(dtype) if flat.shape[-1] > EXACT_SEQUENTIAL_TERMS else None
+    if native is not None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            summed = np.add.accumulate(flat.astype(native), axis=-1)[..., -1]
+        return np.asarray(summed, dtype=np.float64).reshape(shape)
     total = np.zeros(flat.shape[:-1])
     for i in range(flat.shape[-1]):
         total = quantize(total + flat[..., i], dtype)
-    shape = tuple(1 if i in axes else n for i, n in enumerate(a.shape))
     return total.reshape(shape)
+
+
+def _numpy_dtype(dtype: str) -> type | None:
+    """The NumPy scalar type of ``dtype`` (bfloat16: ml_dtypes'), None when there is none."""
+    if dtype != "bfloat16":
+        return {"float64": np.float64, "float32": np.float32, "float16": np.float16}[dtype]
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return ml_dtypes.bfloat16

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from normcheck.ops import FUSED_BASE
+from normcheck.ops.adaptive_layer_norm import ADALN, PREMODULATED
 from normcheck.ops.batch_norm import CUMULATIVE
 from normcheck.problem import Problem
 from normcheck.reference import normalized_input, scale
@@ -47,9 +48,10 @@ class Plain:
 
 def plain(problem: Problem, expected: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> Plain | None:
     """The plain op the case reduces to, or None for a case of a plain op."""
-    if problem.params.variant in (None, CUMULATIVE) and problem.op not in FUSED_BASE:
+    if problem.params.variant in (None, CUMULATIVE) and problem.op not in FUSED_BASE and problem.op != ADALN:
         return None  # batch norm's momentum=None: the reference itself applies it, so does every rerun
-    params = replace(problem.params, variant=None)
+    # adaLN: layer norm with the per-sample weight 1 + scale, already added (PREMODULATED)
+    params = replace(problem.params, variant=PREMODULATED if problem.op == ADALN else None)
     reduced = replace(problem, params=params, weight=scale(problem))
     if problem.op not in FUSED_BASE:
         return Plain(reduced, expected, got, None)

@@ -28,7 +28,7 @@ from normcheck.verify.crosscheck import Baseline
 from normcheck.verify.judge import Truth, judge_outcome
 from normcheck.verify.plan import Options, shard_cases
 from normcheck.verify.records import ERROR, RUN, SKIP, Case, CheckResult, load_error_row
-from normcheck.verify.request import Request
+from normcheck.verify.request import Request, refuse_unplanned
 from normcheck.verify.run import Outcome
 
 MAX_TIMEOUTS = 2  # after this many cases of one implementation time out, its other cases are not run
@@ -336,6 +336,7 @@ def _merge(
         opts = opts or got.opts
     units.sort(key=lambda u: u.order)  # stable: within a framework, its part's own order
     opts = replace(opts or fallback_opts, shard=fallback_opts.shard)  # parts are planned unsharded
+    refuse_unplanned(opts.ops, {u.op for u in units}, [f.name for f in frameworks], bool(load_rows))
     unsharded = sum(len(u.cases) for u in units)
     if opts.shard is not None:
         units = shard_cases(units, opts.shard)

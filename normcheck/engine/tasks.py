@@ -105,7 +105,7 @@ def part_request(request: Request, part: str) -> Request:
 def _prepared_part(req_id: str, request: Request, part: str) -> tuple[Prepared, dict[tuple, Unit]]:
     key = (req_id, part)
     if key not in _prepared:
-        prepared = prepare(part_request(request, part))
+        prepared = prepare(part_request(request, part), whole=False)
         index = {}
         for unit in prepared.units:
             local = _local(prepared.frameworks, unit.framework)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -29,9 +29,30 @@ from normcheck.bench.target import Target
 from normcheck.conventions import Convention, Settings, settings
 from normcheck.names import CONTIGUOUS, Layout
 from normcheck.ops import FUSED_BASE, OpParams
+from normcheck.ops.adaptive_layer_norm import ADALN, DIT_EPS
 from normcheck.problem import Problem
 from normcheck.repro.call import ReproCall, Snippet
 from normcheck.verify.records import Case
+from normcheck.ws_conventions import WS_CONVENTIONS
+
+
+def op_convention(conventions: Mapping[str, Convention], op: str) -> Convention:
+    """The convention a case of ``op`` follows: its own, a fused op's norm's, or for adaLN (which no
+    framework has built in) the framework's layer norm with DiT's eps of 1e-6."""
+    if op in conventions:
+        return conventions[op]
+    if op in WS_CONVENTIONS:  # no framework has Weight Standardization built in: timm's convention
+        return WS_CONVENTIONS[op]
+    if op == ADALN:
+        return replace(
+            conventions["ln"],
+            op=ADALN,
+            api="DiT's modulate(nn.LayerNorm(elementwise_affine=False, eps=1e-6)(x), shift, scale)",
+            eps=DIT_EPS,
+            reduction="the last axis (D) of (N, T, D)",
+            affine="shift and scale (N, D), one row per sample, given with x",
+        )
+    return conventions[FUSED_BASE[op]]
 
 
 class Unsupported(Exception):
@@ -44,6 +65,12 @@ class RunOutput:
 
     values: dict[str, np.ndarray] = field(default_factory=dict)
     dtypes: dict[str, str] = field(default_factory=dict)
+    # check -> the memory format the implementation returned it in ("channels_last", "contiguous"
+    # or "strided"), recorded for channels-last input; the stress profile judges it
+    # (normcheck.verify.memory_format)
+    memory_formats: dict[str, str] = field(default_factory=dict)
+    # checks this run does not produce by design, each with the reason (an in-place call's gradients)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def add(self, check: str, value: np.ndarray, dtype: str) -> None:
         self.values[check] = np.asarray(value, dtype=np.float64)
@@ -61,6 +88,11 @@ class Implementation(ABC):
         """Layouts the case runs in: "contiguous" is the canonical channels-first layout,
         "channels_last" has the channels on the last axis."""
         return (CONTIGUOUS,)
+
+    def stress_layouts(self, shape: tuple[int, ...]) -> tuple[Layout, ...]:
+        """The stress profile's further layouts it can run in (names.StressLayout: strided views
+        of the input, an in-place call); none by default."""
+        return ()
 
     # What it computes beyond the five plain ops: the op variants (OpParams.variant: "gemma",
     # "nobias") and "fused_add" (add_rms, add_ln). A case that needs one it lacks is a skip row
@@ -131,7 +163,7 @@ class FrameworkFacts:
     omit_defaults: bool = False  # user code: called with its optional arguments left out
 
     def convention(self, op: str) -> Convention:
-        return self.conventions[op] if op in self.conventions else self.conventions[FUSED_BASE[op]]
+        return op_convention(self.conventions, op)
 
     def known_issue(self, case: Case, check: str) -> KnownIssue | None:
         return next((k for k in self.known_issues if k.matches(case, check)), None)
@@ -155,7 +187,7 @@ class Framework(ABC):
     known_issues: tuple[KnownIssue, ...] = ()
 
     def convention(self, op: str) -> Convention:
-        return self.conventions[op] if op in self.conventions else self.conventions[FUSED_BASE[op]]
+        return op_convention(self.conventions, op)
 
     def settings(self, op: str, dtype: str, eps: float | None = None, momentum: float | None = None) -> Settings:
         """The eps, momentum and running-variance rule a case of ``op`` runs with here."""

@@ -46,18 +46,27 @@ def read_inputs(path: str) -> list[np.ndarray]:
 
 
 def check(task: CheckTask, send: Callable[[Any], None]) -> None:
-    from normcheck.model.loaders import EXPORT, ONNX_MODEL, SCRIPT, TORCH, inspect_model, load_model
+    import normcheck.model.loaders as loaders
+    from normcheck.model.loaders import EXPORT, KERAS_MODEL, ONNX_MODEL, SCRIPT, TORCH, inspect_model, load_model
 
     start = time.perf_counter()
     loaded = load_model(task.source)
+    if loaded.kind == loaders.LINEN and loaded.example is None and len(task.input_shapes) == 1:
+        loaded.example = task.input_shapes[0]  # a linen model's @compact norm layers show their settings on it
     inventory = inspect_model(loaded, task.source.text)
     send(("inventory", replace(inventory, seconds=time.perf_counter() - start)))
     arrays = read_inputs(task.input_file) if task.input_file else None
     with tempfile.TemporaryDirectory(prefix="normcheck-model-") as folder:
-        if loaded.kind in (TORCH, SCRIPT):
+        if loaded.kind == TORCH:
             from normcheck.model.torch_checks import check_torch
 
             check_torch(
+                loaded.obj, inventory, task.input_shapes, arrays, task.kinds, task.seed, task.dtype, folder, send
+            )
+        elif loaded.kind in (SCRIPT, EXPORT):
+            from normcheck.model.export_checks import check_program
+
+            check_program(
                 loaded.obj, inventory, task.input_shapes, arrays, task.kinds, task.seed, task.dtype, folder, send
             )
         elif loaded.kind == ONNX_MODEL:
@@ -66,9 +75,20 @@ def check(task: CheckTask, send: Callable[[Any], None]) -> None:
             from normcheck.model.onnx_checks import check_onnx
 
             check_onnx(loaded.obj, inventory, task.input_shapes, arrays, task.kinds, task.seed, send, task.runtime)
+        elif loaded.kind == KERAS_MODEL:
+            if task.dtype is not None:
+                raise UsageError("--dtype casts a PyTorch model; a Keras model runs in its own dtype policy")
+            from normcheck.model.keras_checks import check_keras
+
+            check_keras(loaded.obj, inventory, task.input_shapes, arrays, task.kinds, task.seed, folder, send)
+        elif loaded.kind in (loaders.LINEN, loaders.NNX):
+            if task.dtype is not None:
+                raise UsageError("--dtype casts a PyTorch model; a Flax model runs in its own dtypes")
+            from normcheck.model.flax_checks import check_flax
+
+            check_flax(loaded, inventory, task.input_shapes, arrays, task.kinds, task.seed, folder, send)
         else:
-            what = "a torch.export program" if loaded.kind == EXPORT else f"a {inventory.loader} model"
             raise UsageError(
-                f"per-layer checks run on PyTorch modules and ONNX models, not on {what} yet; "
+                f"per-layer checks run on PyTorch, Keras, Flax and ONNX models, not on a {inventory.loader} model yet; "
                 "--list shows its inventory"
             )

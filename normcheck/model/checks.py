@@ -17,13 +17,14 @@ from typing import cast
 import numpy as np
 
 from normcheck.dtypes import quantize
+from normcheck.errors import UsageError
 from normcheck.frameworks.base import RunOutput
 from normcheck.names import DTYPE_NAMES, DtypeName, InputKind, OpName
 from normcheck.ops import OPS, OpParams
 from normcheck.problem import Problem, case_seed
 from normcheck.verify.inputs import make_problem
 from normcheck.verify.plan import Options
-from normcheck.verify.records import ERROR, FAIL, RUN, SKIP, Case, CheckResult
+from normcheck.verify.records import ERROR, FAIL, PASS, RUN, SKIP, Case, CheckResult
 
 CAPTURED = "captured"  # the input kind of a check on the layer's real activation
 HOSTILE_KINDS: tuple[str, ...] = ("large_mean", "tiny_scale", "constant", "half_range")
@@ -212,6 +213,42 @@ def _known(
     proxy = replace(case, impl=impl)
     judged = confirm_known([replace(r, case=proxy) for r in rows], problem, expected, out, load(case.framework).facts())
     return [replace(r, case=case) for r in judged]
+
+
+def one_mistake(framework: str, setup: LayerSetup, x: np.ndarray, run: Callable[[Problem], RunOutput]) -> str | None:
+    """The one known mistake that reproduces every failing check of a probe of ``setup`` on the
+    captured input ``x`` (in the reference layout): a diagnosis with evidence over the whole case,
+    not ambiguous, the forward run and judged. None where the reading fails otherwise, passes, or
+    cannot run."""
+    if OPS[setup.op].validate(tuple(x.shape), setup.params):
+        return None
+    problem = captured_problem(setup, x, 0, "probe")
+    case = case_for("probe", framework, setup, problem.shape, CAPTURED)
+    try:
+        with np.errstate(all="ignore"):
+            rows = judge_run(case, problem, setup, run(problem))
+    except Exception:
+        return None
+    failing = [r for r in rows if r.status == FAIL]
+    if not failing or any(r.status not in (PASS, FAIL) for r in rows if r.check == "forward"):
+        return None
+    found = [r.diagnosis for r in failing]
+    sound = all(d is not None and d.hypothesis and d.scope == "case" and not d.ambiguous for d in found)
+    causes = {d.hypothesis for d in found if d is not None}
+    first = found[0]
+    return first.cause if sound and len(causes) == 1 and first is not None else None
+
+
+def model_raised(e: BaseException, last: list[str], inputs: str) -> UsageError:
+    """The one line saying the model raised while it was captured, after which norm layer, on
+    which ``inputs`` (described); Ctrl-C outside a worker is raised again, not described."""
+    if isinstance(e, KeyboardInterrupt):
+        from normcheck.engine import worker
+
+        if not worker.IN_WORKER:
+            raise e
+    where = f" after its norm layer {last[-1]}" if last else " before reaching any norm layer"
+    return UsageError(f"the model raised {describe_error(e)}{where}, on input {inputs}")
 
 
 def describe_error(e: BaseException) -> str:

@@ -30,13 +30,14 @@ from normcheck.errors import UsageError
 from normcheck.frameworks.base import RunOutput
 from normcheck.model.checks import CAPTURED, LayerRunner, LayerSetup, captured_problem, channels_last_permutation
 from normcheck.model.port import ACTIVATION, ERROR, INFO, WARNING, Finding
-from normcheck.model.records import NormLayer
+from normcheck.model.records import PER_CALL, NormLayer
 from normcheck.model.source import ModelSource
 from normcheck.verify.records import FAIL, PASS, CheckResult
 
 KIND_SOURCE = "model.port_source"
 KIND_PORT = "model.port_run"
 PROPERTY = "max abs error on the real activation"
+SEED_KEY = "port"  # both workers draw the upstream gradient of a pair from this key: the same dy
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,19 @@ def _load_run(path: str) -> RunOutput:
 def _capture(loaded: Any, inventory: Any, task: SourceTask, folder: str) -> dict[str, tuple[str, str]]:
     """Each norm layer's input, as the layer receives it: {path: (.npy file, dtype name)}."""
     from normcheck.model.check_task import read_inputs
-    from normcheck.model.loaders import ONNX_MODEL, SCRIPT, TORCH
+    from normcheck.model.loaders import EXPORT, KERAS_MODEL, LINEN, NNX, ONNX_MODEL, SCRIPT, TORCH
 
     arrays = read_inputs(task.input_file) if task.input_file else None
-    if loaded.kind in (TORCH, SCRIPT):
+    if loaded.kind in (SCRIPT, EXPORT):
+        from normcheck.model import export_checks
+
+        found_program = export_checks.capture_layers(
+            loaded.obj, inventory, task.input_shapes, arrays, task.seed, folder
+        )
+        return {path: (c.file, c.dtype) for path, c in found_program.items()}
+    if loaded.kind == TORCH:
         from normcheck.model import torch_checks
 
-        if loaded.kind == SCRIPT:
-            raise UsageError("a port's activations are captured with hooks: give the source as eager PyTorch code")
         model = loaded.obj
         modules = {
             layer.path: m for layer in inventory.layers if (m := torch_checks.module_at(model, layer.path)) is not None
@@ -112,9 +118,30 @@ def _capture(loaded: Any, inventory: Any, task: SourceTask, folder: str) -> dict
                 np.save(file, values[layer.input])
                 out[layer.path] = (file, str(values[layer.input].dtype))
         return out
+    if loaded.kind == KERAS_MODEL:
+        from normcheck.model import keras_checks
+
+        every = keras_checks.layers_of(loaded.obj)
+        layers = {layer.path: every[layer.path] for layer in inventory.layers if layer.path in every}
+        inputs = keras_checks.model_inputs(loaded.obj, task.input_shapes, arrays, task.seed)
+        found_keras = keras_checks.capture(loaded.obj, layers, inputs, folder)
+        return {path: (c.file, c.dtype) for path, c in found_keras.items()}
+    if loaded.kind in (LINEN, NNX):
+        from normcheck.model import flax_checks
+
+        flax_model = flax_checks.as_flax_model(loaded)
+        if isinstance(flax_model, str):
+            raise UsageError(flax_model)
+        paths = {layer.path for layer in inventory.layers}
+        inputs_flax = flax_checks.model_inputs(flax_model, task.input_shapes, arrays, task.seed)
+        if flax_model.kind == "linen":
+            found_flax = flax_checks.capture_linen(flax_model, paths, inputs_flax, task.seed, folder)
+        else:
+            found_flax = flax_checks.capture_nnx(flax_model, paths, inputs_flax, folder)
+        return {path: (c.file, c.dtype) for path, c in found_flax.items() if c.file is not None}
     raise UsageError(
-        f"a port's source is run on the input as PyTorch code or an ONNX file, not as {_what(loaded)} yet; "
-        "without --input-shape/--input the configurations are compared"
+        f"a port's source is run on the input as PyTorch code, a Keras or Flax model or an ONNX file, not as "
+        f"{_what(loaded)} yet; without --input-shape/--input the configurations are compared"
     )
 
 
@@ -126,7 +153,7 @@ class Runners:
     """``runner_for`` of one loaded model, whatever its framework."""
 
     def __init__(self, loaded: Any) -> None:
-        from normcheck.model.loaders import ONNX_MODEL, SCRIPT, TORCH
+        from normcheck.model.loaders import EXPORT, KERAS_MODEL, LINEN, NNX, ONNX_MODEL, SCRIPT, TORCH
 
         self.loaded = loaded
         self.graph: Any = None
@@ -134,15 +161,31 @@ class Runners:
             from normcheck.model.onnx_checks import graph_view
 
             self.graph = graph_view(loaded.obj)
-        elif loaded.kind not in (TORCH, SCRIPT):
+        elif loaded.kind not in (TORCH, SCRIPT, EXPORT, KERAS_MODEL, LINEN, NNX):
             raise UsageError(
-                f"a port's layers run on the source's activations in PyTorch or ONNX Runtime, not in {_what(loaded)} "
-                "yet; without --input-shape/--input the configurations are compared"
+                f"a port's layers run on the source's activations in PyTorch, Keras, Flax or ONNX Runtime, not in "
+                f"{_what(loaded)} yet; without --input-shape/--input the configurations are compared"
             )
 
-    def runner(self, layer: NormLayer, x: np.ndarray, dtype: str) -> LayerRunner | str:
-        from normcheck.model.loaders import ONNX_MODEL
+    def runner(self, layer: NormLayer, x: np.ndarray, dtype: str, training: bool = False) -> LayerRunner | str:
+        """``training``: the source's layer normalized with the batch's statistics, so a port's layer
+        whose mode each call chooses (Keras's ``training=``) is called in training too."""
+        from normcheck.model.loaders import EXPORT, KERAS_MODEL, LINEN, NNX, ONNX_MODEL, SCRIPT
 
+        if self.loaded.kind in (SCRIPT, EXPORT):
+            from normcheck.model import export_checks
+
+            return export_checks.runner_for(self.loaded.obj, layer, x, dtype)
+        if self.loaded.kind in (LINEN, NNX):
+            from normcheck.model import flax_checks
+
+            return flax_checks.runner_for(self.loaded, layer, x, dtype)
+        if self.loaded.kind == KERAS_MODEL:
+            from normcheck.model import keras_checks
+
+            return keras_checks.runner_for(
+                self.loaded.obj, layer, x, dtype, training=training and layer.mode == PER_CALL
+            )
         if self.loaded.kind == ONNX_MODEL:
             from normcheck.model.onnx_checks import ERROR_PREFIX, runner_for
 
@@ -188,7 +231,7 @@ def run_source(task: SourceTask, send: Callable[[Any], None]) -> None:
             send(("captured", (k, runner)))
             continue
         x_ref = runner.to_reference(x)
-        problem = captured_problem(runner.setup, x_ref, task.seed, layer.path)
+        problem = captured_problem(runner.setup, x_ref, task.seed, SEED_KEY)
         try:
             with np.errstate(all="ignore"):
                 out = runner.run(problem)
@@ -245,7 +288,8 @@ def compare_on_activation(runners: Runners, layer: NormLayer, folder: str, src_i
     x_ref = np.load(_file(folder, src_index, "x.npy"))
     src_out = _load_run(_file(folder, src_index, "out.npz"))
     x_dst = port_layout(layer, x_ref)
-    runner = runners.runner(layer, x_dst, src_setup.dtype)
+    training = src_setup.params.mode == "train" and src_setup.params.running_stats
+    runner = runners.runner(layer, x_dst, src_setup.dtype, training)
     if isinstance(runner, str):
         return [_finding(INFO, "—", "—", f"the port's layer was not run on the activation: {runner}")]
     if runner.to_reference(x_dst).shape != x_ref.shape:
@@ -263,8 +307,8 @@ def compare_on_activation(runners: Runners, layer: NormLayer, folder: str, src_i
     # the source's own configuration, with what the port's layer itself cannot give
     setup = replace(setup, missing=runner.setup.missing, drop=runner.setup.drop, known_impl=None)
     weights = compare_weights(src_setup, runner.setup)
-    problem = captured_problem(setup, x_ref, seed, "port")
-    src_problem = captured_problem(src_setup, x_ref, seed, "port")
+    problem = captured_problem(setup, x_ref, seed, SEED_KEY)
+    src_problem = captured_problem(src_setup, x_ref, seed, SEED_KEY)
     case = case_for(runner.label, runner.framework, setup, problem.shape, CAPTURED)
     try:
         with np.errstate(all="ignore"):
@@ -339,7 +383,7 @@ def _findings(
     failing = [r for r in dst_rows if r.status == FAIL]
     if not failing:
         checks = ", ".join(r.check for r in dst_rows)
-        first = dst_rows[0]
+        first = next((r for r in dst_rows if r.check == "forward"), dst_rows[0])
         return [
             _finding(
                 INFO,

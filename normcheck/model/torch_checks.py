@@ -9,8 +9,9 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,8 +20,9 @@ import torch
 from normcheck.errors import UsageError
 from normcheck.frameworks.base import RunOutput
 from normcheck.frameworks.torch.adapter import TORCH_DTYPES
+from normcheck.frameworks.torch.facts import MODULE_NAMES
 from normcheck.model import checks
-from normcheck.model.checks import CAPTURED, LayerSetup, ProbeVariant
+from normcheck.model.checks import LayerSetup, ProbeVariant
 from normcheck.model.records import Inventory, NormLayer
 from normcheck.model.torch_modules import ROOT_PATH
 from normcheck.names import OpName
@@ -80,6 +82,11 @@ def _torch(a: np.ndarray, dtype: str) -> torch.Tensor:
 
 def _dtype(t: torch.Tensor) -> str:
     return str(t.dtype).removeprefix("torch.")
+
+
+def model_raised(e: BaseException, last: list[str], inputs: Sequence[torch.Tensor]) -> UsageError:
+    """The one line saying the model raised on ``inputs``, and after which norm layer."""
+    return checks.model_raised(e, last, ", ".join("x".join(map(str, t.shape)) + f" {_dtype(t)}" for t in inputs))
 
 
 def _tensor_attr(module: torch.nn.Module, name: str) -> torch.Tensor | None:
@@ -162,14 +169,7 @@ def capture(
     except UsageError:
         raise
     except BaseException as e:
-        if isinstance(e, KeyboardInterrupt):
-            from normcheck.engine import worker
-
-            if not worker.IN_WORKER:
-                raise
-        shapes = ", ".join("x".join(map(str, t.shape)) + f" {_dtype(t)}" for t in inputs)
-        where = f" after its norm layer {last[-1]}" if last else " before reaching any norm layer"
-        raise UsageError(f"the model raised {checks.describe_error(e)}{where}, on input {shapes}") from None
+        raise model_raised(e, last, inputs) from None
     finally:
         for h in handles:
             h.remove()
@@ -359,37 +359,23 @@ def _explained(
     captured input, every failing check of the case is reproduced by the same mistake
     (diagnosis with evidence, not ambiguous). Then it is that op, and its checks fail with that
     cause; anything less leaves it unconfirmed."""
-    from normcheck.verify.records import FAIL, PASS
-
     for v in _probe_variants(module, record, names, tuple(x.shape)):
         setup = _setup_of(module, names, v, dtype)
         xr = None if setup is None else checks.to_reference_layout(x, setup)
-        if setup is None or xr is None or checks.OPS[setup.op].validate(tuple(xr.shape), setup.params):
+        if setup is None or xr is None:
             continue
-        problem = checks.captured_problem(setup, xr, 0, "probe")
-        case = checks.case_for("probe", FRAMEWORK, setup, problem.shape, CAPTURED)
-        try:
-            with np.errstate(all="ignore"):
-                rows = checks.judge_run(case, problem, setup, run_module(module, problem, names, setup.moved_axis))
-        except Exception:
-            continue
-        failing = [r for r in rows if r.status == FAIL]
-        if not failing or any(r.status not in (PASS, FAIL) for r in rows if r.check == "forward"):
-            continue
-        causes = {r.diagnosis.hypothesis for r in failing if r.diagnosis is not None}
-        sound = all(
-            r.diagnosis is not None
-            and r.diagnosis.hypothesis
-            and r.diagnosis.scope == "case"
-            and not r.diagnosis.ambiguous
-            for r in failing
-        )
-        if sound and len(causes) == 1 and failing[0].diagnosis is not None:
-            return setup, f"{v.label}, but for one known mistake: {failing[0].diagnosis.cause}"
+        run: Callable[[Problem], RunOutput] = partial(_run_as, module, names, setup.moved_axis)
+        cause = checks.one_mistake(FRAMEWORK, setup, xr, run)
+        if cause is not None:
+            return setup, f"{v.label}, but for one known mistake: {cause}"
     return None
 
 
 # ---- running a layer --------------------------------------------------------------------------
+
+
+def _run_as(module: torch.nn.Module, names: Names, moved_axis: int | None, problem: Problem) -> RunOutput:
+    return run_module(module, problem, names, moved_axis)
 
 
 def run_module(module: torch.nn.Module, problem: Problem, names: Names, moved_axis: int | None = None) -> RunOutput:
@@ -444,6 +430,8 @@ def runner_for(module: torch.nn.Module, record: NormLayer, x: np.ndarray, dtype:
         label = f"{record.path} ({record.kind}; probed: {how})"
     if isinstance(setup, str):
         return setup
+    if record.confirmed and setup.op in MODULE_NAMES:  # PyTorch's own layer: its documented defects are known
+        setup = replace(setup, known_impl=MODULE_NAMES[setup.op])
     moved_axis = setup.moved_axis
     permutation = None
     if moved_axis is not None:

@@ -32,7 +32,7 @@ ATEN_OPS: dict[str, OpName] = {
 ROLES = {"weight": "weight", "bias": "bias", "running_mean": "running_mean", "running_var": "running_var"}
 
 
-def _call_args(node: Any) -> dict[str, Any]:
+def call_args(node: Any) -> dict[str, Any]:
     """The call's arguments by schema name, defaults filled in."""
     schema = node.target._schema
     out: dict[str, Any] = {}
@@ -83,6 +83,14 @@ def _stack(node: Any) -> list[tuple[str, str]]:
     return out
 
 
+def aten_op_name(node: Any) -> str | None:
+    """The node's aten norm op (a key of ATEN_OPS), or None for any other node."""
+    if node.op != "call_function" or not hasattr(node.target, "_schema"):
+        return None
+    op_name = str(node.target._schema.name).removeprefix("aten::")
+    return op_name if op_name in ATEN_OPS else None
+
+
 def inspect_program(program: Any) -> Findings:
     """The aten norm calls, and the user modules named like norms, in the graph's order."""
     found = Findings()
@@ -93,14 +101,36 @@ def inspect_program(program: Any) -> Findings:
             if path and path not in seen:
                 seen.add(path)
                 _maybe_candidate(program, path, cls, found)
-        if node.op != "call_function" or not hasattr(node.target, "_schema"):
-            continue
-        op_name = node.target._schema.name.removeprefix("aten::")
-        op = ATEN_OPS.get(op_name)
-        if op is not None:
+        op_name = aten_op_name(node)
+        if op_name is not None:
             path, cls = _module_of(node)
-            found.add(_record(program, node, op, op_name, path, cls, counts))
+            found.add(_record(program, node, ATEN_OPS[op_name], op_name, path, cls, counts))
     return found
+
+
+def norm_calls(program: Any) -> dict[str, Any]:
+    """Every aten norm call of the graph (its node) by the path inspect_program gives its record."""
+    counts: dict[str, int] = {}
+    out: dict[str, Any] = {}
+    for node in program.graph.nodes:
+        op_name = aten_op_name(node)
+        if op_name is not None:
+            path, cls = _module_of(node)
+            out[_path_and_kind(ATEN_OPS[op_name], op_name, path, cls, counts)[0]] = node
+    return out
+
+
+def _path_and_kind(op: OpName, op_name: str, path: str, cls: str, counts: dict[str, int]) -> tuple[str, str]:
+    """A call's record path and kind: a built-in module's own path, else ``module/op`` (``#2`` for a
+    module's second call of the op)."""
+    where, _, class_name = cls.rpartition(".")
+    builtin = where.startswith(TORCH_NN) and BUILT_INS.get(class_name) == op
+    kind = f"torch.nn.{class_name}" if builtin else f"aten.{op_name}" + (f" in {cls}" if cls else "")
+    base = path or ROOT_PATH
+    if not builtin:
+        base = f"{base}/{op_name}"
+    counts[base] = counts.get(base, 0) + 1
+    return (base if counts[base] == 1 else f"{base}#{counts[base]}"), kind
 
 
 def _maybe_candidate(program: Any, path: str, cls: str, found: Findings) -> None:
@@ -126,15 +156,8 @@ def _state_summary(program: Any, role: str, name: str) -> Any:
 def _record(
     program: Any, node: Any, op: OpName, op_name: str, path: str, cls: str, counts: dict[str, int]
 ) -> NormLayer:
-    args = _call_args(node)
-    where, _, class_name = cls.rpartition(".")
-    builtin = where.startswith(TORCH_NN) and BUILT_INS.get(class_name) == op
-    kind = f"torch.nn.{class_name}" if builtin else f"aten.{op_name}" + (f" in {cls}" if cls else "")
-    base = path or ROOT_PATH
-    if not builtin:
-        base = f"{base}/{op_name}"
-    counts[base] = counts.get(base, 0) + 1
-    record_path = base if counts[base] == 1 else f"{base}#{counts[base]}"
+    args = call_args(node)
+    record_path, kind = _path_and_kind(op, op_name, path, cls, counts)
     params = []
     for arg_name, role in ROLES.items():
         state, tensor = _tensor_for(program, args.get(arg_name))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+from normcheck.ops import adaptive_layer_norm as _adaln
 from normcheck.ops import batch_norm, fused_add, group_norm, instance_norm, layer_norm, rms_norm
+from normcheck.ops import weight_standardization as _ws
 from normcheck.ops._generic import Grads, Normalization
 from normcheck.ops._op import Op, OpParams, broadcast_channels, fmt_shape
 
@@ -18,6 +20,9 @@ OPS: dict[str, Op] = {
         rms_norm.OP,
         fused_add.ADD_RMS,
         fused_add.ADD_LN,
+        _ws.OP,
+        _ws.OP_GN,
+        _adaln.OP,
     )
 }
 # the norm each fused op applies to x + residual

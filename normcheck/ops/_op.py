@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from normcheck.ops._generic import Normalization
+
+if TYPE_CHECKING:
+    from normcheck.ops.quantize import Quantization
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,11 @@ class OpParams:
     variant: one of the op's ``Op.variants()``, the formula it changes: RMS norm's "gemma"
     (y = xhat * (1 + weight), Gemma's offset), layer norm's "nobias" (no bias,
     ``torch.nn.LayerNorm(bias=False)``); None for the op itself.
+    axes: layer norm over a set of axes that are not the trailing ones (ConvNeXt's LayerNorm2d:
+    (1,) of NCHW), non-negative and ascending; None for the trailing ``normalized_ndim`` axes.
+    quant: the output quantized to FP8 with a scale (normcheck.ops.quantize); None: not quantized.
+    weight_dtype: the dtype the weight is stored in when it is not the input's (a precision
+    policy's float32 master weight, normcheck.policies); its values are the case dtype's still.
     """
 
     groups: int | None = None
@@ -33,6 +42,15 @@ class OpParams:
     group_affine: bool = field(default=False, repr=False)
     # out of repr too: a variant's case has the seed, and so the inputs, of the case without it
     variant: str | None = field(default=None, repr=False)
+    # Weight Standardization's convolution (ws, ws_gn): (out_channels, kernel_size, padding), a
+    # square kernel at stride 1; None for every other op. Out of repr: the other ops' seeds stay
+    conv: tuple[int, int, int] | None = field(default=None, repr=False)
+    # out of repr too: a case over other axes has the seed of the same shape's plain cases
+    axes: tuple[int, ...] | None = field(default=None, repr=False)
+    # out of repr too: a quantized case has the inputs of the same case unquantized
+    quant: Quantization | None = field(default=None, repr=False)
+    # out of repr too: a case with its weight stored in float32 has the inputs of the plain case
+    weight_dtype: str | None = field(default=None, repr=False)
 
     @property
     def input_stats(self) -> bool:
@@ -43,8 +61,12 @@ class OpParams:
         parts = []
         if self.groups is not None:
             parts.append(f"G={self.groups}")
+        if self.conv is not None:
+            parts.append("O={} k={} p={}".format(*self.conv))
         if self.normalized_ndim is not None:
             parts.append(f"k={self.normalized_ndim}")
+        if self.axes is not None:
+            parts.append("axes=" + ",".join(map(str, self.axes)))
         if self.running_stats:
             parts.append(self.mode)
         if not self.affine:
@@ -53,6 +75,10 @@ class OpParams:
             parts.append("per-group affine")
         if self.variant is not None:
             parts.append(self.variant)
+        if self.quant is not None:
+            parts.append(self.quant.label())
+        if self.weight_dtype is not None and self.affine:
+            parts.append(f"{self.weight_dtype} weight")
         return " ".join(parts) or "-"
 
 

@@ -1,4 +1,5 @@
-"""Layer norm: statistics over the trailing k dims; elementwise affine of that shape."""
+"""Layer norm: statistics over the trailing k dims, or over any set of axes (``OpParams.axes``:
+ConvNeXt's LayerNorm2d normalizes axis 1 of NCHW); elementwise affine of those axes' sizes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,18 @@ from normcheck.ops._generic import Grads, Normalization
 from normcheck.ops._op import Op, OpParams, check_shape, fmt_shape, required, trailing_axes
 
 NOBIAS = "nobias"  # no bias: torch.nn.LayerNorm(bias=False), F.layer_norm(bias=None)
+# what an implementation declares (Implementation.extensions) to be run on a case whose axes are
+# not the trailing ones (OpParams.axes); one that lacks it has a skip row
+AXES = "axes"
+# --axes without --shape: shapes of 3 to 5 dims, batches of 1 and more, odd sizes, H = W = 1
+AXES_GRID: tuple[tuple[int, ...], ...] = (
+    (2, 6, 5, 7),
+    (1, 5, 3, 3),
+    (2, 7, 1, 1),
+    (4, 3, 8, 8),
+    (3, 4, 7),
+    (2, 3, 2, 3, 4),
+)
 
 
 class LayerNorm(Op):
@@ -25,23 +38,36 @@ class LayerNorm(Op):
         return problem
 
     def normalization(self, shape: tuple[int, ...], params: OpParams) -> Normalization:
-        k = required(params.normalized_ndim, "normalized_ndim")
+        axes = normalized_axes(shape, params)
         return Normalization(
             view=tuple(shape),
-            axes=trailing_axes(len(shape), k),
-            param_view=(1,) * (len(shape) - k) + tuple(shape[len(shape) - k :]),
+            axes=axes,
+            param_view=tuple(n if i in axes else 1 for i, n in enumerate(shape)),
             center=self.center,
         )
 
     def param_shape(self, shape: tuple[int, ...], params: OpParams) -> tuple[int, ...]:
-        return tuple(shape[len(shape) - required(params.normalized_ndim, "normalized_ndim") :])
+        return tuple(shape[a] for a in normalized_axes(shape, params))
 
     def validate(self, shape: tuple[int, ...], params: OpParams) -> str | None:
         problem = super().validate(shape, params)
         k = params.normalized_ndim
-        if problem is None and (k is None or not 1 <= k <= len(shape)):
+        if problem is None and params.axes is not None:
+            problem = self._axes_problem(shape, params.axes, k)
+        elif problem is None and (k is None or not 1 <= k <= len(shape)):
             problem = f"{self.title}: cannot normalize {k} trailing dims of shape {fmt_shape(shape)}"
         return problem
+
+    def _axes_problem(self, shape: tuple[int, ...], axes: tuple[int, ...], k: int | None) -> str | None:
+        if self.name != "ln":
+            return f"{self.title} normalizes trailing dims only (normalized_ndim), not axes {list(axes)}"
+        if k is not None:
+            return f"{self.title}: give axes or normalized_ndim, not both"
+        try:
+            canonical = canonical_axes(len(shape), axes)
+        except ValueError as e:
+            return f"{self.title}: {e} of shape {fmt_shape(shape)}"
+        return None if canonical == axes else f"{self.title}: axes {list(axes)} are not in canonical form"
 
     def default_cases(self) -> list[tuple[tuple[int, ...], OpParams]]:
         grid = [
@@ -67,6 +93,63 @@ class LayerNorm(Op):
 
 
 OP = LayerNorm(name="ln", title="layer norm", min_ndim=1)
+
+
+def normalized_axes(shape: tuple[int, ...], params: OpParams) -> tuple[int, ...]:
+    """The axes a layer/RMS norm case normalizes: ``params.axes``, else the trailing ``normalized_ndim``."""
+    if params.axes is not None:
+        return params.axes
+    return trailing_axes(len(shape), required(params.normalized_ndim, "normalized_ndim"))
+
+
+def canonical_axes(ndim: int, axes: Sequence[int]) -> tuple[int, ...]:
+    """``axes`` of a rank-``ndim`` tensor, negative ones counted from the end, ascending.
+    ValueError for none, a repeated one or one out of range."""
+    if not axes:
+        raise ValueError("no axes to normalize")
+    out = sorted(a + ndim if a < 0 else a for a in axes)
+    if any(not 0 <= a < ndim for a in out):
+        raise ValueError(f"cannot normalize axes {list(axes)}: out of range for rank {ndim}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"cannot normalize axes {list(axes)}: an axis is repeated")
+    return tuple(out)
+
+
+def axes_params(shape: tuple[int, ...], axes: Sequence[int]) -> OpParams:
+    """The params of layer norm over ``axes`` of ``shape``: trailing axes are ``normalized_ndim``
+    (what every framework's layer norm takes), other sets ``OpParams.axes``; axes ``shape``
+    cannot have are kept as given, for ``validate`` to say why."""
+    try:
+        canonical = canonical_axes(len(shape), axes)
+    except ValueError:
+        return OpParams(axes=tuple(axes))
+    if canonical == trailing_axes(len(shape), len(canonical)):
+        return OpParams(normalized_ndim=len(canonical))
+    return OpParams(axes=canonical)
+
+
+def axes_cases(
+    axes_sets: Sequence[Sequence[int]], shapes: Sequence[tuple[int, ...]]
+) -> list[tuple[tuple[int, ...], OpParams]]:
+    """The cases of ``--axes``: each set on each of ``shapes``, or without shapes on the shapes of
+    ``AXES_GRID`` of a rank that has those axes (the first grid shape when none has: invalid, so
+    ``validate`` says why)."""
+    cases = []
+    for axes in axes_sets:
+        if shapes:
+            cases += [(shape, axes_params(shape, axes)) for shape in shapes]
+            continue
+        fit = [shape for shape in AXES_GRID if _fits(len(shape), axes)]
+        cases += [(shape, axes_params(shape, axes)) for shape in fit or AXES_GRID[:1]]
+    return cases
+
+
+def _fits(ndim: int, axes: Sequence[int]) -> bool:
+    try:
+        canonical_axes(ndim, axes)
+    except ValueError:
+        return False
+    return True
 
 
 def layer_norm(

@@ -203,9 +203,11 @@ def _verify_annotation(g: _Group, where: Locator | None) -> Annotation:
         if g.status == "known":
             cause, _, message = message.partition(". ")
             lines.append(f"Known defect: {cause.removeprefix('known defect: ')}.")
+        # a row held to a rounding band (--policy) has no rtol/atol tolerance: its message says the band
+        tolerance = f", tolerance {worst['tolerance']}" if worst.get("tolerance") else ""
         lines.append(
             f"Worst: {worst.get('check')} on {_case(worst)}: max abs err {_num(worst.get('max_abs_err'))}, "
-            f"max rel err {_num(worst.get('max_rel_err'))}, tolerance {worst.get('tolerance')}; {message}"
+            f"max rel err {_num(worst.get('max_rel_err'))}{tolerance}; {message}"
         )
         d = worst.get("diagnosis")
         if d and g.status == "fail":

@@ -40,6 +40,8 @@ OP_TITLES = {
     "rms": "RMS norm",
     "add_rms": "fused add + RMS norm",
     "add_ln": "fused add + layer norm",
+    "ws": "weight-standardized conv",
+    "ws_gn": "weight-standardized conv + group norm",
 }
 
 

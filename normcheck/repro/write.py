@@ -13,6 +13,8 @@ import numpy as np
 from normcheck import frameworks as registry
 from normcheck.engine.tasks import Plan
 from normcheck.ops import FUSED_BASE
+from normcheck.ops.adaptive_layer_norm import ADALN
+from normcheck.ops.weight_standardization import WS_OPS
 from normcheck.repro.call import ARRAY_NAMES, ReproCall, Snippet, UserCode
 from normcheck.repro.index import INDEX, Reproducer, index_text
 from normcheck.repro.inputs import repro_arrays
@@ -99,8 +101,12 @@ def _code(failure: Failure, directory: Path, project: Path) -> tuple[Snippet, Lo
     if row.comparison is None or row.tolerance is None:
         return "the row has no error to reproduce"
     framework, call = repro_call(failure)
-    if call.op in FUSED_BASE or call.params.variant is not None:
-        return "reproducers do not cover the op variants and fused ops yet"
+    if call.op in FUSED_BASE or call.params.variant is not None or call.op == ADALN or call.params.axes is not None:
+        return "reproducers do not cover the op variants, fused ops, adaLN and layer norm over given axes yet"
+    if call.params.quant is not None:
+        return "reproducers do not cover FP8-quantized output yet"
+    if call.op in WS_OPS:
+        return "reproducers do not cover Weight Standardization yet"
     if registry.REGISTRY[framework].repro is None:
         return f"{framework} has no reproducers"
     snippet = registry.repro_module(framework).snippet(call)

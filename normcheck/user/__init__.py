@@ -16,6 +16,8 @@ from normcheck.frameworks import CLASS, FORMS, FUNCTION, STYLE, Form
 from normcheck.frameworks.base import Framework, FrameworkFacts, Implementation
 from normcheck.names import OpName
 from normcheck.ops import OpParams
+from normcheck.ops.adaptive_layer_norm import ADALN
+from normcheck.ops.weight_standardization import WS_OPS
 from normcheck.user.binding import (
     DEFAULT_LAYOUTS,
     FLAT,
@@ -31,6 +33,7 @@ from normcheck.user.binding import (
     takes_functional_signature,
 )
 from normcheck.user.spec import LoadError, SpecError, load_object, parse_spec
+from normcheck.user.ws_forms import WS_FORMS, ws_settings
 
 __all__ = [
     "EXPLICIT_EPS",
@@ -54,6 +57,7 @@ __all__ = [
 EXPLICIT_EPS = 1e-4
 EXPLICIT_MOMENTUM = 0.25  # PyTorch's meaning: the weight of the new batch
 USER = "user"
+ADALN_FORMS = ("torch_function", "torch_module")  # the forms that take adaLN (--op adaln)
 
 
 class FormError(Exception):
@@ -120,6 +124,8 @@ def _subclasses(bases: list[tuple[str, str]], form: Form) -> bool:
 
 
 OP_WORDS: dict[str, OpName] = {"group": "gn", "layer": "ln", "batch": "bn", "instance": "in", "rms": "rms"}
+# Weight Standardization: timm's and BiT's StdConv2d, WSConv2d, weight_standardized_conv...
+OP_WORDS.update({"stdconv": "ws", "wsconv": "ws", "weightstandard": "ws"})
 
 
 def guess_op(name: str) -> OpName | None:
@@ -163,6 +169,16 @@ class UserFramework(Framework):
         self._built: dict[str, list[Implementation]] = {}
 
     def implementations(self, op: str) -> list[Implementation]:
+        if op in WS_OPS:  # a convolution: the PyTorch forms only, never bound by name (user.ws_forms)
+            if op not in self._built:
+                impl = None
+                if self.form.id in WS_FORMS:
+                    build = registry.forms_module(self.form.framework).build
+                    impl = build(self.form.id, op, self.obj, self.impl_name, self.omit_defaults, self.backward)
+                self._built[op] = [] if impl is None else [impl]
+            return self._built[op]
+        if op == ADALN and self.form.id not in ADALN_FORMS:
+            return []  # adaLN is taken as a PyTorch function or module only
         if op not in self._built:
             builder = registry.forms_module(self.form.framework).build
             bound, obj = self.bound(op), self.obj
@@ -185,7 +201,7 @@ class UserFramework(Framework):
         return self._bound[op]
 
     def _bind(self, op: str) -> BoundFunction | None:
-        if self.form.kind != FUNCTION:
+        if self.form.kind != FUNCTION or op in WS_OPS:
             return None
         layout = self.layout or DEFAULT_LAYOUTS[self.form.id]
         if self.form.id == "tf_function":
@@ -205,6 +221,8 @@ class UserFramework(Framework):
 
     def settings(self, op: str, dtype: str, eps: float | None = None, momentum: float | None = None) -> Settings:
         conv = self.convention(op)
+        if op in WS_OPS:  # the eps the code declares, takes or hard-codes (normcheck.user.ws_forms)
+            return ws_settings(self.obj, conv, dtype, eps, EXPLICIT_EPS, self.omit_defaults)
         bound = self.bound(op)
         if self.omit_defaults and bound is not None:
             # bound by name: the function's own declared defaults (if numbers) must apply
@@ -219,7 +237,7 @@ class UserFramework(Framework):
         return replace(settings(conv, dtype, eps, momentum), notes=())
 
     def case_params(self, op: str, params: OpParams) -> OpParams:
-        if not self.omit_defaults:
+        if not self.omit_defaults or op == ADALN:  # adaLN's shift and scale are inputs, never left out
             return params
         bound = self.bound(op)
         if bound is not None and (bound.binding.required("weight") or bound.binding.required("bias")):

@@ -24,6 +24,7 @@ from typing import Any
 
 from normcheck.conventions import Convention
 from normcheck.frameworks.base import Implementation
+from normcheck.ops import OPS
 from normcheck.problem import Problem
 
 NCHW, NHWC = "nchw", "nhwc"
@@ -122,6 +123,21 @@ def signature(fn: Any) -> inspect.Signature | None:
         return inspect.signature(python_function(fn))
     except (TypeError, ValueError):
         return None
+
+
+def takes(fn: Any, names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` that ``fn`` (a function, or a class: its constructor) takes by
+    keyword, the first of all when it takes ``**kwargs``; None when it takes none of them."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return None
+    for name in names:
+        if name in params and params[name].kind != inspect.Parameter.POSITIONAL_ONLY:
+            return name
+    if any(q.kind == inspect.Parameter.VAR_KEYWORD for q in params.values()):
+        return names[0]
+    return None
 
 
 def takes_functional_signature(fn: Any, op: str) -> bool:
@@ -325,9 +341,11 @@ class BoundFunction:
     def problem(self, problem: Problem) -> str | None:
         """Why the case cannot be expressed in this function's parameters (a skip), or None."""
         b, p, label = self.binding, problem.params, self.label
+        if problem.quant_scale is not None:  # normcheck.frameworks.torch.quantized passes it by position
+            return f"{label} is called by its parameters' names, none of which takes a static scale"
         if p.affine and not b.has("weight"):
             return f"{label} takes no weight parameter: checked without affine parameters only"
-        if p.affine and self.op != "rms" and not b.has("bias"):
+        if p.affine and OPS[self.op].has_bias(p) and not b.has("bias"):
             return f"{label} takes no bias parameter: checked without affine parameters only"
         if not p.affine and (b.required("weight") or b.required("bias")):
             return f"{label} requires gamma and beta: checked with affine parameters only"

@@ -45,6 +45,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "shapes": ("shapes", "a list of shapes, each a list of non-negative integers"),
     "groups": ("groups", INT_LIST),
     "normalized_ndim": ("normalized_ndim", INT_LIST),
+    "axes": ("axes", INT_LIST),
     "dtype": ("dtypes", STR_LIST),
     "dtypes": ("dtypes", STR_LIST),
     "input": ("kinds", STR_LIST),
@@ -59,9 +60,12 @@ KEYS: dict[str, tuple[str, str]] = {
     "timeout": ("timeout", NUM),
     "profile": ("profile", STR),
     "variant": ("variant", STR),
+    "policy": ("policy", STR),
     "layout": ("layout", STR),
     "param_shape": ("param_shape", STR),
     "world_size": ("world_size", INT_LIST),
+    "quantize": ("quantize", STR),
+    "scale": ("scale", STR),
 }
 assert {f for f, _ in KEYS.values()} <= {f.name for f in fields(Request)}
 # a top-level key that is no check's field: ``pytest = true`` turns on normcheck's pytest plugin
@@ -77,6 +81,7 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     **{key: NUMBER_RANGES[field] for key, (field, kind) in KEYS.items() if kind == NUM},
     "groups": ("positive", lambda v: all(n > 0 for n in _as_list(v))),
     "normalized_ndim": ("positive", lambda v: all(n > 0 for n in _as_list(v))),
+    "axes": ("integers, negative ones counting from the end", lambda v: True),
     "world_size": ("at least 2", lambda v: all(n >= 2 for n in _as_list(v))),
 }
 

@@ -11,10 +11,13 @@ from dataclasses import replace
 import numpy as np
 
 from normcheck.dtypes import EPS, quantize
-from normcheck.names import KIND_NAMES, DtypeName, InputKind, OpName
+from normcheck.names import KIND_NAMES, REPEATED, STRESS_KIND_NAMES, DtypeName, InputKind, OpName
 from normcheck.ops import FUSED_BASE, OPS, Op, OpParams
+from normcheck.ops.adaptive_layer_norm import ADALN
 from normcheck.ops.rms_norm import GEMMA
+from normcheck.ops.weight_standardization import WS_OPS
 from normcheck.problem import Problem, case_seed
+from normcheck.verify.ws_inputs import make_ws_problem
 
 KINDS = KIND_NAMES
 TRAINING_STEPS = 3  # batches seen before running statistics are compared
@@ -35,6 +38,13 @@ def make_problem(
     unbiased_running_var: bool = True,
 ) -> Problem:
     """The seeded inputs of one case. The data do not depend on dtype beyond rounding."""
+    if op in WS_OPS:  # a convolution's input and weight (normcheck.verify.ws_inputs)
+        return make_ws_problem(op, shape, params, dtype, kind, eps, momentum, seed)
+    if params.quant is not None:  # the unquantized case's inputs, and a static scale where one is given
+        from normcheck.verify.quantized import quantized_problem
+
+        plain = make_problem(op, shape, replace(params, quant=None), dtype, kind, eps, momentum, seed)
+        return quantized_problem(plain, params)
     rng = np.random.default_rng(case_seed(seed, op, shape, params, kind))
     spec = OPS[op]
     n_steps = _training_steps(spec, shape, params)
@@ -42,8 +52,10 @@ def make_problem(
     pshape = spec.param_shape(shape, params)
     weight = bias = None
     if params.affine:
-        # Gemma's weight is an offset from 1: drawn around 0, so the scale 1 + weight is as others'
-        weight = quantize((0.0 if params.variant == GEMMA else 1.0) + 0.5 * rng.standard_normal(pshape), dtype)
+        # Gemma's weight and adaLN's scale are offsets from 1: drawn around 0, so the factor
+        # 1 + weight is as others' weights
+        offset = params.variant == GEMMA or spec.name == ADALN
+        weight = quantize((0.0 if offset else 1.0) + 0.5 * rng.standard_normal(pshape), dtype)
         if spec.name not in ("rms", "add_rms"):
             bias = quantize(0.5 * rng.standard_normal(pshape), dtype)  # drawn even when unused: same stream
             if not spec.has_bias(params):
@@ -140,6 +152,8 @@ def _data(
         x = np.sqrt(eps) * z
     elif kind == "half_range":
         x = rng.uniform(-HALF_RANGE, HALF_RANGE, size=shape)
+    elif kind == REPEATED:  # the stress profile's: one normal sample, repeated along the batch axis
+        x = np.broadcast_to(z[:1], shape).copy()
     else:
-        raise ValueError(f"unknown input kind {kind!r}; choose from {', '.join(KINDS)}")
+        raise ValueError(f"unknown input kind {kind!r}; choose from {', '.join(KINDS + STRESS_KIND_NAMES)}")
     return quantize(x, dtype)

@@ -66,5 +66,7 @@ def check_case(
     """Run one case and check every output against the reference."""
     out, rows = execute(case, impl, problem, opts)
     yield from (
-        rows if out is None else judge(case, problem, out, expected, witness_errs, opts, impl.missing_checks(problem))
+        rows
+        if out is None
+        else judge(case, problem, out, expected, witness_errs, opts, {**impl.missing_checks(problem), **out.skipped})
     )

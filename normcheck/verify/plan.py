@@ -4,16 +4,22 @@ implementations × dtypes × input kinds × layouts), in a stable order, optiona
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from normcheck.conventions import Settings
 from normcheck.frameworks.base import Framework, Implementation
-from normcheck.names import DtypeName, InputKind, OpName
+from normcheck.names import ADAPTIVE_OP_NAMES, WS_OP_NAMES, DtypeName, InputKind, Layout, OpName
 from normcheck.ops import FUSED_BASE, OPS, OpParams
+from normcheck.ops.layer_norm import axes_cases
 from normcheck.problem import Problem
 from normcheck.verify.inputs import KINDS, make_problem
+from normcheck.verify.policy import policy_params
 from normcheck.verify.quick_cases import in_quick
 from normcheck.verify.records import Case
+from normcheck.verify.stress_cases import STRESS, StressCase, stress_case, stress_cases, stress_layouts, stress_skip
+
+if TYPE_CHECKING:
+    from normcheck.ops.quantize import Quantization
 
 T = TypeVar("T")
 
@@ -25,6 +31,7 @@ class Options:
     shapes: tuple[tuple[int, ...], ...] = ()  # empty: each op's default grid
     groups: tuple[int, ...] = ()
     normalized_ndim: tuple[int, ...] = ()
+    axes: tuple[tuple[int, ...], ...] = ()  # layer norm over each of these axes sets (OpParams.axes)
     kinds: tuple[InputKind, ...] = KINDS
     device: str = "cpu"
     seed: int = 0
@@ -37,8 +44,10 @@ class Options:
     timeout: float | None = None  # seconds one case may take in a worker before it is an error
     diagnose: bool = True  # test the known-mistake hypotheses on every failing case
     world_sizes: tuple[int, ...] = ()  # batch norm over torch.distributed, in this many ranks each
-    profile: str = "default"  # "quick": only the cases of normcheck.verify.quick_cases.QUICK
+    profile: str = "default"  # "quick": only the cases of normcheck.verify.quick_cases.QUICK; "stress": stress_cases
     variant: str | None = None  # an op variant (OpParams.variant), e.g. "gemma"; None: the ops themselves
+    policy: str | None = None  # a precision policy (normcheck.policies) the forward is held to, ulp for ulp
+    quant: Quantization | None = None  # the output quantized to FP8 (OpParams.quant); None: not quantized
 
 
 @dataclass
@@ -58,7 +67,14 @@ class Unit:
 
 def op_cases(op: str, opts: Options) -> list[tuple[tuple[int, ...], OpParams]]:
     """(shape, params) pairs to check for ``op``: the user's shapes or the default grid."""
+    if opts.quant is not None:  # the same cases with the output quantized (normcheck.ops.quantize)
+        return [(s, replace(p, quant=opts.quant)) for s, p in op_cases(op, replace(opts, quant=None))]
+    if opts.profile == STRESS:  # its own cases (normcheck.verify.stress_cases)
+        return [(c.shape, c.params) for c in stress_cases(op, opts.device)]
     spec = OPS[op]
+    if opts.axes and op == "ln":
+        cases = axes_cases(opts.axes, opts.shapes)
+        return cases if opts.variant is None else [(s, replace(p, variant=opts.variant)) for s, p in cases]
     if not opts.shapes:
         return spec.variant_cases(opts.variant) if opts.variant is not None else spec.default_cases()
     cases = []
@@ -106,9 +122,13 @@ def plan(opts: Options, frameworks: list[Framework]) -> list[Unit]:
             reason = OPS[op].validate(shape, params)
             if reason and _ungrouped(op, reason):
                 continue
+            stress = stress_case(op, shape, params) if opts.profile == STRESS else None
+            if stress is not None:  # too large for this machine: skip rows that say how large
+                reason = reason or stress_skip(stress, opts.device)
+            params = policy_params(params, opts.policy)  # the weight stored where the policy says
             for fw in frameworks:
-                if op in FUSED_BASE and not fw.implementations(op):
-                    continue  # a framework without the fused op (most of them) plans no case of it
+                if (op in FUSED_BASE or op in ADAPTIVE_OP_NAMES or op in WS_OP_NAMES) and not fw.implementations(op):
+                    continue  # a framework without the fused op, adaLN or WS (most of them) plans no case of it
                 # two variants a framework runs alike (its case_params) are one case; the quick
                 # profile may want different dtypes and kinds of each
                 fw_params = fw.case_params(op, params)
@@ -120,16 +140,27 @@ def plan(opts: Options, frameworks: list[Framework]) -> list[Unit]:
                     for kind in opts.kinds:
                         if opts.profile == "quick" and not in_quick(op, shape, params, dtype, kind):
                             continue
-                        if (fw_params, shape, dtype, kind) in seen.setdefault(id(fw), set()):
+                        if stress is not None and not (dtype in stress.dtypes and kind in stress.kinds):
                             continue
-                        seen[id(fw)].add((fw_params, shape, dtype, kind))
+                        # the op too: layer and RMS norm share shapes and params, and each is checked
+                        if (op, fw_params, shape, dtype, kind) in seen.setdefault(id(fw), set()):
+                            continue
+                        seen[id(fw)].add((op, fw_params, shape, dtype, kind))
                         unit = Unit(op, shape, fw_params, dtype, kind, fw, order=(op_i, case_i), skip=reason)
                         for impl in impls:
-                            for layout in impl.layouts(shape):
+                            for layout in _layouts(impl, shape, stress, kind):
                                 case = Case(op, fw.name, impl.name, shape, fw_params, dtype, kind, layout, opts.device)
                                 unit.runs.append((case, impl))
-                        units.append(unit)
+                        if unit.runs or stress is None:  # a stress case in views no implementation has: none
+                            units.append(unit)
     return shard(units, opts.shard) if opts.shard else units
+
+
+def _layouts(impl: Implementation, shape: tuple[int, ...], stress: StressCase | None, kind: str) -> tuple[Layout, ...]:
+    """The layouts ``impl`` runs a case in: its own, or a stress case's of those it offers."""
+    if stress is None:
+        return impl.layouts(shape)
+    return stress_layouts(stress, kind, impl.layouts(shape) + impl.stress_layouts(shape))
 
 
 def checked_dtypes(opts: Options, fw: Framework) -> tuple[DtypeName, ...]:

@@ -9,6 +9,7 @@ from typing import Any, Final, Literal
 from normcheck.names import CONTIGUOUS, DtypeName, InputKind, Layout, OpName, Status
 from normcheck.names import STATUSES as STATUSES
 from normcheck.ops import OpParams, fmt_shape
+from normcheck.ops.adaptive_layer_norm import check_label
 
 PASS: Final = "pass"
 FAIL: Final = "fail"
@@ -134,7 +135,7 @@ class CheckResult:
             "dtype": c.dtype,
             "layout": c.layout,
             "input": c.kind,
-            "check": self.check,
+            "check": check_label(c.op, self.check),
             "against": self.against,
             "status": self.status,
             "max_abs_err": _finite(cmp.max_abs_err) if cmp else None,

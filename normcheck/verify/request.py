@@ -14,13 +14,18 @@ from normcheck.errors import UsageError
 from normcheck.frameworks.base import Framework
 from normcheck.memory_estimate import memory_problem
 from normcheck.names import (
+    ADAPTIVE_OP_NAMES,
     ALL_OP_NAMES,
     DEFAULT_DTYPES,
     DEFAULT_TIMEOUT,
     DTYPE_NAMES,
     KIND_NAMES,
     OP_NAMES,
-    PROFILES,
+    STRESS_KIND_NAMES,
+    VERIFY_PROFILES,
+    WS_OP_NAMES,
+    DtypeName,
+    InputKind,
     OpName,
 )
 from normcheck.ops import FUSED_BASE, OPS, OpParams
@@ -28,9 +33,12 @@ from normcheck.parsing import choose, parse_ints, parse_shape, split_list
 from normcheck.verify.distributed import parse_world_sizes
 from normcheck.verify.plan import Options, Unit, invalid_cases, plan
 from normcheck.verify.records import ERROR, FAIL, KNOWN, STATUSES, CheckResult
+from normcheck.verify.stress_cases import STRESS, STRESS_OPS
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from normcheck.ops.quantize import Quantization
 
 
 ListLike = str | Sequence[str] | None
@@ -45,6 +53,8 @@ class Request:
     shapes: Sequence[str | Sequence[int]] = ()
     groups: str | int | Sequence[int] | None = None
     normalized_ndim: str | int | Sequence[int] | None = None
+    # layer norm over these axes (each set a comma string or ints; several sets in a sequence)
+    axes: str | int | Sequence[int] | Sequence[str | Sequence[int]] | None = None
     dtypes: ListLike = None
     kinds: ListLike = None
     device: str = "cpu"
@@ -65,6 +75,9 @@ class Request:
     world_size: str | int | Sequence[int] | None = None  # batch norm over torch.distributed: ranks per run
     layout: str | None = None  # a function bound by name: nchw or nhwc (normcheck.user.binding)
     param_shape: str = "flat"  # a function bound by name: its gamma/beta (C,) or broadcastable
+    policy: str | None = None  # a named precision policy the forward is held to (normcheck.policies)
+    quantize: str | None = None  # the output quantized to FP8: e4m3 or e5m2 (normcheck.ops.quantize)
+    scale: str | None = None  # with quantize, its scale: row (the default), tensor or static
 
 
 @dataclass
@@ -131,6 +144,31 @@ def _ints(value: str | int | Sequence[int] | None, what: str) -> tuple[int, ...]
     if isinstance(value, int):
         value = [value]
     return parse_ints(value if value is None or isinstance(value, str) else ",".join(map(str, value)), what)
+
+
+def axes_sets(value: str | int | Sequence[int] | Sequence[str | Sequence[int]] | None) -> tuple[tuple[int, ...], ...]:
+    """The axes sets of a request: ``1``, ``"1,2,3"`` or ``(1, 2, 3)`` is one set, a sequence of
+    strings or of sequences is several (``--axes 1 --axes 1,2,3``). Negative axes count from the end."""
+    if value is None:
+        return ()
+    if isinstance(value, bool) or not isinstance(value, int | str | Sequence):
+        raise UsageError(f"axes takes an integer, a comma list or a sequence of them, not {type(value).__name__}")
+    given: Sequence[object] = (
+        [value] if isinstance(value, int | str) or all(isinstance(v, int) for v in value) else value
+    )
+    sets = []
+    for one in given:
+        if isinstance(one, bool) or not isinstance(one, int | str | Sequence):
+            raise UsageError(f"malformed axes {one!r}; write a comma list of integers, e.g. 1 or 1,2,3")
+        text = str(one) if isinstance(one, int | str) else ",".join(map(str, one))
+        try:
+            axes = tuple(int(a) for a in split_list(text))
+        except ValueError:
+            raise UsageError(f"malformed axes {text!r}; write a comma list of integers, e.g. 1 or 1,2,3") from None
+        if not axes:
+            raise UsageError("axes is empty; give the axes to normalize, e.g. 1 (the channels of NCHW)")
+        sets.append(axes)
+    return tuple(dict.fromkeys(sets))
 
 
 def _shape(value: str | Sequence[int]) -> tuple[int, ...]:
@@ -220,18 +258,22 @@ def _check_numbers(r: Request) -> None:
 
 
 def _check_cases(r: Request) -> None:
-    if r.profile not in PROFILES:
-        raise UsageError(f"unknown profile {r.profile!r}; choose from {', '.join(PROFILES)}")
+    if r.profile not in VERIFY_PROFILES:
+        raise UsageError(f"unknown profile {r.profile!r}; choose from {', '.join(VERIFY_PROFILES)}")
     if r.profile != "default" and r.shapes:  # each profile is its own set of cases
         raise UsageError(
-            f"profile {r.profile} checks its own cases of the default grid; give shape or profile, not both"
+            f"profile {r.profile} checks its own cases{'' if r.profile == STRESS else ' of the default grid'}; "
+            "give shape or profile, not both"
         )
+    if r.profile == STRESS:
+        _check_stress(r)
     if r.device != "cpu" and not r.device.startswith("cuda"):
         raise UsageError(f"unknown device {r.device!r}; choose from cpu, cuda")
     if (r.backward is not None or r.style is not None) and r.impl is None:
         raise UsageError("--backward and --style describe an --impl; give --impl too")
     _ints(r.groups, "groups")
     _ints(r.normalized_ndim, "normalized_ndim")
+    _check_axes(r)
     if (r.groups is not None or r.normalized_ndim is not None) and not r.shapes:
         what = "groups" if r.groups is not None else "normalized_ndim"
         raise UsageError(
@@ -244,10 +286,36 @@ def _check_cases(r: Request) -> None:
     parse_shard(r.shard)
     _check_binding(r)
     _check_variant(r)
+    _check_quantize(r)
+    _check_policy(r, choose(items(r.ops), ALL_OP_NAMES, "op", ()))
     if r.world_size is not None:
         parse_world_sizes(r.world_size)
         if choose(items(r.ops), OP_NAMES, "op", ()) != ("bn",):
             raise UsageError("--world-size runs distributed batch norm: give --op bn (and no other op)")
+
+
+def _check_axes(r: Request) -> None:
+    """--axes: layer norm's (--op ln, or an --impl that is one), not with --normalized-ndim or a profile."""
+    if not axes_sets(r.axes):
+        return
+    ops = choose(items(r.ops), ALL_OP_NAMES, "op", ())
+    if (ops and ops != ("ln",)) or (not ops and r.impl is None):
+        raise UsageError("--axes says which axes layer norm normalizes: give --op ln (and no other op)")
+    if r.normalized_ndim is not None:
+        raise UsageError("give --axes or --normalized-ndim, not both (trailing axes are what --normalized-ndim counts)")
+    if r.profile != "default":
+        raise UsageError(
+            f"profile {r.profile} checks its own cases of the default grid; give axes or profile, not both"
+        )
+
+
+def _check_stress(r: Request) -> None:
+    """--profile stress: ops it has cases of (the fused add + norms too), in one process."""
+    for op in choose(items(r.ops), ALL_OP_NAMES, "op", ()):
+        if op not in STRESS_OPS:
+            raise UsageError(f"profile stress has no cases of {op}; its ops: {', '.join(STRESS_OPS)}")
+    if r.world_size is not None:
+        raise UsageError("profile stress runs in one process; check --world-size with the default profile")
 
 
 def _check_binding(r: Request) -> None:
@@ -265,7 +333,8 @@ def _check_binding(r: Request) -> None:
 def _check_variant(r: Request) -> None:
     """A --variant every op asked for has; the profiles cover the plain ops only."""
     ops = choose(items(r.ops), ALL_OP_NAMES, "op", ())
-    fused = [op for op in ops if op in FUSED_BASE]
+    named_only = (*ADAPTIVE_OP_NAMES, *WS_OP_NAMES, *(() if r.profile == STRESS else FUSED_BASE))
+    fused = [op for op in ops if op in named_only]  # the stress profile has cases of the fused add + norms
     if r.profile != "default" and (r.variant is not None or fused):
         what = f"variant {r.variant}" if r.variant is not None else f"op {fused[0]}"
         raise UsageError(f"profile {r.profile} covers the five plain ops; check {what} with the default profile")
@@ -277,6 +346,51 @@ def _check_variant(r: Request) -> None:
         reason = OPS[op].variant_problem(OpParams(variant=r.variant))
         if reason:
             raise UsageError(reason)
+
+
+def _check_policy(r: Request, ops: tuple[str, ...]) -> None:
+    """--policy: a known policy that covers every op asked for (and the variant); with --impl and
+    no --op, ``prepare`` checks it on the op the implementation's name gives."""
+    if r.policy is None:
+        return
+    from normcheck.verify.policy import policy_problem
+
+    if r.profile != "default":
+        raise UsageError(f"profile {r.profile} covers the plain checks; check a policy with the default profile")
+    if r.quantize is not None:
+        raise UsageError("--policy holds the output in its own dtype; it cannot be combined with --quantize")
+    problem = policy_problem(r.policy, ops, r.variant) if ops or r.impl is None else None
+    if problem:
+        raise UsageError(problem)
+
+
+def _check_quantize(r: Request) -> None:
+    """--quantize and --scale: known values, for --impl code of an op with a quantized form."""
+    from normcheck.ops.quantize import FORMATS, QUANTIZED_OPS, SCALE_MODES
+
+    if r.quantize is None:
+        if r.scale is not None:
+            raise UsageError("--scale says how an FP8-quantized output is scaled: give --quantize too")
+        return
+    if r.quantize not in FORMATS:
+        raise UsageError(f"unknown FP8 format {r.quantize!r}; choose from {', '.join(FORMATS)}")
+    if r.scale is not None and r.scale not in SCALE_MODES:
+        raise UsageError(f"unknown scale {r.scale!r}; choose from {', '.join(SCALE_MODES)}")
+    ops = choose(items(r.ops), ALL_OP_NAMES, "op", ())
+    if not ops:
+        raise UsageError(f"--quantize needs --op: the op whose output is quantized ({', '.join(QUANTIZED_OPS)})")
+    for op in ops:
+        if op not in QUANTIZED_OPS:
+            raise UsageError(
+                f"--quantize: {OPS[op].title} ({op}) has no FP8-quantized form; the ops with one: "
+                f"{', '.join(QUANTIZED_OPS)}"
+            )
+    if r.impl is None:
+        raise UsageError("no framework has a norm with FP8-quantized output built in; check your own with --impl")
+    if r.against is not None:
+        raise UsageError("--against compares frameworks' own outputs; FP8-quantized output is checked for --impl only")
+    if r.profile != "default":
+        raise UsageError(f"profile {r.profile} covers the plain ops; check --quantize with the default profile")
 
 
 def _check_frameworks(r: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -293,6 +407,9 @@ def _check_frameworks(r: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
         raise UsageError("--against compares frameworks in one process; it cannot be combined with --world-size")
     if r.world_size is not None and r.impl is None and not fw_names:
         fw_names = ("torch",)
+    ops = choose(items(r.ops), ALL_OP_NAMES, "op", ())
+    if ops and set(ops) <= set(WS_OP_NAMES) and r.impl is None and not fw_names and registry.is_installed("torch"):
+        fw_names = ("torch",)  # Weight Standardization: only torch's adapter has it (timm's composition)
     if r.impl is not None:
         if len(fw_names) > 1:
             raise UsageError("with --impl, --framework names the one framework a function is written for")
@@ -326,11 +443,12 @@ def options(r: Request, ops: tuple[OpName, ...]) -> Options:
     dtype_text = items(r.dtypes)
     return Options(
         ops=ops,
-        dtypes=choose(dtype_text, DTYPE_NAMES, "dtype", DEFAULT_DTYPES),
+        dtypes=choose(dtype_text, DTYPE_NAMES, "dtype", _default_dtypes(r)),
         shapes=tuple(_shape(s) for s in r.shapes or ()),
         groups=_ints(r.groups, "groups"),
         normalized_ndim=_ints(r.normalized_ndim, "normalized_ndim"),
-        kinds=choose(items(r.kinds), KIND_NAMES, "input kind", KIND_NAMES),
+        axes=axes_sets(r.axes),
+        kinds=choose(items(r.kinds), _kinds(r), "input kind", _kinds(r)),
         device=r.device,
         seed=r.seed,
         tolerance=None if r.rtol is None or r.atol is None else (r.rtol, r.atol),  # validate: both or neither
@@ -342,16 +460,46 @@ def options(r: Request, ops: tuple[OpName, ...]) -> Options:
         profile=r.profile,
         variant=r.variant,
         world_sizes=parse_world_sizes(r.world_size),
+        policy=r.policy,
+        quant=_quantization(r),
     )
 
 
-def prepare(request: Request) -> Prepared:
+def _kinds(r: Request) -> tuple[InputKind, ...]:
+    """The input kinds a request may name and checks by default: the stress profile's own too."""
+    return KIND_NAMES + STRESS_KIND_NAMES if r.profile == STRESS else KIND_NAMES
+
+
+def _quantization(r: Request) -> Quantization | None:
+    """The request's FP8 quantization (validated by ``_check_quantize``), or None."""
+    if r.quantize is None:
+        return None
+    from normcheck.ops.quantize import ROW, Quantization
+
+    return Quantization(r.quantize, r.scale or ROW)
+
+
+def _default_dtypes(r: Request) -> tuple[DtypeName, ...]:
+    """The dtypes checked when none are named: all four, or those a --policy is checked in."""
+    if r.policy is None:
+        return DEFAULT_DTYPES
+    from normcheck.verify.policy import default_dtypes
+
+    return default_dtypes(r.policy)
+
+
+def prepare(request: Request, whole: bool = True) -> Prepared:
     """Validate ``request``, load what it names and plan it, in this process (a worker's job:
-    this imports frameworks and the user's code). UsageError for anything the user must fix."""
+    this imports frameworks and the user's code). UsageError for anything the user must fix.
+    ``whole``: the request is the user's whole run, not one framework's part of it (a part may
+    lack an op the others have: the parent refuses an op no part planned, ``refuse_unplanned``)."""
     from normcheck import frameworks as registry
 
     names, baseline = validate(request)
     ops, user_fws, load_rows = _ops_and_user_code(request)
+    _check_policy(request, ops)  # (validate could not, with --impl and no --op)
+    if axes_sets(request.axes) and ops != ("ln",):  # (nor this, for an op inferred from --impl)
+        raise UsageError(f"--axes says which axes layer norm normalizes; {', '.join(ops)} is not layer norm")
     loaded = {name: registry.load(name) for name in dict.fromkeys((*names, *baseline))}
     if request.world_size is not None and "torch" in loaded:  # nn.SyncBatchNorm over torch.distributed
         from normcheck.frameworks.torch.distributed import DistributedFramework
@@ -365,21 +513,24 @@ def prepare(request: Request) -> Prepared:
             raise UsageError(f"--device {request.device}: {reason}")
     opts = replace(options(request, ops), against=against)
     units = plan(opts, fws)
-    _refuse_unimplemented_fused(ops, units, fws, load_rows)
+    if whole:
+        refuse_unplanned(ops, {u.op for u in units}, [fw.name for fw in fws], bool(load_rows))
     return Prepared(request, opts, fws, units, load_rows)
 
 
-def _refuse_unimplemented_fused(
-    ops: tuple[OpName, ...], units: list[Unit], fws: list[Framework], load_rows: list[CheckResult]
-) -> None:
-    """A fused op no framework asked for has (most have none built in) is a usage error, not an
-    empty run that passes."""
+def refuse_unplanned(ops: tuple[OpName, ...], planned: set[str], frameworks: list[str], load_rows: bool) -> None:
+    """A fused op (or adaLN, or Weight Standardization) none of ``frameworks`` has (most have none
+    built in) is a usage error, not an empty run that passes."""
     for op in ops:
-        if op in FUSED_BASE and not load_rows and not any(u.op == op for u in units):
-            names = ", ".join(fw.name for fw in fws) or "none"
-            raise UsageError(
-                f"no framework checked has {op} built in ({names}); onnxruntime has, or check your own with --impl"
-            )
+        named_only = op in FUSED_BASE or op in ADAPTIVE_OP_NAMES or op in WS_OP_NAMES
+        if named_only and not load_rows and op not in planned:
+            names = ", ".join(frameworks) or "none"
+            has = "torch has (DiT's modulate over F.layer_norm)" if op in ADAPTIVE_OP_NAMES else "onnxruntime has"
+            if op in WS_OP_NAMES:
+                has = "torch has (timm's StdConv2d: F.batch_norm over the weight, F.conv2d)"
+            if frameworks and all(name == "user" for name in frameworks) and op in ADAPTIVE_OP_NAMES:
+                raise UsageError(f"{op} is checked as a PyTorch function fn(x, shift, scale, eps) or nn.Module only")
+            raise UsageError(f"no framework checked has {op} built in ({names}); {has}, or check your own with --impl")
 
 
 def _ops_and_user_code(r: Request) -> tuple[tuple[OpName, ...], list[Framework], list[CheckResult]]:

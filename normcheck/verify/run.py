@@ -10,13 +10,17 @@ import numpy as np
 
 from normcheck.engine.deaths import escaped
 from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported
-from normcheck.names import Status
-from normcheck.ops import FUSED_BASE
+from normcheck.names import IN_PLACE, Status
+from normcheck.ops import FUSED_BASE, fmt_shape
 from normcheck.ops.fused_add import FUSED_ADD
+from normcheck.ops.layer_norm import AXES
+from normcheck.ops.quantize import QUANTIZED
+from normcheck.ops.weight_standardization import WEIGHT_STANDARDIZATION, WS_OPS
 from normcheck.problem import Problem
 from normcheck.verify.crosscheck import Baseline
 from normcheck.verify.plan import Options
 from normcheck.verify.records import ERROR, RUN, SKIP, Case, CheckResult
+from normcheck.verify.stress_cases import STRESS
 
 
 @dataclass
@@ -31,7 +35,7 @@ class Outcome:
 def run_case(case: Case, impl: Implementation, problem: Problem, opts: Options) -> Outcome:
     """Run one case (framework and user code: this is what a worker does)."""
     out, rows = execute(case, impl, problem, opts)
-    return Outcome(out, rows, impl.missing_checks(problem) if out is not None else {})
+    return Outcome(out, rows, {**impl.missing_checks(problem), **out.skipped} if out is not None else {})
 
 
 def execute(
@@ -49,6 +53,8 @@ def execute(
         status: Status = ERROR if opts.explicit_dtypes else SKIP
         return None, [CheckResult(case, RUN, status, message=f"{case.dtype} not supported: {e}")]
     except Exception as e:  # a failing implementation is a row, never a crash
+        if opts.profile == STRESS and in_place_kernel(e, impl, case):
+            return None, [CheckResult(case, RUN, SKIP, message=IN_PLACE_ONLY)]
         return None, [CheckResult(case, RUN, ERROR, message=describe_error(e))]
     except BaseException as e:  # sys.exit, KeyboardInterrupt, ... raised by the code: a row too
         from normcheck.engine import worker
@@ -58,15 +64,30 @@ def execute(
         return None, [CheckResult(case, RUN, ERROR, message=escaped(e))]
 
 
+_EXTENSION_TITLES = {
+    FUSED_ADD: "the fused residual add",
+    QUANTIZED: "FP8-quantized output",
+    WEIGHT_STANDARDIZATION: "Weight Standardization",
+}
+
+
 def missing_extension(problem: Problem, impl: Implementation) -> str | None:
-    """Why ``impl`` cannot run a case of an op variant or a fused op (``Implementation.extensions``)."""
+    """Why ``impl`` cannot run a case of an op variant, a fused op or layer norm over axes that are
+    not the trailing ones (``Implementation.extensions``)."""
     needed = [problem.params.variant] if problem.params.variant is not None else []
     if problem.op in FUSED_BASE:
         needed.append(FUSED_ADD)
+    if problem.params.quant is not None:
+        needed.append(QUANTIZED)
+    if problem.op in WS_OPS:
+        needed.append(WEIGHT_STANDARDIZATION)
+    if problem.params.axes is not None and AXES not in impl.extensions:
+        axes = ",".join(map(str, problem.params.axes))
+        return f"{impl.name} normalizes trailing axes only, not axes {axes} of {fmt_shape(problem.shape)}"
     lacking = [n for n in needed if n not in impl.extensions]
     if not lacking:
         return None
-    what = " and ".join("the fused residual add" if n == FUSED_ADD else f"the {n} variant" for n in lacking)
+    what = " and ".join(_EXTENSION_TITLES.get(n, f"the {n} variant") for n in lacking)
     return f"{impl.name} has no form for {what}; check your own with --impl"
 
 
@@ -91,6 +112,20 @@ def run_baseline(framework: Framework, problem: Problem, device: str, opts: Opti
     if out is None:
         return f"{framework.name}:{impl.name}: {rows[0].message}"
     return Baseline(framework.facts(), case, out, impl.missing_checks(problem))
+
+
+# the stress profile's rows of an in-place kernel under autograd, which refuses its writes
+IN_PLACE_ONLY = (
+    "it writes into its input, which autograd refuses for a tensor that requires grad: an in-place kernel, "
+    "checked in its in_place rows (forward only)"
+)
+
+
+def in_place_kernel(e: Exception, impl: Implementation, case: Case) -> bool:
+    """Whether ``e`` is autograd refusing an implementation's write into its input, in a layout other
+    than the in-place call it is also checked in (the stress profile's)."""
+    refused = isinstance(e, RuntimeError) and "is being used in an in-place operation" in str(e)
+    return refused and case.layout != IN_PLACE and IN_PLACE in impl.stress_layouts(case.shape)
 
 
 def describe_error(e: BaseException) -> str:

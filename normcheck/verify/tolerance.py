@@ -8,6 +8,7 @@ from normcheck.dtypes import MAX, compute_dtype, quantize
 from normcheck.ops import OPS, broadcast_channels
 from normcheck.problem import Problem
 from normcheck.reference import normalized_input, reference, scale
+from normcheck.reference_ws import is_ws, ws_witness_errors
 from normcheck.verify.records import Comparison, Tolerance
 
 # torch.testing's defaults: (rtol, atol) per dtype.
@@ -67,6 +68,8 @@ def witness_errors(problem: Problem, expected: dict[str, np.ndarray]) -> dict[st
     Where its terms happen to cancel exactly, its error is taken as the rounding a correct
     kernel makes on them instead (TERM_ROUNDING).
     """
+    if is_ws(problem):  # a convolution: its own witness (normcheck.reference_ws)
+        return ws_witness_errors(problem, expected, CONDITIONING_FACTOR)
     worst = dict.fromkeys(expected, 0.0)
     unit = float(np.finfo(compute_dtype(problem.dtype)).eps)
     for check, size in term_sizes(problem, expected).items():

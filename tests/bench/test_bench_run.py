@@ -116,5 +116,6 @@ def test_baseline_prefers_the_same_mode_then_eager():
 def test_planned_rows_count_every_variant_of_every_mode():
     require("tensorflow")
     plan = prepare(BenchRequest(frameworks="tensorflow,numpy", ops="rms", shapes=("4,8",), modes="eager,compiled"))
-    # Keras RMSNormalization: eager, tf.function, tf.function+XLA; NumPy: eager once; two passes
-    assert planned_rows(plan) == (3 + 1) * 2
+    # Keras RMSNormalization and LayerNormalization(rms_scaling=True): eager, tf.function,
+    # tf.function+XLA each; NumPy: eager once; two passes
+    assert planned_rows(plan) == (3 + 3 + 1) * 2

@@ -92,6 +92,7 @@ def _forward(
     interleaved=False,
     axes=None,
     detach=(),
+    uncentered_numerator=False,
 ):
     """y of the op on x (real or complex), with the named mistakes made.
 
@@ -99,7 +100,7 @@ def _forward(
     derivative flows through them (``.detach()`` in user code)."""
     view, own_axes, pview = _layout(p, interleaved)
     axes = own_axes if axes is None else axes
-    center = p.op != "rms" if center is None else center
+    center = (p.op != "rms" or uncentered_numerator) if center is None else center
     X = x.reshape(view)
     X0 = np.asarray(p.x, dtype=np.float64).reshape(view)
     src = X0 if "mean" in detach else X
@@ -114,7 +115,7 @@ def _forward(
         var = var * n / (n - 1)
     e = p.eps if eps is None else eps
     rstd = 1.0 / (np.sqrt(var) + e) if eps_outside else 1.0 / np.sqrt(var + e)
-    xhat = (X - mean) * rstd
+    xhat = (X if uncentered_numerator else X - mean) * rstd
     W = None if w is None else w.reshape(pview)
     B = None if b is None else b.reshape(pview)
     if affine == "order":
@@ -319,6 +320,7 @@ APPLIES = {
     "grad_cut_stats": CENTERED_TRAINING,
     "mean_subtracted": {"rms"},
     "mean_not_subtracted": {"ln", "ln2", "ln_no_affine", "ln_one"},
+    "rms_from_variance": {"rms"},
     "half_accumulation": set(),  # float32 cases
     "stats_in_input_dtype": set(),
     "saved_stats_in_input_dtype": set(),
@@ -335,6 +337,17 @@ APPLIES = {
     "gemma_offset_doubled": set(),
     "residual_not_updated": set(),
     "residual_sum_unrounded": set(),
+    # layer norm over given axes and adaLN (tests/frameworks/test_axes_and_adaln.py): no plain case
+    "axes_other": set(),
+    "adaln_offset_missing": set(),
+    "adaln_shift_scale_swapped": set(),
+    "adaln_per_token": set(),
+    "adaln_affine_left_in": set(),
+    # the stress profile's sizes only (tests/diagnosis/test_kernel_limits.py): more than 2^16 rows,
+    # rows of 1024 values or more, weight gradients summed over more than 1024 half values
+    "row_index_wraps": set(),
+    "partial_row_reduction": set(),
+    "half_param_accumulation": set(),
 }
 
 
@@ -420,6 +433,8 @@ FORMULA_MISTAKES = [
     ("grad_cut_stats", IN, "normal", {"detach": ("mean", "var")}, ""),
     ("mean_subtracted", RMS, "normal", {"center": True}, ""),
     ("mean_not_subtracted", LN, "normal", {"center": False}, ""),
+    ("rms_from_variance", RMS, "normal", {"uncentered_numerator": True}, "Var[x]"),
+    ("rms_from_variance", RMS, "large_mean", {"uncentered_numerator": True}, "rms_scaling"),
 ]
 
 
@@ -457,6 +472,16 @@ def test_every_hypothesis_is_reproduced_by_some_hand_made_mistake():
         "cumulative_momentum_ignored",
         "residual_not_updated",
         "residual_sum_unrounded",
+        # layer norm over given axes and adaLN: tests/frameworks/test_axes_and_adaln.py, on PyTorch fixtures
+        "axes_other",
+        "adaln_offset_missing",
+        "adaln_shift_scale_swapped",
+        "adaln_per_token",
+        "adaln_affine_left_in",
+        # kernel limits past the default grid: tests/diagnosis/test_kernel_limits.py
+        "row_index_wraps",
+        "partial_row_reduction",
+        "half_param_accumulation",
     }
     assert covered == set(BY_ID)
 

@@ -139,3 +139,62 @@ def test_batch_norm_momentum_none():
         # on large-mean data in evaluation, the one-pass variance fed the running variance the
         # code itself kept fits as well: said to be ambiguous, never named alone
         assert not r.diagnosis.ambiguous or (r.case.kind == "large_mean" and "one_pass_variance" in r.diagnosis.also)
+
+
+JAX_FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "jax_functions.py"
+
+
+def test_jax_functions_take_the_gemma_and_nobias_variants():
+    require("jax")
+    options = {"framework": "jax", "dtypes": "float32,bfloat16", "kinds": "normal,large_mean", "jobs": 2}
+    assert normcheck.check("rms", f"{JAX_FIXTURES}:gemma_rms_norm", variant="gemma", **options).ok
+    assert normcheck.check("ln", f"{JAX_FIXTURES}:layer_norm", variant="nobias", **options).ok
+    report = normcheck.check("rms", f"{JAX_FIXTURES}:gemma_rms_norm_no_offset", variant="gemma", **options)
+    failing = [r for r in report.results if r.status == FAIL]
+    assert failing and {r.diagnosis.hypothesis for r in failing if r.diagnosis} == {"gemma_offset_missing"}
+
+
+@pytest.mark.parametrize(
+    ("framework", "impls"),
+    [
+        ("tensorflow", {"keras.layers.LayerNormalization", "tf.nn.moments+batch_normalization (float32 compute)"}),
+        ("jax", {"flax.linen.LayerNorm(use_fast_variance=False)"}),
+        ("onnxruntime", {"onnx.LayerNormalization"}),
+    ],
+)
+def test_built_in_layer_norms_without_bias_pass(framework, impls):
+    require(framework)
+    report = normcheck.check("ln", framework=framework, variant="nobias", dtypes="float32", kinds="normal,large_mean")
+    ran = {r.case.impl for r in report.results if r.status not in (SKIP,)}
+    assert impls <= ran
+    assert not [r for r in report.results if r.status == FAIL and r.case.impl in impls]
+
+
+def test_keras_rms_scaling_is_a_known_defect_named_by_its_hypothesis():
+    require("tensorflow", "keras")
+    report = normcheck.check("rms", framework="tensorflow", dtypes="float32", kinds="normal,large_mean")
+    scaling = [r for r in report.results if r.case.impl == "keras.layers.LayerNormalization(rms_scaling=True)"]
+    known = [r for r in scaling if r.status == KNOWN]
+    assert known and not [r for r in scaling if r.status == FAIL]
+    assert all(r.diagnosis is not None and r.diagnosis.hypothesis == "rms_from_variance" for r in known)
+    assert report.ok  # a known defect does not fail the run
+
+
+TF_FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "tf_functions.py"
+
+
+def test_raw_tensorflow_functions_take_the_gemma_variant():
+    require("tensorflow")
+    options = {"framework": "tensorflow", "dtypes": "float32,bfloat16", "kinds": "normal,large_mean"}
+    assert normcheck.check("rms", f"{TF_FIXTURES}:gemma_rms_norm", variant="gemma", **options).ok
+    report = normcheck.check("rms", f"{TF_FIXTURES}:gemma_rms_norm_doubled", variant="gemma", **options)
+    failing = [r for r in report.results if r.status == FAIL]
+    assert failing and {r.diagnosis.hypothesis for r in failing if r.diagnosis} == {"gemma_offset_doubled"}
+
+
+def test_a_fused_op_without_framework_runs_on_the_frameworks_that_have_it():
+    """Each framework is planned in its own worker: one without add_rms must not refuse the run
+    that another (ONNX Runtime's Skip op) can check."""
+    require("onnxruntime")
+    report = normcheck.check("add_rms", dtypes="float32", kinds="normal", jobs=2)
+    assert report.ok and {r.case.framework for r in report.results if r.status not in (SKIP,)} == {"onnxruntime"}

@@ -26,12 +26,14 @@ from normcheck.frameworks.base import (
     KnownIssue,
 )
 from normcheck.names import ALL_OP_NAMES, DTYPE_NAMES, KIND_NAMES, OP_NAMES
+from normcheck.verify.memory_format import MEMORY_FORMAT
 
 ROOT = Path(normcheck.__file__).resolve().parents[1]
 PACKAGE = ROOT / "normcheck"
 FOLDERS = PACKAGE / "frameworks"
 NAMES = list(REGISTRY)
-CHECKS = ("forward", "grad_input", "grad_weight", "grad_bias", "running_mean", "running_var")
+# the stress profile's memory_format row (normcheck.verify.memory_format) is a check a defect may name too
+CHECKS = ("forward", "grad_input", "grad_weight", "grad_bias", "running_mean", "running_var", MEMORY_FORMAT)
 LAYOUTS = ("contiguous", "channels_last")
 DEVICES = ("cpu", "cuda")
 

@@ -25,6 +25,8 @@ from normcheck.frameworks.tensorflow.adapter import (
     KERAS_NAMES,
     RAW_FLOAT32_NAME,
     RAW_NAME,
+    RMS_SCALING_NAME,
+    SYNCHRONIZED_NAME,
     Bound,
     TensorFlowImplementation,
     bind_keras,
@@ -87,6 +89,10 @@ def _bad(results, fw):
     ]
 
 
+# Keras layers with a documented defect (facts.KNOWN_ISSUES): not RMS norm, a one-pass variance
+DOCUMENTED = (RMS_SCALING_NAME, SYNCHRONIZED_NAME)
+
+
 @pytest.mark.parametrize("op", OP_NAMES)
 @pytest.mark.slow
 def test_default_grid_passes_in_float32_and_float16(fw, op):
@@ -95,9 +101,12 @@ def test_default_grid_passes_in_float32_and_float16(fw, op):
     results = list(run(units, opts))
     assert len({r.case for r in results}) == sum(len(u.runs) for u in units) > 0
     assert _bad(results, fw) == []
-    # the Keras layers and the float32-compute raw ops pass every check they make
+    # the Keras layers and the float32-compute raw ops pass every check they make; the two layers
+    # with a documented defect fail only as it, confirmed by its hypothesis
     for r in results:
-        if r.case.impl != RAW_NAME:
+        if r.case.impl in DOCUMENTED:
+            assert r.status in (PASS, SKIP) or (r.status == KNOWN and r.diagnosis is not None), (r.case, r.message)
+        elif r.case.impl != RAW_NAME:
             assert r.status in (PASS, SKIP), (r.case, r.check, r.message)
     passed = {r.check for r in results if r.status == PASS and r.case.impl == KERAS_NAMES[op]}
     want = {"forward", "grad_input", "grad_weight"} | (set() if op == "rms" else {"grad_bias"})
@@ -113,7 +122,9 @@ def test_bfloat16_and_float64_pass(fw, op):
     opts = Options(ops=(op,), dtypes=("bfloat16", "float64"), kinds=("normal", "tiny_scale", "half_range"))
     results = list(run(plan(opts, [fw]), opts))
     assert _bad(results, fw) == []
-    assert all(r.status in (PASS, SKIP) for r in results if r.case.impl != RAW_NAME or r.case.dtype == "float64")
+    checked = [r for r in results if r.case.impl not in (RAW_NAME, *DOCUMENTED) or r.case.dtype == "float64"]
+    assert all(r.status in (PASS, SKIP) for r in checked if r.case.impl not in DOCUMENTED)
+    assert all(r.status in (PASS, SKIP, KNOWN) for r in checked)
 
 
 def test_raw_ops_in_half_precision_fail_as_the_known_issues_say(fw):
@@ -409,7 +420,8 @@ def test_known_issues_are_matched_narrowly(fw):
 def test_implementation_names(fw):
     for op in OP_NAMES:
         names = [i.name for i in fw.implementations(op)]
-        assert names == [KERAS_NAMES[op]] + ([RAW_NAME, RAW_FLOAT32_NAME] if op != "rms" else [])
+        second = {"bn": [SYNCHRONIZED_NAME], "rms": [RMS_SCALING_NAME]}.get(op, [])
+        assert names == [KERAS_NAMES[op], *second] + ([RAW_NAME, RAW_FLOAT32_NAME] if op != "rms" else [])
         assert all(i.framework == "tensorflow" and i.op == op for i in fw.implementations(op))
     assert fw.default_eps("gn", "float32") == 1e-3 and fw.default_eps("rms", "float16") == 1e-6
     assert fw.default_momentum("bn") == pytest.approx(0.01)

@@ -130,3 +130,89 @@ def test_an_input_file_and_input_usage_errors(monkeypatch, capsys, exports, tmp_
     assert code == 2 and out == "" and err.strip() == "normcheck: error: give --input-shape or --input, not both"
     code, out, err = run_main(monkeypatch, capsys, TORCH_CNN, good, "--input-shape", "1,5,8,8")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "the model raised" in err
+
+
+# ---- the CNN against its Keras ports (NCHW -> NHWC) ----------------------------------------
+
+KERAS = f"{MODELS}/keras_cnn.py"
+
+
+def test_the_faithful_keras_port_computes_the_source_on_every_layer(monkeypatch, capsys):
+    require("torch")
+    require("tensorflow", "keras")
+    code, out, err = run_main(
+        monkeypatch, capsys, TORCH_CNN, f"{KERAS}:build_port", "--input-shape", "2,3,16,16", "--format", "json"
+    )
+    assert code == 0, err
+    for pair in json.loads(out)["pairs"]:
+        (found,) = activation_findings(pair)
+        assert found["severity"] == "info" and "forward" in found["detail"]
+        assert float(found["src_value"]) < 1e-5 and float(found["dst_value"]) < 1e-5
+
+
+def test_keras_default_eps_left_in_fails_on_the_activation_with_its_cause(monkeypatch, capsys):
+    require("torch")
+    require("tensorflow", "keras")
+    code, out, _ = run_main(
+        monkeypatch,
+        capsys,
+        TORCH_CNN,
+        f"{KERAS}:build_port_with_defects",
+        "--input-shape",
+        "2,3,16,16",
+        "--format",
+        "json",
+    )
+    assert code == 1
+    bn, gn = json.loads(out)["pairs"]
+    assert [f["severity"] for f in activation_findings(bn)] == ["info"]  # momentum only matters in training
+    failing = activation_findings(gn)
+    assert {f["rule"].split(" of the port")[0] for f in failing} >= {"forward", "grad_input"}
+    for f in failing:
+        assert f["severity"] == "error" and "eps is 0.001" in f["rule"] and "instead of 1e-06" in f["rule"]
+        assert float(f["src_value"]) < 1e-3  # the source's own layer is right on the same activation and dy
+
+
+# ---- Flax, TorchScript and torch.export on either side ---------------------------------------
+
+FLAX = f"{MODELS}/flax_models.py"
+
+
+def test_a_flax_port_runs_on_the_source_activations_and_its_eps_is_named(monkeypatch, capsys):
+    require("torch")
+    require("jax", "flax")
+    code, out, err = run_main(
+        monkeypatch, capsys, TORCH_CNN, f"{FLAX}:build_torch_port", "--input-shape", "2,3,16,16", "--format", "json"
+    )
+    assert code == 0, err
+    assert all(f["severity"] == "info" for p in json.loads(out)["pairs"] for f in activation_findings(p))
+    code, out, _ = run_main(
+        monkeypatch,
+        capsys,
+        TORCH_CNN,
+        f"{FLAX}:build_torch_port_default_eps",
+        "--input-shape",
+        "2,3,16,16",
+        "--format",
+        "json",
+    )
+    assert code == 1
+    _, gn = json.loads(out)["pairs"]
+    failing = [f for f in activation_findings(gn) if f["severity"] == "error"]
+    assert failing and all("eps is 1e-05" in f["rule"] and "instead of 1e-06" in f["rule"] for f in failing)
+
+
+def test_torchscript_and_exported_programs_on_either_side(monkeypatch, capsys, tmp_path):
+    torch = require("torch")
+    from fixtures.models.torch_cnn import build
+
+    model = build()
+    scripted = tmp_path / "cnn.pt"
+    torch.jit.script(model).save(str(scripted))
+    exported = tmp_path / "cnn.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(2, 3, 16, 16),)), str(exported))
+    for src, dst in ((str(scripted), TORCH_CNN), (TORCH_CNN, str(exported))):
+        code, out, err = run_main(monkeypatch, capsys, src, dst, "--input-shape", "2,3,16,16", "--format", "json")
+        assert code == 0, err
+        found = [f for p in json.loads(out)["pairs"] for f in activation_findings(p)]
+        assert len(found) == 2 and all("computes the source's configuration" in f["rule"] for f in found), found

@@ -155,6 +155,7 @@ VALID = {
     "name": ('"our group norm"', "our group norm"),
     "op": ('"gn"', "gn"),
     "ops": ('["gn", "ln"]', ["gn", "ln"]),
+    "axes": ("[1]", [1]),
     "impl": ('"mypkg/layers.py:MyGroupNorm"', "mypkg/layers.py:MyGroupNorm"),
     "backward": ('"mypkg/cs231n.py:groupnorm_backward"', "mypkg/cs231n.py:groupnorm_backward"),
     "style": ('"cs231n"', "cs231n"),
@@ -180,6 +181,9 @@ VALID = {
     "variant": ('"gemma"', "gemma"),
     "layout": ('"nhwc"', "nhwc"),
     "param_shape": ('"broadcast"', "broadcast"),
+    "policy": ('"llama"', "llama"),
+    "quantize": ('"e4m3"', "e4m3"),
+    "scale": ('"static"', "static"),
 }
 
 
@@ -392,7 +396,7 @@ def test_an_unknown_key_in_a_check_names_it_and_lists_the_valid_keys(tmp_path):
 
 def test_an_unknown_key_at_the_top_level_is_refused_before_the_checks(tmp_path):
     path = config(tmp_path, 'tolerance = 1e-3\n[[check]]\nop = "gn"\nseed = "x"\n')
-    assert refused(path).startswith(f"{path}: tolerance: unknown key; valid keys are against, atol, backward,")
+    assert refused(path).startswith(f"{path}: tolerance: unknown key; valid keys are against, atol, axes, backward,")
 
 
 def test_an_unknown_table_is_an_unknown_key(tmp_path):

@@ -8,13 +8,16 @@ import pytest
 from _require import require
 
 from normcheck.diagnosis import HYPOTHESES
+from normcheck.diagnosis.weight_standardization import WS_HYPOTHESES
 from normcheck.frameworks import FRAMEWORKS, facts_module
 from normcheck.frameworks.base import KnownIssue
 from normcheck.verify.local import run
+from normcheck.verify.memory_format import CONTIGUOUS_OUTPUT, MEMORY_FORMAT
 from normcheck.verify.records import ERROR, FAIL, KNOWN
 from normcheck.verify.request import Request, prepare
 
-HYPOTHESIS_IDS = {h.id for h in HYPOTHESES}
+# a memory-format defect is confirmed by the formats the adapter recorded (normcheck.verify.memory_format)
+HYPOTHESIS_IDS = {h.id for h in (*HYPOTHESES, *WS_HYPOTHESES)} | {CONTIGUOUS_OUTPUT}
 ISSUES = [(name, i, issue) for name in FRAMEWORKS for i, issue in enumerate(facts_module(name).KNOWN_ISSUES)]
 # frameworks whose defaults take minutes to check on every kind: their issues run as slow tests
 SLOW = {"tensorflow", "jax"}
@@ -25,6 +28,8 @@ SHOWN_WITH = {
     ("jax", "bn", ("float16",), ("running_var",)): {"momentum": 0.1},
     # PyTorch's half-precision layer-norm weight and bias gradients: over many rows
     ("torch", "ln", ("float16", "bfloat16"), ("grad_weight", "grad_bias")): {"shapes": ["16384,64"], "kinds": "normal"},
+    # the output's memory format: a row of the stress profile, on its own cases
+    ("torch", "in", None, (MEMORY_FORMAT,)): {"profile": "stress", "shapes": [], "kinds": "normal"},
 }
 
 
@@ -50,6 +55,9 @@ SHAPES = {
     "rms": ("4,6,33",),
     "add_ln": ("4,6,33",),
     "add_rms": ("4,6,33",),
+    "adaln": ("2,5,33",),
+    "ws": ("2,4,6,6",),  # a convolution of 4 output channels, 3x3 and 1x1
+    "ws_gn": ("2,4,6,6",),
 }
 
 

@@ -24,6 +24,7 @@ from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsu
 from normcheck.frameworks.jax.facts import HAS_FAST_VARIANCE, JAX, KNOWN_ISSUES, MODULE_NAMES, SAFE_SETTING
 from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.ops._op import required
+from normcheck.ops.layer_norm import AXES, NOBIAS
 from normcheck.problem import Problem
 
 JAX_DTYPES = {"float64": jnp.float64, "float32": jnp.float32, "float16": jnp.float16, "bfloat16": jnp.bfloat16}
@@ -44,6 +45,8 @@ class Config:
     momentum: float | None  # Flax's meaning: the weight of the old value
     training: bool  # batch statistics (else the running ones); batch norm only
     fast_variance: bool
+    axes: tuple[int, ...] | None = None  # layer norm over these axes (OpParams.axes); None: trailing
+    no_bias: bool = False  # layer norm's "nobias" variant: nn.LayerNorm(use_bias=False)
 
 
 def build(cfg: Config) -> nn.Module:
@@ -58,13 +61,15 @@ def build(cfg: Config) -> nn.Module:
     if cfg.op == "rms":
         trailing = tuple(range(cfg.ndim - required(cfg.normalized_ndim, "normalized_ndim"), cfg.ndim))
         return nn.RMSNorm(reduction_axes=trailing, feature_axes=trailing, **common)
-    common["use_bias"] = cfg.affine
+    common["use_bias"] = cfg.affine and not cfg.no_bias
     if cfg.op == "bn":
         return nn.BatchNorm(axis=cfg.channel_axis, momentum=cfg.momentum, **common)
     if cfg.op == "in":
         return nn.InstanceNorm(feature_axes=cfg.channel_axis, **common)
     if cfg.op == "gn":
         return nn.GroupNorm(num_groups=cfg.groups, **common)
+    if cfg.axes is not None:  # Flax's LayerNorm takes any axes
+        return nn.LayerNorm(reduction_axes=cfg.axes, feature_axes=cfg.axes, **common)
     trailing = tuple(range(cfg.ndim - required(cfg.normalized_ndim, "normalized_ndim"), cfg.ndim))
     return nn.LayerNorm(reduction_axes=trailing, feature_axes=trailing, **common)
 
@@ -222,6 +227,8 @@ class FlaxImplementation(Implementation):
             momentum=momentum,
             training=params.mode == "train" or not params.running_stats,
             fast_variance=self.fast_variance,
+            axes=params.axes,
+            no_bias=params.variant == NOBIAS,
         )
 
 
@@ -285,9 +292,14 @@ class JaxFramework(Framework):
     known_issues = KNOWN_ISSUES
 
     def implementations(self, op: str) -> list[Implementation]:
+        if op not in self.conventions:  # no fused add + norm, no adaLN built in
+            return []
         impls: list[Implementation] = [FlaxImplementation(op, self.convention(op))]
         if op in HAS_FAST_VARIANCE:
             impls.append(FlaxImplementation(op, self.convention(op), fast_variance=False))
+        if op == "ln":  # nn.LayerNorm(reduction_axes=..., feature_axes=..., use_bias=False): any axes, no bias
+            for impl in impls:
+                impl.extensions = frozenset({AXES, NOBIAS})
         return impls
 
     def device_problem(self, device: str) -> str | None:

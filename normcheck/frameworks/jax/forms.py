@@ -37,6 +37,8 @@ from normcheck.frameworks.jax.facts import FLAX_FIELDS, MODULE_NAMES, OPTIONAL_F
 from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.ops import OPS
 from normcheck.ops._op import required
+from normcheck.ops.layer_norm import NOBIAS
+from normcheck.ops.rms_norm import GEMMA
 from normcheck.problem import Problem
 
 # Raised while tracing code that needs concrete values (Python branches on array values, NumPy
@@ -125,7 +127,11 @@ class FunctionImplementation(UserImplementation):
 
     Given running statistics it returns (y, new_running_mean, new_running_var), otherwise y.
     The running statistics are float32 for float16/bfloat16 input, else the input's dtype.
+    The variants call it the same way: Gemma's RMS norm with the stored weight (the function
+    adds the 1), layer norm without bias with ``bias=None``.
     """
+
+    extensions = frozenset({GEMMA, NOBIAS})
 
     def call(self, problem: Problem) -> FunctionCall:
         p = problem.params

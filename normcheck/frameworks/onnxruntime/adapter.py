@@ -345,7 +345,12 @@ class OrtFramework(Framework):
     def implementations(self, op: str) -> list[Implementation]:
         if op in SKIP_OPS:
             return [OrtSkipNormImplementation(op)]
+        if op not in self.conventions:  # no adaLN built in
+            return []
+        # LayerNormalization's axis means [axis, rank): trailing axes only (axis = -normalized_ndim)
         impls: list[Implementation] = [OrtImplementation(op, self.convention(op))]
+        if op == "ln":  # B is optional: without it (fed as zeros) it is LayerNorm without bias
+            impls[0].extensions = frozenset({NOBIAS})
         if op == "gn":
             impls.append(OrtImplementation(op, self.convention(op), STASH_DOUBLE))
         return impls

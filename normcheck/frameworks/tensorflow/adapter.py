@@ -36,11 +36,14 @@ from normcheck.frameworks.tensorflow.facts import (  # noqa: E402
     RAW_FLOAT32_NAME,
     RAW_NAME,
     RAW_OPS,
+    RMS_SCALING_NAME,
+    SYNCHRONIZED_NAME,
     TENSORFLOW,
 )
 from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout  # noqa: E402
 from normcheck.ops import OpParams  # noqa: E402
 from normcheck.ops._op import required  # noqa: E402
+from normcheck.ops.layer_norm import AXES, NOBIAS, normalized_axes  # noqa: E402
 from normcheck.problem import Problem  # noqa: E402
 
 TF_DTYPES = {
@@ -180,6 +183,7 @@ def _keras_layer(
     momentum: float,
     layout: str,
     device: str,
+    synchronized: bool = False,
 ) -> keras.Layer:
     """A built layer for one configuration (``shape`` already in ``layout``). Kept across cases,
     since building costs more than a case: every run assigns all of its variables first."""
@@ -187,7 +191,13 @@ def _keras_layer(
     axis = -1 if layout == CHANNELS_LAST else 1
     if op == "bn":
         layer = keras.layers.BatchNormalization(
-            axis=axis, momentum=momentum, epsilon=eps, center=affine, scale=affine, dtype=dtype
+            axis=axis,
+            momentum=momentum,
+            epsilon=eps,
+            center=affine,
+            scale=affine,
+            dtype=dtype,
+            synchronized=synchronized,
         )
     elif op in ("in", "gn"):
         layer = keras.layers.GroupNormalization(
@@ -198,9 +208,10 @@ def _keras_layer(
             scale=affine,
             dtype=dtype,
         )
-    elif op == "ln":
-        axes = trailing(ndim, required(params.normalized_ndim, "normalized_ndim"))
-        layer = keras.layers.LayerNormalization(axis=axes, epsilon=eps, center=affine, scale=affine, dtype=dtype)
+    elif op == "ln":  # Keras takes any axes: the trailing ones, or OpParams.axes
+        axes = list(normalized_axes(shape, params))
+        center = affine and params.variant != NOBIAS  # center=False: LayerNorm without bias
+        layer = keras.layers.LayerNormalization(axis=axes, epsilon=eps, center=center, scale=affine, dtype=dtype)
     else:
         axes = trailing(ndim, required(params.normalized_ndim, "normalized_ndim"))
         layer = keras.layers.RMSNormalization(axis=axes, epsilon=eps, dtype=dtype)
@@ -209,15 +220,35 @@ def _keras_layer(
     return layer
 
 
+@lru_cache(maxsize=8)
+def _rms_scaling_layer(shape: tuple[int, ...], k: int, dtype: str, eps: float, device: str) -> keras.Layer:
+    """LayerNormalization(rms_scaling=True) over the trailing ``k`` axes, built (its beta unused)."""
+    layer = keras.layers.LayerNormalization(
+        axis=trailing(len(shape), k), epsilon=eps, rms_scaling=True, center=False, scale=True, dtype=dtype
+    )
+    with tf.device(tf_device(device)):
+        layer.build(shape)
+    return layer
+
+
+def bind_keras_rms_scaling(p: Problem, layout: str, device: str) -> Bound:
+    """Keras's other RMS norm: its gamma holds the weight (ones without one, exact)."""
+    shape = layout_shape(p.shape, layout)
+    k = required(p.params.normalized_ndim, "normalized_ndim")
+    layer = _rms_scaling_layer(shape, k, p.dtype, p.eps, device)
+    weight = _assign(layer.gamma, p.weight if p.weight is not None else np.ones(shape[len(shape) - k :]), p.dtype)
+    return Bound(lambda x, train: layer(x), weight if p.weight is not None else None, layer=layer)
+
+
 def _assign(variable: keras.Variable, value: np.ndarray, dtype: str) -> keras.Variable:
     variable.assign(tensor(value, dtype))
     return variable
 
 
-def bind_keras(p: Problem, layout: str, device: str) -> Bound:
+def bind_keras(p: Problem, layout: str, device: str, synchronized: bool = False) -> Bound:
     momentum = TENSORFLOW["bn"].to_framework_momentum(p.momentum) if p.op == "bn" else 0.0
     shape = layout_shape(p.shape, layout)
-    layer = _keras_layer(p.op, shape, p.params, p.dtype, p.eps, momentum, layout, device)
+    layer = _keras_layer(p.op, shape, p.params, p.dtype, p.eps, momentum, layout, device, synchronized)
     if p.op == "rms":
         # RMSNormalization always has a scale: without an affine weight it stays at 1 (exact)
         k = required(p.params.normalized_ndim, "normalized_ndim")
@@ -232,6 +263,11 @@ def bind_keras(p: Problem, layout: str, device: str) -> Bound:
     mean = _assign(layer.moving_mean, running_mean, p.dtype)
     var = _assign(layer.moving_variance, running_var, p.dtype)
     return Bound(lambda x, train: layer(x, training=train), weight, bias, mean, var, layer)
+
+
+def bind_keras_synchronized(p: Problem, layout: str, device: str) -> Bound:
+    """BatchNormalization(synchronized=True), on one replica: its statistics take the cross-replica path."""
+    return bind_keras(p, layout, device, synchronized=True)
 
 
 # -- tf.nn.moments + tf.nn.batch_normalization -------------------------------------
@@ -257,8 +293,8 @@ def _raw_view(p: Problem, layout: str) -> tuple[list[int], list[int], list[int]]
     shape = list(layout_shape(p.shape, layout))
     ndim = len(shape)
     if p.op == "ln":
-        k = required(p.params.normalized_ndim, "normalized_ndim")
-        return shape, trailing(ndim, k), [1] * (ndim - k) + shape[ndim - k :]
+        axes = normalized_axes(p.shape, p.params)
+        return shape, list(axes), [n if a in axes else 1 for a, n in enumerate(shape)]
     c_axis = channel_axis(ndim, layout)
     c = shape[c_axis]
     if p.op == "gn":
@@ -301,10 +337,19 @@ class TensorFlowFramework(Framework):
     known_issues = KNOWN_ISSUES
 
     def implementations(self, op: str) -> list[Implementation]:
+        if op not in KERAS_NAMES:  # no fused add + norm, no adaLN built in
+            return []
         impls: list[Implementation] = [TensorFlowImplementation(op, KERAS_NAMES[op], bind_keras, op == "bn")]
+        if op == "rms":
+            impls.append(TensorFlowImplementation(op, RMS_SCALING_NAME, bind_keras_rms_scaling, False))
+        if op == "bn":
+            impls.append(TensorFlowImplementation(op, SYNCHRONIZED_NAME, bind_keras_synchronized, True))
         if op in RAW_OPS:
             impls.append(TensorFlowImplementation(op, RAW_NAME, raw_binder(upcast=False), False))
             impls.append(TensorFlowImplementation(op, RAW_FLOAT32_NAME, raw_binder(upcast=True), False))
+        if op == "ln":  # LayerNormalization(axis=..., center=False) and tf.nn.moments take any axes, no bias
+            for impl in impls:
+                impl.extensions = frozenset({AXES, NOBIAS})
         return impls
 
     def device_problem(self, device: str) -> str | None:

@@ -33,6 +33,8 @@ from normcheck.frameworks.tensorflow.facts import TENSORFLOW, VARIABLE_NAMES
 from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.ops import OpParams
 from normcheck.ops._op import required
+from normcheck.ops.layer_norm import NOBIAS
+from normcheck.ops.rms_norm import GEMMA
 from normcheck.problem import Problem
 from normcheck.user.binding import BoundFunction, creates_variables_message
 
@@ -227,6 +229,8 @@ class FunctionImplementation(TensorFlowImplementation):
     def __init__(self, bound: BoundFunction, name: str) -> None:
         self.bound = bound
         super().__init__(bound.op, name, function_binder(bound), running_stats=bound.op == "bn")
+        # the variants call it the same way: Gemma's stored weight (the function adds the 1), no bias
+        self.extensions = frozenset({GEMMA, NOBIAS})
 
     def layouts(self, shape: tuple[int, ...]) -> tuple[Layout, ...]:
         return (CHANNELS_LAST,) if self.bound.channels_last(len(shape)) else (CONTIGUOUS,)

@@ -18,6 +18,8 @@ from normcheck.frameworks.tensorflow.facts import (
     RAW_FLOAT32_NAME,
     RAW_NAME,
     RAW_OPS,
+    RMS_SCALING_NAME,
+    SYNCHRONIZED_NAME,
     VARIABLE_NAMES,
 )
 from normcheck.frameworks.tensorflow.facts import KERAS_OPTIONAL as OPTIONAL
@@ -73,7 +75,10 @@ def snippet(call: ReproCall) -> Snippet | str:
         if call.user.form != "keras_layer":
             return f"the tensorflow reproducers have no form {call.user.form!r}"
         setup, extra = _user_layer(call), FIND_VARIABLE
-    elif call.impl == KERAS_NAMES[call.op]:
+    elif call.impl == KERAS_NAMES.get(call.op) or (call.op, call.impl) in (
+        ("bn", SYNCHRONIZED_NAME),
+        ("rms", RMS_SCALING_NAME),
+    ):
         setup, extra = _keras_layer(call), ""
     elif call.impl in (RAW_NAME, RAW_FLOAT32_NAME) and call.op in RAW_OPS:
         setup, extra = _raw(call, upcast=call.impl == RAW_FLOAT32_NAME), ""
@@ -162,9 +167,10 @@ def _keras_layer(call: ReproCall) -> list[str]:
     axis = -1 if call.layout == CHANNELS_LAST else 1
     dtype = repr(call.dtype)
     if call.op == "bn":
+        synchronized = ", synchronized=True" if call.impl == SYNCHRONIZED_NAME else ""
         ctor = (
             f"keras.layers.BatchNormalization(axis={axis}, momentum={call.framework_momentum!r}, "
-            f"epsilon={call.eps!r}, center={affine}, scale={affine}, dtype={dtype})"
+            f"epsilon={call.eps!r}, center={affine}, scale={affine}, dtype={dtype}{synchronized})"
         )
     elif call.op in ("in", "gn"):
         groups = -1 if call.op == "in" else p.groups
@@ -178,14 +184,21 @@ def _keras_layer(call: ReproCall) -> list[str]:
             f"keras.layers.LayerNormalization(axis={axes}, epsilon={call.eps!r}, center={affine}, "
             f"scale={affine}, dtype={dtype})"
         )
+    elif call.impl == RMS_SCALING_NAME:
+        axes = _trailing(ndim, p.normalized_ndim)
+        ctor = (
+            f"keras.layers.LayerNormalization(axis={axes}, epsilon={call.eps!r}, rms_scaling=True, center=False, "
+            f"scale=True, dtype={dtype})"
+        )
     else:
         axes = _trailing(ndim, p.normalized_ndim)
         ctor = f"keras.layers.RMSNormalization(axis={axes}, epsilon={call.eps!r}, dtype={dtype})"
     lines = [f"layer = {ctor}", f"layer.build({shape!r})"]
-    if call.op == "rms":  # RMSNormalization always has a scale: without an affine weight it stays at 1
+    if call.op == "rms":  # its scale (gamma) always exists: without an affine weight it stays at 1
         scale = 'data["weight"]' if affine else f"np.ones({shape[ndim - (p.normalized_ndim or 0) :]!r})"
-        lines.append(f"layer.scale.assign(tensor({scale}))")
-        lines += ["weight = layer.scale"] if affine else []
+        variable = "layer.gamma" if call.impl == RMS_SCALING_NAME else "layer.scale"
+        lines.append(f"{variable}.assign(tensor({scale}))")
+        lines += [f"weight = {variable}"] if affine else []
     elif affine:
         lines += [
             'layer.gamma.assign(tensor(data["weight"]))',

@@ -8,6 +8,7 @@ from __future__ import annotations
 from normcheck.conventions import CHANNELS_FIRST, MACHINE_EPS, NEW, UNBIASED, Convention
 from normcheck.frameworks.base import KnownIssue
 from normcheck.names import CHANNELS_LAST
+from normcheck.verify.memory_format import CONTIGUOUS_OUTPUT, MEMORY_FORMAT
 
 _PT_PER_CHANNEL = "(C,)"
 TORCH = {
@@ -86,6 +87,13 @@ MODULE_NAMES = {
     "rms": "nn.RMSNorm",
 }
 
+# Weight Standardization: no torch API; timm's StdConv2d (timm/layers/std_conv.py) composes it of
+# torch ops, F.batch_norm over the weight viewed as (1, O, I*kh*kw) then F.conv2d (the adapter
+# runs that); its convention is normcheck.ws_conventions'.
+WS_NAMES = {"ws": "StdConv2d (timm: F.batch_norm + F.conv2d)", "ws_gn": "StdConv2d (timm) + F.group_norm"}
+# adaLN: no torch API; DiT's models.py composes it of torch ops (the adapter runs that)
+ADALN_NAME = "F.layer_norm + modulate (DiT)"
+
 GRADS = ("grad_input", "grad_weight", "grad_bias")
 HALF = ("float16", "bfloat16")
 
@@ -118,9 +126,17 @@ KNOWN_ISSUES = (
     KnownIssue(
         "PyTorch's CPU layer/group norm backward for float16 and bfloat16 uses the statistics saved in the input dtype",
         hypotheses=("saved_stats_in_input_dtype",),
-        ops=("ln", "gn"),
+        ops=("ln", "gn", "adaln"),  # adaLN's built-in row is DiT's code over F.layer_norm
         dtypes=HALF,
         checks=GRADS,
+    ),
+    KnownIssue(
+        "PyTorch's CPU batch_norm kernel for float16 and bfloat16 rounds the mean and 1/std to the input "
+        "dtype, so timm's StdConv2d (F.batch_norm over the weight) standardizes a half weight with rounded "
+        "statistics",
+        hypotheses=("ws_stats_in_input_dtype",),
+        ops=("ws", "ws_gn"),
+        dtypes=HALF,
     ),
     # 16384 rows of bfloat16: the bias gradient off by 71 on a sum of 325, the weight gradient by 52
     # on 280 (float32 sums: 0.4 and 0.9); shows from about a thousand rows on (--shape 16384,64),
@@ -128,9 +144,21 @@ KNOWN_ISSUES = (
     KnownIssue(
         "PyTorch's CPU layer norm backward for float16 and bfloat16 sums the weight and bias gradients in "
         "the input dtype, rounding after every row, so over many rows they lose their digits",
-        hypotheses=("half_accumulation",),
+        # the weight/bias sums alone in the input dtype (the stress profile's 65539 rows), or every step
+        hypotheses=("half_param_accumulation", "half_accumulation"),
         ops=("ln",),
         dtypes=HALF,
         checks=("grad_weight", "grad_bias"),
+    ),
+    # the stress profile's memory_format row: F.instance_norm (and nn.InstanceNorm2d/3d) returns its
+    # output, and its backward the input's gradient, contiguous for channels_last input, float32 and
+    # bfloat16, 4-D and 5-D (batch and group norm keep channels_last)
+    KnownIssue(
+        "PyTorch's CPU instance norm returns its output and the input's gradient contiguous for channels-last "
+        "input, so a channels-last network copies them back",
+        hypotheses=(CONTIGUOUS_OUTPUT,),
+        ops=("in",),
+        layouts=(CHANNELS_LAST,),
+        checks=(MEMORY_FORMAT,),
     ),
 )

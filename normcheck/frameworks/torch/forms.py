@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from normcheck.frameworks.base import Implementation, RunOutput
+from normcheck.frameworks.torch import quantized, ws
 from normcheck.frameworks.torch.adapter import (
     TORCH_DTYPES,
     Binder,
@@ -22,20 +23,25 @@ from normcheck.frameworks.torch.adapter import (
     leaf,
     running_stats,
     tensor,
+    weight_dtype,
 )
 from normcheck.frameworks.torch.facts import TORCH
-from normcheck.ops import FUSED_BASE
-from normcheck.ops._op import required
+from normcheck.ops import FUSED_BASE, OPS
+from normcheck.ops.adaptive_layer_norm import ADALN, stray_affine
 from normcheck.ops.batch_norm import CUMULATIVE
 from normcheck.ops.fused_add import FUSED_ADD
-from normcheck.ops.layer_norm import NOBIAS
+from normcheck.ops.layer_norm import AXES, NOBIAS
+from normcheck.ops.quantize import QUANTIZED
 from normcheck.ops.rms_norm import GEMMA
+from normcheck.ops.weight_standardization import WS_OPS
 from normcheck.problem import Problem
+from normcheck.user.binding import takes
+from normcheck.user.modulation import MODULATION_ROLES, bind_modulation
 
 # User code is called for the op variants and fused ops too: it computes the variant itself
 # (Gemma's 1 + weight, no bias) and is given the case's weight, bias and residual as they are;
 # modules also for batch norm's momentum=None (a function has no batch counter).
-USER_EXTENSIONS = frozenset({GEMMA, NOBIAS, FUSED_ADD})
+USER_EXTENSIONS = frozenset({GEMMA, NOBIAS, FUSED_ADD, QUANTIZED})
 # Ranks a layer class takes when its name ends like torch.nn's BatchNorm1d/2d/3d.
 RANK_SUFFIXES = {"1d": (2, 3), "2d": (4,), "3d": (5,)}
 # Each option: (value for the case, the framework's default); omitted when they agree and
@@ -48,10 +54,15 @@ def build(
 ) -> Implementation | None:
     """The implementation of ``op`` by ``obj`` in ``form`` (torch_function or torch_module)."""
     # normcheck.user.detect_form gives the function form callables, the module form classes
+    if op in WS_OPS and form in ("torch_function", "torch_module"):  # a convolution (frameworks.torch.ws)
+        return ws.build(form, op, obj, name, omit_defaults)
     if form == "torch_function":
         if not callable(obj):
             raise TypeError(f"the torch_function form takes a function, not a {type(obj).__name__}")
-        return TorchImplementation(op, name, function_binder(obj, omit_defaults), USER_EXTENSIONS)
+        if op == ADALN:
+            return ModulationFunction(op, name, obj, omit_defaults)
+        # a function may write its result into its input (vLLM's kernels): the stress profile calls it in place too
+        return TorchImplementation(op, name, function_binder(obj, omit_defaults), USER_EXTENSIONS, in_place=True)
     if form == "torch_module":
         if not isinstance(obj, type):
             raise TypeError(f"the torch_module form takes an nn.Module subclass, not a {type(obj).__name__}")
@@ -72,7 +83,8 @@ def _keywords(options: OptionValues, omit_defaults: bool) -> dict[str, object]:
 
 
 def _normalized_shape(p: Problem) -> tuple[int, ...]:
-    return tuple(p.shape[len(p.shape) - required(p.params.normalized_ndim, "normalized_ndim") :])
+    """Layer/RMS norm's normalized_shape: the sizes of the normalized axes (trailing or not)."""
+    return tuple(OPS[p.op].param_shape(p.shape, p.params))
 
 
 # -- functions --------------------------------------------------------------------------
@@ -131,9 +143,11 @@ def function_binder(fn: Callable, omit_defaults: bool = False) -> Binder:
     norm is called as ``fused_call`` says."""
 
     def bind(p: Problem, device: str) -> Bound:
-        w, b = leaf(p.weight, p, device), leaf(p.bias, p, device)
+        w, b = leaf(p.weight, p, device, weight_dtype(p)), leaf(p.bias, p, device)
         if p.op in FUSED_BASE:
             return Bound(_no_plain_forward, w, b, fused=lambda x, r: fn(*fused_call(p, x, r, w, b)))
+        if p.params.quant is not None:  # FP8 output (normcheck.frameworks.torch.quantized)
+            return Bound(_no_plain_forward, w, b, quantized=quantized.function_runner(fn, p, device, w, b))
         rm, rv = running_stats(p, device)
 
         def forward(x: torch.Tensor, train: bool) -> torch.Tensor:
@@ -233,9 +247,12 @@ class ModuleImplementation(TorchImplementation):
     def __init__(self, op: str, name: str, cls: type, omit_defaults: bool) -> None:
         self.cls, self.omit_defaults = cls, omit_defaults
         self.owner = getattr(cls, "__name__", str(cls))
-        super().__init__(op, name, self._bind_module, USER_EXTENSIONS | {CUMULATIVE})
+        # a module is told the normalized sizes, and does its own permute for other axes (LayerNorm2d)
+        super().__init__(op, name, self._bind_module, USER_EXTENSIONS | {CUMULATIVE, AXES})
 
     def unsupported(self, problem: Problem, layout: str) -> str | None:
+        if problem.op == ADALN and not self.omit_defaults and takes(self.cls, MODULATION_ROLES["eps"]) is None:
+            return f"{self.owner}(...) takes no eps: its own eps is checked in the defaults call style only"
         return rank_problem(self.owner, len(problem.shape))
 
     def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
@@ -247,11 +264,13 @@ class ModuleImplementation(TorchImplementation):
         return out
 
     def _bind_module(self, p: Problem, device: str) -> Bound:
+        if p.op == ADALN:
+            return self._bind_modulation(p, device)
         args, kwargs = constructor_call(p, self.omit_defaults)
         m = self.cls(*args, **kwargs)
         if not isinstance(m, nn.Module):
             raise TypeError(f"{self.owner}(...) returned a {type(m).__name__}, not an nn.Module")
-        m = m.to(device=device, dtype=TORCH_DTYPES[p.dtype])
+        m = m.to(device=device, dtype=TORCH_DTYPES[weight_dtype(p)])  # float32 under a float32-weight policy
         weight = _set_parameter(m, self.owner, ("weight", "gamma"), p.weight, p, device)
         bias = _set_parameter(m, self.owner, ("bias", "beta"), p.bias, p, device)
         running = p.params.running_stats
@@ -271,5 +290,48 @@ class ModuleImplementation(TorchImplementation):
             return m.train(True)(x, residual)  # vLLM's RMSNorm.forward(x, residual) -> (out, residual)
 
         bound = Bound(forward, weight, bias, fused=fused if p.op in FUSED_BASE else None)
+        if p.params.quant is not None:  # FP8 output: m(x) -> (q, scale)
+            bound.quantized = quantized.module_runner(m, p, device)
         statistics()
         return bound
+
+    def _bind_modulation(self, p: Problem, device: str) -> Bound:
+        """adaLN as a module: ``cls(D, eps=...)`` (eps left out in the defaults call style), called as
+        ``forward(x, shift, scale)``. Its own (D,) weight and bias, which adaLN's norm has none of,
+        get ``stray_affine``'s values, so a layer norm's affine left in shows."""
+        width = p.shape[-1]
+        eps_name = takes(self.cls, MODULATION_ROLES["eps"])
+        kwargs = {} if self.omit_defaults or eps_name is None else {eps_name: p.eps}
+        m = self.cls(width, **kwargs)
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"{self.owner}(...) returned a {type(m).__name__}, not an nn.Module")
+        m = m.to(device=device, dtype=TORCH_DTYPES[p.dtype])
+        stray = dict(zip(("weight", "bias"), stray_affine(width, p.dtype), strict=True))
+        with torch.no_grad():
+            for pname, param in m.named_parameters():
+                kind = pname.rpartition(".")[2]
+                if kind in stray and tuple(param.shape) == (width,):
+                    param.copy_(tensor(stray[kind], p.dtype, device))
+        call = bind_modulation(m.forward, self.owner + ".forward")
+        scale, shift = leaf(p.weight, p, device), leaf(p.bias, p, device)
+        return Bound(lambda x, train: call.call(m.train(True), x, shift, scale, None), scale, shift)
+
+
+class ModulationFunction(TorchImplementation):
+    """adaLN as a function, ``fn(x, shift, scale, eps)`` bound by its names (normcheck.user.modulation),
+    always given eps where it takes one (the defaults call style: DiT's 1e-6), as fused kernels are."""
+
+    def __init__(self, op: str, name: str, fn: Callable, omit_defaults: bool) -> None:
+        self.fn, self.omit_defaults = fn, omit_defaults
+        self.label = getattr(fn, "__name__", name)
+        self.call = bind_modulation(fn, self.label)  # BindingError here: a usage error at load, not a row per case
+        super().__init__(op, name, self._bind, USER_EXTENSIONS)
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        if not self.omit_defaults and not self.call.takes_eps:
+            return f"{self.label} takes no eps parameter: its own eps is checked in the defaults call style only"
+        return None
+
+    def _bind(self, p: Problem, device: str) -> Bound:
+        scale, shift = leaf(p.weight, p, device), leaf(p.bias, p, device)
+        return Bound(lambda x, train: self.call.call(self.fn, x, shift, scale, p.eps), scale, shift)

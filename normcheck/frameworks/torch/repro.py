@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from normcheck.frameworks.torch.facts import FUNCTIONAL_NAMES, MODULE_NAMES, TORCH
-from normcheck.names import CHANNELS_LAST
+from normcheck.names import CHANNELS_LAST, STRESS_LAYOUTS
 from normcheck.ops.rms_norm import default_eps as rms_default_eps
 from normcheck.repro.call import ReproCall, Snippet, block, quoted
 
@@ -67,6 +67,8 @@ Forward = Callable[[ReproCall, str, bool, str], list[str]]
 
 def snippet(call: ReproCall) -> Snippet | str:
     """The script's PyTorch part for ``call``, or why there is none."""
+    if call.layout in STRESS_LAYOUTS:
+        return f"reproducers cover contiguous and channels_last input, not yet the stress profile's {call.layout}"
     imports: tuple[str, ...] = ("import torch",)
     if call.user is None:
         if call.impl == FUNCTIONAL_NAMES[call.op]:

@@ -1,0 +1,95 @@
+"""PyTorch user code with FP8-quantized output (``--quantize``): how it is called on a quantized
+case, and how what it returns becomes the case's outputs.
+
+A function is called with the torch.nn.functional op's arguments, all positional, eps always
+given (fused kernels share no default), and for a static scale the scale last:
+
+    rms: fn(input, normalized_shape, weight, eps[, scale])
+    ln:  fn(input, normalized_shape, weight, bias, eps[, scale])
+
+an nn.Module subclass is constructed as the torch.nn layer and called as ``forward(x)``, or
+``forward(x, scale)`` for a static scale. Either returns ``(q, scale)``: q a
+``torch.float8_e4m3fn`` or ``torch.float8_e5m2`` tensor of x's shape (or a float tensor whose
+values are FP8 values), scale float32 of shape () for the tensor or one value per row, e.g.
+(rows, 1) as vLLM's rms_norm_dynamic_per_token_quant; with a static scale q alone may be
+returned. The static scale is a float32 tensor of shape ().
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from normcheck.frameworks.base import RunOutput
+from normcheck.frameworks.torch.adapter import add
+from normcheck.ops._op import required
+from normcheck.ops.quantize import QUANTIZED_CHECK, SCALE_CHECK
+from normcheck.problem import Problem
+
+RETURNS = "(q, scale): q the FP8 tensor, scale its float32 scale (q alone with a static scale)"
+
+
+def static_scale(p: Problem, device: str) -> torch.Tensor | None:
+    """The case's static scale as a float32 tensor of shape (), or None for a dynamic one."""
+    if p.quant_scale is None:
+        return None
+    return torch.tensor(float(np.asarray(p.quant_scale)), dtype=torch.float32, device=device)
+
+
+def function_arguments(
+    p: Problem, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, scale: torch.Tensor | None
+) -> list[object]:
+    """The positional arguments of a quantized norm function for this case (module docstring)."""
+    k = required(p.params.normalized_ndim, "normalized_ndim")
+    shape = tuple(x.shape[x.ndim - k :])
+    args: list[object] = [x, shape, w] + ([b] if p.op == "ln" else []) + [p.eps]
+    return args + ([scale] if scale is not None else [])
+
+
+def outputs(result: object, p: Problem) -> RunOutput:
+    """The case's outputs from what the code returned: "quantized" (the FP8 values, their dtype
+    kept) and "scale". TypeError, an error row, for anything else."""
+    if isinstance(result, torch.Tensor) and p.quant_scale is not None:
+        q, scale = result, None
+    elif isinstance(result, tuple | list) and len(result) == 2:
+        q, scale = result
+    else:
+        raise TypeError(f"a quantized norm returns {RETURNS}; got {_kind(result)}")
+    if not isinstance(q, torch.Tensor):
+        raise TypeError(f"a quantized norm returns {RETURNS}; its q is {_kind(q)}")
+    out = RunOutput()
+    add(out, QUANTIZED_CHECK, q)
+    if scale is None:
+        return out
+    if isinstance(scale, torch.Tensor):
+        add(out, SCALE_CHECK, scale)
+    elif isinstance(scale, int | float) and not isinstance(scale, bool):
+        out.add(SCALE_CHECK, np.asarray(float(scale)), "float64")
+    else:
+        raise TypeError(f"a quantized norm returns {RETURNS}; its scale is {_kind(scale)}")
+    return out
+
+
+def _kind(v: object) -> str:
+    if isinstance(v, torch.Tensor):
+        return f"a {str(v.dtype).removeprefix('torch.')} tensor of shape {tuple(v.shape)}"
+    if isinstance(v, tuple | list):
+        return f"a {type(v).__name__} of {len(v)}"
+    return f"a {type(v).__name__}"
+
+
+def function_runner(
+    fn: Callable, p: Problem, device: str, w: torch.Tensor | None, b: torch.Tensor | None
+) -> Callable[[torch.Tensor], RunOutput]:
+    """x -> the outputs of ``fn`` called on the case as the module docstring says."""
+    scale = static_scale(p, device)
+    return lambda x: outputs(fn(*function_arguments(p, x, w, b, scale)), p)
+
+
+def module_runner(m: torch.nn.Module, p: Problem, device: str) -> Callable[[torch.Tensor], RunOutput]:
+    """x -> the outputs of the module, in evaluation mode, called as ``m(x)`` or ``m(x, scale)``."""
+    scale = static_scale(p, device)
+    m.eval()
+    return lambda x: outputs(m(x) if scale is None else m(x, scale), p)

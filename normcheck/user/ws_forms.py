@@ -1,0 +1,52 @@
+"""User Weight Standardization code (``--op ws``, ``ws_gn``): which forms run it, which parameters
+its signature takes, and the eps each call style is held to. Imports no framework.
+
+The PyTorch forms run it (normcheck.frameworks.torch.ws): an ``nn.Module`` subclass with
+``nn.Conv2d``'s constructor (timm's and BiT's ``StdConv2d``), or ``fn(x, weight, bias, padding=,
+eps=)``. No framework but PyTorch has a Weight Standardization convention to hold code to, so
+the other forms have no ws (``--op ws`` with one is a usage error saying so).
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+from collections.abc import Callable
+from dataclasses import replace
+
+from normcheck.conventions import Convention, Settings, settings
+from normcheck.user.binding import takes
+
+WS_FORMS = ("torch_function", "torch_module")
+EPS_NAMES = ("eps", "epsilon")
+PADDING_NAMES = ("padding", "pad")
+
+
+def declared_eps(fn: Callable) -> float | None:
+    """The default ``fn`` declares for its eps parameter, when that is a number."""
+    name = takes(fn, EPS_NAMES)
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return None
+    if name is None or name not in params:
+        return None
+    default = params[name].default
+    if isinstance(default, bool) or not isinstance(default, numbers.Real):
+        return None
+    return float(default)
+
+
+def ws_settings(
+    obj: object, conv: Convention, dtype: str, eps: float | None, explicit_eps: float, omit_defaults: bool
+) -> Settings:
+    """The eps a ws case of user code runs with. Explicit call style: ``eps`` (``--eps``), else
+    ``explicit_eps`` (no framework's default). Defaults call style: the eps the code declares
+    (timm's ``eps=1e-6``), else ``--eps``, else the convention's (timm's 1e-6): code that takes
+    no eps (BiT's hard-coded 1e-10) is checked against ``--eps``."""
+    if omit_defaults:
+        declared = declared_eps(obj) if callable(obj) else None
+        chosen = declared if declared is not None else eps
+    else:
+        chosen = eps if eps is not None else explicit_eps
+    return replace(settings(conv, dtype, chosen, None), notes=())
