@@ -8,11 +8,13 @@ from typing import Any
 
 from normcheck import frameworks as registry
 from normcheck.bench.records import PASSES
-from normcheck.bench.shapes import BenchShape, default_shapes, quick_shapes, shape_params
+from normcheck.bench.shapes import BenchShape, default_shapes, quick_shapes, shape_params, with_settings
 from normcheck.errors import UsageError
 from normcheck.frameworks.base import Implementation
 from normcheck.memory_estimate import memory_problem
-from normcheck.names import DTYPE_NAMES, OP_NAMES, PROFILES, DtypeName, OpName
+from normcheck.names import ALL_OP_NAMES, DTYPE_NAMES, OP_NAMES, PROFILES, DtypeName, OpName
+from normcheck.ops import OPS, OpParams
+from normcheck.ops.quantize import Quantization
 from normcheck.parsing import choose, parse_shape, split_list
 
 MODES = ("eager", "compiled")
@@ -37,6 +39,9 @@ class BenchRequest:
     threads: int = 1
     baseline: str | None = None
     profile: str = "default"  # "quick": each op's smallest and largest default shape
+    variant: str | None = None  # an op variant (gemma, nobias, paper, ...), as verify's --variant
+    quantize: str | None = None  # FP8-quantized output (e4m3, e5m2) of your own code, as verify's
+    scale: str | None = None  # its scale: row (default), tensor or static
 
 
 @dataclass
@@ -67,13 +72,12 @@ def parse_passes(value: str | None) -> tuple[str, ...]:
 
 
 def _shapes(request: BenchRequest, ops: tuple[str, ...]) -> dict[str, list[BenchShape]]:
+    quant = _quantization(request)
     if not request.shapes:
         chosen = quick_shapes if request.profile == "quick" else default_shapes
-        return {op: chosen(op, request.device) for op in ops}
+        return {op: with_settings(chosen(op, request.device), request.variant, quant) for op in ops}
     parsed = [parse_shape(s, allow_empty=False) for s in request.shapes]
     out: dict[str, list[BenchShape]] = {}
-    from normcheck.ops import OPS
-
     for op in ops:
         out[op] = []
         for shape in parsed:
@@ -81,7 +85,7 @@ def _shapes(request: BenchRequest, ops: tuple[str, ...]) -> dict[str, list[Bench
             problem = OPS[op].validate(shape, params)
             if problem:
                 raise UsageError(problem)
-            out[op].append(BenchShape(op, shape, params, ""))
+            out[op] += with_settings([BenchShape(op, shape, params, "")], request.variant, quant)
     for shape in parsed:
         problem = memory_problem(shape)
         if problem:
@@ -116,10 +120,50 @@ def validate(request: BenchRequest) -> None:
     _baseline(r, _timed_frameworks(r))
     if r.device != "cpu" and not r.device.startswith("cuda"):
         raise UsageError(f"unknown device {r.device!r}; choose from cpu, cuda")
+    ops = choose(r.ops, ALL_OP_NAMES, "op", () if r.impl is not None else OP_NAMES)
+    _check_settings(r, ops)
     if r.impl is None:
-        _shapes(r, choose(r.ops, OP_NAMES, "op", OP_NAMES))
-    else:
-        choose(r.ops, OP_NAMES, "op", ())
+        _shapes(r, ops)
+
+
+def _quantization(r: BenchRequest) -> Quantization | None:
+    """The FP8 output a request times (normcheck.ops.quantize.Quantization), or None."""
+    if r.quantize is None:
+        return None
+    from normcheck.ops.quantize import ROW
+
+    return Quantization(r.quantize, r.scale or ROW)
+
+
+def _check_settings(r: BenchRequest, ops: tuple[OpName, ...]) -> None:
+    """--variant, --quantize and --scale: verify's rules (a variant every op has; an FP8 output of
+    your own code, for an op with a quantized form)."""
+    from normcheck.ops.quantize import FORMATS, QUANTIZED_OPS, SCALE_MODES
+
+    if r.variant is not None:
+        if not ops:
+            raise UsageError(f"--variant {r.variant} needs --op: the ops that have it")
+        for op in ops:
+            reason = OPS[op].variant_problem(OpParams(variant=r.variant))
+            if reason:
+                raise UsageError(reason)
+    if r.quantize is None:
+        if r.scale is not None:
+            raise UsageError("--scale says how an FP8-quantized output is scaled: give --quantize too")
+        return
+    if r.quantize not in FORMATS:
+        raise UsageError(f"unknown FP8 format {r.quantize!r}; choose from {', '.join(FORMATS)}")
+    if r.scale is not None and r.scale not in SCALE_MODES:
+        raise UsageError(f"unknown scale {r.scale!r}; choose from {', '.join(SCALE_MODES)}")
+    if r.impl is None:
+        raise UsageError("no framework has a norm with FP8-quantized output built in; time your own with --impl")
+    if not ops:
+        raise UsageError(f"--quantize needs --op: the op whose output is quantized ({', '.join(QUANTIZED_OPS)})")
+    for op in ops:
+        if op not in QUANTIZED_OPS:
+            raise UsageError(
+                f"--quantize: {op} has no FP8-quantized form; the ops with one: {', '.join(QUANTIZED_OPS)}"
+            )
 
 
 def _timed_frameworks(r: BenchRequest) -> list[str]:
@@ -156,12 +200,42 @@ def prepare(request: BenchRequest) -> BenchPlan:
     if r.impl is not None:
         ops, user = _user_source(r, names, ops_given)
     else:
-        ops = choose(r.ops, OP_NAMES, "op", OP_NAMES)
+        ops = choose(r.ops, ALL_OP_NAMES, "op", OP_NAMES)
+    _check_settings(r, ops)
     shapes = _shapes(r, ops)  # before the frameworks load: a bad shape fails fast
     sources = [user] if user is not None else []
-    for name in names:
-        sources.append(Source(name, {op: _builtin_impls(name, op) for op in ops}))
+    if r.quantize is None:  # no framework has a quantized norm built in: the user's code alone
+        for name in names:
+            sources.append(Source(name, {op: _able(_builtin_impls(name, op), op, r.variant) for op in ops}))
+    _refuse_untimed(ops, sources, names, r.variant)
     return BenchPlan(ops, shapes, dtypes, passes, modes, sources, r.device, r.threads, baseline, notes)
+
+
+def _able(impls: list[Implementation], op: str, variant: str | None) -> list[Implementation]:
+    """The built-in implementations that compute ``op`` with ``variant`` (verify shows the others as
+    skips; bench leaves them out)."""
+    from normcheck.verify.run import needed_extensions
+
+    needed = needed_extensions(op, OpParams(variant=variant))
+    return [i for i in impls if all(n in i.extensions for n in needed)]
+
+
+def _refuse_untimed(ops: tuple[OpName, ...], sources: list[Source], names: list[str], variant: str | None) -> None:
+    """An op no source has (the fused ops, adaLN and Weight Standardization are built into one
+    framework or none; Gemma's RMS norm into none) is a usage error, not a run that times nothing."""
+    for op in ops:
+        if not any(source.impls.get(op) for source in sources):
+            from normcheck.verify.request import builtin_owner
+
+            if variant is not None:
+                raise UsageError(
+                    f"no framework timed has {op} with the {variant} variant built in ({', '.join(names) or 'none'}); "
+                    "time your own with --impl"
+                )
+            raise UsageError(
+                f"no framework timed has {op} built in ({', '.join(names) or 'none'}); {builtin_owner(op)}, "
+                "or time your own with --impl"
+            )
 
 
 def _builtin_impls(name: str, op: str) -> list[Implementation]:

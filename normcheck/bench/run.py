@@ -26,6 +26,7 @@ from normcheck.bench.timer import Measurement, TimerSettings, host_flush, measur
 from normcheck.frameworks import bench_module
 from normcheck.frameworks.base import BenchModule, Implementation, Unsupported
 from normcheck.problem import Problem
+from normcheck.verify.run import missing_extension
 
 Progress = Callable[[BenchResult], None]
 
@@ -175,6 +176,9 @@ def time_case(
 ) -> BenchResult:
     """One case into one record: measured, or a skip, error or oom row with the reason."""
     base = BenchResult(case, threads=threads)
+    lacking = missing_extension(problem, impl)
+    if lacking:
+        return replace(base, status=SKIP, reason=lacking)
     try:
         target = fw.build(impl, problem, case.pass_, case.mode, case.device)
         if case.framework == "user":

@@ -10,7 +10,7 @@ import typer
 
 from normcheck.cli._common import UsageError, emit, fail_usage, say, stderr_is_tty
 from normcheck.frameworks import FORMS, FUNCTION, REGISTRY
-from normcheck.names import DTYPE_NAMES, OP_NAMES
+from normcheck.names import ALL_OP_NAMES, DTYPE_NAMES, OP_NAMES
 
 if TYPE_CHECKING:  # the bench modules load on use, so `normcheck --help` stays light
     from normcheck.bench.compare import Comparison
@@ -25,7 +25,30 @@ FUNCTION_FRAMEWORKS = " or ".join(dict.fromkeys(f.framework for f in FORMS.value
 
 
 def bench(
-    op: Annotated[str | None, typer.Option(help=f"Ops, comma list of {', '.join(OP_NAMES)}. Default: all.")] = None,
+    op: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Ops, comma list of {', '.join(ALL_OP_NAMES)} (add_rms, add_ln: fused residual add + norm; "
+            f"adaln: DiT's adaptive layer norm; ws, ws_gn: Weight Standardization). Default: {', '.join(OP_NAMES)}."
+        ),
+    ] = None,
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="An op variant, as verify's: gemma (rms, add_rms), nobias (ln, add_ln), cumulative (bn), "
+            "paper (ws, ws_gn). Only implementations that compute it are timed."
+        ),
+    ] = None,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            help="Time your norm with FP8-quantized output (--impl, --op rms or ln): e4m3 or e5m2; the forward "
+            "pass is timed, up to the (q, scale) your code returns."
+        ),
+    ] = None,
+    scale: Annotated[
+        str | None, typer.Option(help="With --quantize: row (default), tensor or static, as verify's.")
+    ] = None,
     framework: Annotated[
         str | None,
         typer.Option(
@@ -162,6 +185,9 @@ def bench(
             threads=threads,
             baseline=baseline,
             profile=profile,
+            variant=variant,
+            quantize=quantize,
+            scale=scale,
         )
         from normcheck.bench.plan import validate
 

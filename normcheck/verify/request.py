@@ -525,12 +525,22 @@ def refuse_unplanned(ops: tuple[OpName, ...], planned: set[str], frameworks: lis
         named_only = op in FUSED_BASE or op in ADAPTIVE_OP_NAMES or op in WS_OP_NAMES
         if named_only and not load_rows and op not in planned:
             names = ", ".join(frameworks) or "none"
-            has = "torch has (DiT's modulate over F.layer_norm)" if op in ADAPTIVE_OP_NAMES else "onnxruntime has"
-            if op in WS_OP_NAMES:
-                has = "torch has (timm's StdConv2d: F.batch_norm over the weight, F.conv2d)"
             if frameworks and all(name == "user" for name in frameworks) and op in ADAPTIVE_OP_NAMES:
                 raise UsageError(f"{op} is checked as a PyTorch function fn(x, shift, scale, eps) or nn.Module only")
-            raise UsageError(f"no framework checked has {op} built in ({names}); {has}, or check your own with --impl")
+            raise UsageError(
+                f"no framework checked has {op} built in ({names}); {builtin_owner(op)}, or check your own with --impl"
+            )
+
+
+def builtin_owner(op: str) -> str:
+    """Which framework has ``op`` built in, for the fused ops, adaLN and Weight Standardization."""
+    if op in ADAPTIVE_OP_NAMES:
+        return "torch has (DiT's modulate over F.layer_norm)"
+    if op in WS_OP_NAMES:
+        return "torch has (timm's StdConv2d: F.batch_norm over the weight, F.conv2d)"
+    if op in FUSED_BASE:
+        return "onnxruntime has"
+    return "every framework has"
 
 
 def _ops_and_user_code(r: Request) -> tuple[tuple[OpName, ...], list[Framework], list[CheckResult]]:

@@ -11,7 +11,7 @@ import numpy as np
 from normcheck.engine.deaths import escaped
 from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported
 from normcheck.names import IN_PLACE, Status
-from normcheck.ops import FUSED_BASE, fmt_shape
+from normcheck.ops import FUSED_BASE, OpParams, fmt_shape
 from normcheck.ops.fused_add import FUSED_ADD
 from normcheck.ops.layer_norm import AXES
 from normcheck.ops.quantize import QUANTIZED
@@ -74,21 +74,27 @@ _EXTENSION_TITLES = {
 def missing_extension(problem: Problem, impl: Implementation) -> str | None:
     """Why ``impl`` cannot run a case of an op variant, a fused op or layer norm over axes that are
     not the trailing ones (``Implementation.extensions``)."""
-    needed = [problem.params.variant] if problem.params.variant is not None else []
-    if problem.op in FUSED_BASE:
-        needed.append(FUSED_ADD)
-    if problem.params.quant is not None:
-        needed.append(QUANTIZED)
-    if problem.op in WS_OPS:
-        needed.append(WEIGHT_STANDARDIZATION)
     if problem.params.axes is not None and AXES not in impl.extensions:
         axes = ",".join(map(str, problem.params.axes))
         return f"{impl.name} normalizes trailing axes only, not axes {axes} of {fmt_shape(problem.shape)}"
-    lacking = [n for n in needed if n not in impl.extensions]
+    lacking = [n for n in needed_extensions(problem.op, problem.params) if n not in impl.extensions]
     if not lacking:
         return None
     what = " and ".join(_EXTENSION_TITLES.get(n, f"the {n} variant") for n in lacking)
     return f"{impl.name} has no form for {what}; check your own with --impl"
+
+
+def needed_extensions(op: str, params: OpParams) -> list[str]:
+    """What an implementation must declare (``Implementation.extensions``) to run a case of ``op``
+    with ``params``: its variant, the fused add, FP8 output, Weight Standardization."""
+    needed = [params.variant] if params.variant is not None else []
+    if op in FUSED_BASE:
+        needed.append(FUSED_ADD)
+    if params.quant is not None:
+        needed.append(QUANTIZED)
+    if op in WS_OPS:
+        needed.append(WEIGHT_STANDARDIZATION)
+    return needed
 
 
 def run_baseline(framework: Framework, problem: Problem, device: str, opts: Options) -> Baseline | str:

@@ -307,24 +307,32 @@ class OrtSkipNormImplementation(Implementation):
     def missing_checks(self, problem: Problem) -> dict[str, str]:
         return dict.fromkeys(("grad_input", "grad_residual", "grad_weight", "grad_bias"), GRAD_REASON)
 
-    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
-        p = problem
+    def session(self, p: Problem, device: str, threads: int = 1) -> ort.InferenceSession:
+        """The session of the case's node (cached per op, dtype, rank, beta, eps, device, threads)."""
         if p.dtype not in SKIP_DTYPES:
             kernels = ", ".join(SKIP_DTYPES)
             raise Unsupported(f"onnxruntime's {SKIP_OPS[self.op]} has no kernel for {p.dtype} (only {kernels})")
-        beta = self.op == "add_ln" and p.bias is not None
-        key = (self.op, p.dtype, len(p.shape), beta, p.eps, device)
+        beta = "beta" in self.feeds(p)
+        key = (self.op, p.dtype, len(p.shape), beta, p.eps, device, threads)
         if key not in _SKIP_SESSIONS:
             model = skip_model(self.op, p.dtype, len(p.shape), beta, p.eps).SerializeToString()
-            _SKIP_SESSIONS[key] = ort.InferenceSession(model, session_options(), providers=providers(device))
-        sess = _SKIP_SESSIONS[key]
-        residual = p.fused_inputs()[0]
-        gamma = p.weight if p.weight is not None else np.ones(p.shape[-1:])  # required: ones for none
-        feeds = {"X": p.x, "skip": residual, "gamma": gamma}
-        if beta and p.bias is not None:
+            _SKIP_SESSIONS[key] = ort.InferenceSession(model, session_options(threads), providers=providers(device))
+        return _SKIP_SESSIONS[key]
+
+    def feeds(self, p: Problem) -> dict[str, np.ndarray]:
+        """The node's float64 inputs: X, skip (the residual), gamma (ones where the case has no
+        weight: it is required) and, for add_ln with a bias, beta."""
+        gamma = p.weight if p.weight is not None else np.ones(p.shape[-1:])
+        feeds = {"X": p.x, "skip": p.fused_inputs()[0], "gamma": gamma}
+        if self.op == "add_ln" and p.bias is not None:
             feeds["beta"] = p.bias
+        return feeds
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        p = problem
+        sess = self.session(p, device)
         binding = sess.io_binding()
-        arrays = {name: to_storage(a, p.dtype) for name, a in feeds.items()}
+        arrays = {name: to_storage(a, p.dtype) for name, a in self.feeds(p).items()}
         buffers = {name: np.zeros(p.shape, dtype=STORAGE[p.dtype]) for name in ("Y", "H")}
         for name, a in arrays.items():
             binding.bind_ortvalue_input(name, ort_value(a, p.dtype))

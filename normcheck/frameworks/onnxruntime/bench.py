@@ -18,6 +18,7 @@ from normcheck.frameworks.onnxruntime.adapter import (
     STORAGE,
     ModelSpec,
     OrtImplementation,
+    OrtSkipNormImplementation,
     affine_inputs,
     framework,
     ort_value,
@@ -65,7 +66,7 @@ def classify(e: BaseException) -> str | None:
 
 
 def build(impl: Implementation, problem: Problem, pass_: str, variant: str, device: str) -> Target:
-    if not isinstance(impl, OrtImplementation):
+    if not isinstance(impl, OrtImplementation | OrtSkipNormImplementation):
         raise Unsupported(f"{impl.name} is not an ONNX Runtime implementation")
     if pass_ != FORWARD:
         raise Unsupported(GRAD_REASON)
@@ -75,8 +76,12 @@ def build(impl: Implementation, problem: Problem, pass_: str, variant: str, devi
     reason = impl.unsupported(problem, CONTIGUOUS)
     if reason:
         raise Unsupported(reason)
-    spec, feeds, shapes = model_case(impl, problem, device)
-    sess = session(spec, _threads[0])
+    if isinstance(impl, OrtSkipNormImplementation):  # the fused add + norm: Y and X + skip out
+        sess = impl.session(problem, device, _threads[0])
+        feeds, shapes = impl.feeds(problem), {"Y": problem.shape, "H": problem.shape}
+    else:
+        spec, feeds, shapes = model_case(impl, problem, device)
+        sess = session(spec, _threads[0])
     if device != "cpu" and "CUDAExecutionProvider" not in sess.get_providers():
         raise Unsupported("onnxruntime could not start its CUDAExecutionProvider here")
     binding = sess.io_binding()

@@ -12,7 +12,7 @@ import torch
 from normcheck.bench.records import FORWARD
 from normcheck.bench.target import MemoryProbe, Target
 from normcheck.frameworks.base import Implementation, Unsupported
-from normcheck.frameworks.torch.adapter import TorchImplementation, framework, tensor
+from normcheck.frameworks.torch.adapter import Bound, TorchImplementation, framework, tensor
 from normcheck.names import CONTIGUOUS, Layout
 from normcheck.problem import Problem
 
@@ -54,17 +54,9 @@ def build(impl: Implementation, problem: Problem, pass_: str, variant: str, devi
     reason = impl.unsupported(problem, lay)
     if reason:
         raise Unsupported(reason)
+    if problem.params.quant is not None and pass_ != FORWARD:
+        raise Unsupported("an FP8-quantized output has no gradient: its forward is timed")
     bound = impl.bind(problem, device)
-    training = problem.params.mode == "train" or not problem.params.running_stats
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return bound.forward(x, training)
-
-    fn: Callable[[torch.Tensor], torch.Tensor] = forward
-    if variant == "torch.compile":
-        torch._dynamo.reset()  # every case compiles afresh, so its compile time is its own
-        fn = torch.compile(forward, dynamic=False)
-    x = tensor(problem.x, problem.dtype, device, lay)
     cuda = device.startswith("cuda")
     common: dict[str, Any] = {
         "mode": variant,
@@ -74,27 +66,54 @@ def build(impl: Implementation, problem: Problem, pass_: str, variant: str, devi
         "sync": (lambda out: torch.cuda.synchronize(device)) if cuda else (lambda out: None),
         "memory": memory_probe(device) if cuda else None,
     }
+    inputs = [tensor(problem.x, problem.dtype, device, lay)]
+    if bound.fused is not None:  # the residual beside x; the output and the updated residual out
+        inputs.append(tensor(problem.fused_inputs()[0], problem.dtype, device, lay))
+    fn = _callable(bound, problem, inputs)
+    if variant == "torch.compile":
+        torch._dynamo.reset()  # every case compiles afresh, so its compile time is its own
+        fn = torch.compile(fn, dynamic=False)
     if pass_ == FORWARD:
 
-        def call() -> torch.Tensor:
+        def call() -> Any:
             with torch.no_grad():
-                return fn(x)
+                return fn(*inputs)
 
-        return Target(call, keep=[x, bound], **common)
+        return Target(call, keep=[*inputs, bound], **common)
 
-    x.requires_grad_(True)
-    leaves = [t for t in (x, bound.weight, bound.bias) if t is not None]
-    dy = tensor(problem.dy, problem.dtype, device, lay)
+    for t in inputs:
+        t.requires_grad_(True)
+    leaves = [t for t in (*inputs, bound.weight, bound.bias, *bound.extra.values()) if t is not None]
     start = time.perf_counter()
-    y = fn(x)  # the graph every timed backward runs through (retained)
+    outputs = fn(*inputs)  # the graph every timed backward runs through (retained)
     if cuda:
         torch.cuda.synchronize(device)
     setup = time.perf_counter() - start
+    ys = list(outputs) if isinstance(outputs, tuple | list) else [outputs]
+    upstream = [problem.dy] + ([problem.fused_inputs()[1]] if bound.fused is not None else [])
+    grads = [tensor(g, problem.dtype, device, lay) for g in upstream]
+    pairs = [(y, g) for y, g in zip(ys, grads, strict=True) if y.requires_grad]  # a residual kept as it is
 
     def backward() -> tuple[torch.Tensor, ...]:
-        return torch.autograd.grad(y, leaves, dy, retain_graph=True)
+        return torch.autograd.grad([y for y, _ in pairs], leaves, [g for _, g in pairs], retain_graph=True)
 
-    return Target(backward, keep=[x, y, dy, bound], setup_compile_s=setup if variant != "eager" else 0.0, **common)
+    keep = [*inputs, *ys, *grads, bound]
+    return Target(backward, keep=keep, setup_compile_s=setup if variant != "eager" else 0.0, **common)
+
+
+def _callable(bound: Bound, problem: Problem, inputs: list[torch.Tensor]) -> Callable[..., Any]:
+    """The case's call on its inputs: x alone, x and the residual (a fused add + norm), or x to
+    (q, scale) (an FP8-quantized output, its raw result: the conversion verify makes is not timed)."""
+    if bound.fused is not None:
+        return bound.fused
+    if bound.quantized is not None:
+        return bound.quantized
+    training = problem.params.mode == "train" or not problem.params.running_stats
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return bound.forward(x, training)
+
+    return forward
 
 
 def memory_probe(device: str) -> MemoryProbe:

@@ -80,16 +80,16 @@ def _kind(v: object) -> str:
     return f"a {type(v).__name__}"
 
 
-def function_runner(
+def function_call(
     fn: Callable, p: Problem, device: str, w: torch.Tensor | None, b: torch.Tensor | None
-) -> Callable[[torch.Tensor], RunOutput]:
-    """x -> the outputs of ``fn`` called on the case as the module docstring says."""
+) -> Callable[[torch.Tensor], object]:
+    """x -> what ``fn`` returns, called on the case as the module docstring says (``outputs`` reads it)."""
     scale = static_scale(p, device)
-    return lambda x: outputs(fn(*function_arguments(p, x, w, b, scale)), p)
+    return lambda x: fn(*function_arguments(p, x, w, b, scale))
 
 
-def module_runner(m: torch.nn.Module, p: Problem, device: str) -> Callable[[torch.Tensor], RunOutput]:
-    """x -> the outputs of the module, in evaluation mode, called as ``m(x)`` or ``m(x, scale)``."""
+def module_call(m: torch.nn.Module, p: Problem, device: str) -> Callable[[torch.Tensor], object]:
+    """x -> what the module returns, in evaluation mode, called as ``m(x)`` or ``m(x, scale)``."""
     scale = static_scale(p, device)
     m.eval()
-    return lambda x: outputs(m(x) if scale is None else m(x, scale), p)
+    return lambda x: m(x) if scale is None else m(x, scale)
