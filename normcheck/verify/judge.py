@@ -70,6 +70,9 @@ def judge_outcome(
     if opts.diagnose:
         rows = with_diagnosis(rows, problem, truth.expected, out, distributed=bool(opts.world_sizes))
     rows = confirm_known(rows, problem, truth.expected, out, framework)
+    form = getattr(framework, "form", None)
+    if form is not None:  # user code: where its failure is its framework's own documented defect
+        rows = inherited_notes(rows, form)
     if opts.profile == STRESS:  # channels_last in, channels_last out: a row of its own
         rows += memory_format_rows(case, out, framework)
     if baseline is not None:
@@ -173,6 +176,29 @@ def confirm_known(
         for check, d in reproduced_in_size(problem, expected, out, left, issue.hypotheses).items():
             confirmed[check] = (issue, d)
     return [_known(r, confirmed.get(r.check), candidates.get(r.check, ())) for r in rows]
+
+
+def inherited_notes(rows: list[CheckResult], form: str) -> list[CheckResult]:
+    """A failing row of user code whose diagnosis (or an alternative it lists) is the hypothesis of a
+    documented defect of the framework the code is written for, on a case that defect's fingerprint
+    matches: said so in the message, since code that calls that framework's kernel (a module around
+    nn.LayerNorm in float16) fails by it. The row stays a failure: the code's output is as wrong,
+    and a kernel of the user's own may make the same mistake."""
+    from normcheck.frameworks import FORMS, facts_module
+
+    owner = FORMS[form].framework
+    issues = [k for k in facts_module(owner).KNOWN_ISSUES if k.impls is None]
+    out = []
+    for r in rows:
+        d = r.diagnosis
+        if r.status == FAIL and d is not None and d.hypothesis is not None:
+            found = {d.hypothesis, *d.also}
+            issue = next((k for k in issues if k.matches(r.case, r.check) and found & set(k.hypotheses)), None)
+            if issue is not None:
+                note = f"{owner}'s own implementation fails the same way here, a documented defect ({issue.cause}): "
+                r = replace(r, message=f"{r.message}; {note}code that calls it inherits it")
+        out.append(r)
+    return out
 
 
 def _known(

@@ -27,7 +27,7 @@ SLOW = {"tensorflow", "jax"}
 SHOWN_WITH = {
     ("jax", "bn", ("float16",), ("running_var",)): {"momentum": 0.1},
     # PyTorch's half-precision layer-norm weight and bias gradients: over many rows
-    ("torch", "ln", ("float16", "bfloat16"), ("grad_weight", "grad_bias")): {"shapes": ["16384,64"], "kinds": "normal"},
+    ("torch", "ln", ("float16", "bfloat16"), ("grad_weight", "grad_bias")): {"shapes": ["4096,64"], "kinds": "normal"},
     # the output's memory format: a row of the stress profile, on its own cases
     ("torch", "in", None, (MEMORY_FORMAT,)): {"profile": "stress", "shapes": [], "kinds": "normal"},
 }
