@@ -155,8 +155,6 @@ def _check_settings(r: BenchRequest, ops: tuple[OpName, ...]) -> None:
         raise UsageError(f"unknown FP8 format {r.quantize!r}; choose from {', '.join(FORMATS)}")
     if r.scale is not None and r.scale not in SCALE_MODES:
         raise UsageError(f"unknown scale {r.scale!r}; choose from {', '.join(SCALE_MODES)}")
-    if r.impl is None:
-        raise UsageError("no framework has a norm with FP8-quantized output built in; time your own with --impl")
     if not ops:
         raise UsageError(f"--quantize needs --op: the op whose output is quantized ({', '.join(QUANTIZED_OPS)})")
     for op in ops:
@@ -204,29 +202,37 @@ def prepare(request: BenchRequest) -> BenchPlan:
     _check_settings(r, ops)
     shapes = _shapes(r, ops)  # before the frameworks load: a bad shape fails fast
     sources = [user] if user is not None else []
-    if r.quantize is None:  # no framework has a quantized norm built in: the user's code alone
-        for name in names:
-            sources.append(Source(name, {op: _able(_builtin_impls(name, op), op, r.variant) for op in ops}))
-    _refuse_untimed(ops, sources, names, r.variant)
+    settings = OpParams(variant=r.variant, quant=_quantization(r))
+    for name in names:
+        sources.append(Source(name, {op: _able(_builtin_impls(name, op), op, settings) for op in ops}))
+    _refuse_untimed(ops, sources, names, r.variant, r.quantize)
     return BenchPlan(ops, shapes, dtypes, passes, modes, sources, r.device, r.threads, baseline, notes)
 
 
-def _able(impls: list[Implementation], op: str, variant: str | None) -> list[Implementation]:
-    """The built-in implementations that compute ``op`` with ``variant`` (verify shows the others as
-    skips; bench leaves them out)."""
+def _able(impls: list[Implementation], op: str, settings: OpParams) -> list[Implementation]:
+    """The built-in implementations that compute ``op`` with the variant and FP8 output of
+    ``settings`` (verify shows the others as skips; bench leaves them out)."""
+    from normcheck.verify.plan import planned_for
     from normcheck.verify.run import needed_extensions
 
-    needed = needed_extensions(op, OpParams(variant=variant))
-    return [i for i in impls if all(n in i.extensions for n in needed)]
+    needed = needed_extensions(op, settings)
+    return [i for i in planned_for(impls, op, settings) if all(n in i.extensions for n in needed)]
 
 
-def _refuse_untimed(ops: tuple[OpName, ...], sources: list[Source], names: list[str], variant: str | None) -> None:
+def _refuse_untimed(
+    ops: tuple[OpName, ...], sources: list[Source], names: list[str], variant: str | None, quantize: str | None
+) -> None:
     """An op no source has (the fused ops, adaLN and Weight Standardization are built into one
     framework or none; Gemma's RMS norm into none) is a usage error, not a run that times nothing."""
     for op in ops:
         if not any(source.impls.get(op) for source in sources):
             from normcheck.verify.request import builtin_owner
 
+            if quantize is not None:
+                raise UsageError(
+                    f"no framework timed has {op} with FP8-quantized output built in ({', '.join(names) or 'none'}); "
+                    "onnxruntime has (the norm, then QuantizeLinear), or time your own with --impl"
+                )
             if variant is not None:
                 raise UsageError(
                     f"no framework timed has {op} with the {variant} variant built in ({', '.join(names) or 'none'}); "

@@ -336,7 +336,8 @@ def _merge(
         opts = opts or got.opts
     units.sort(key=lambda u: u.order)  # stable: within a framework, its part's own order
     opts = replace(opts or fallback_opts, shard=fallback_opts.shard)  # parts are planned unsharded
-    refuse_unplanned(opts.ops, {u.op for u in units}, [f.name for f in frameworks], bool(load_rows))
+    planned: set[str] = {u.op for u in units}
+    refuse_unplanned(opts.ops, planned, [f.name for f in frameworks], bool(load_rows), opts.quant is not None)
     unsharded = sum(len(u.cases) for u in units)
     if opts.shard is not None:
         units = shard_cases(units, opts.shard)

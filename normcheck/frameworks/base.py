@@ -98,6 +98,9 @@ class Implementation(ABC):
     # "nobias") and "fused_add" (add_rms, add_ln). A case that needs one it lacks is a skip row
     # (run.execute), never run with a formula it does not have.
     extensions: frozenset[str] = frozenset()
+    # The extensions a case must need for this implementation to be planned for it at all: one
+    # that computes nothing but an FP8-quantized output is not planned for the plain cases.
+    requires: frozenset[str] = frozenset()
 
     def unsupported(self, problem: Problem, layout: str) -> str | None:
         """Why this implementation cannot express the case at all (shown as a skip), or None."""

@@ -11,6 +11,7 @@ from normcheck.frameworks.base import Framework, Implementation
 from normcheck.names import ADAPTIVE_OP_NAMES, WS_OP_NAMES, DtypeName, InputKind, Layout, OpName
 from normcheck.ops import FUSED_BASE, OPS, OpParams
 from normcheck.ops.layer_norm import axes_cases
+from normcheck.ops.quantize import QUANTIZED
 from normcheck.problem import Problem
 from normcheck.verify.inputs import KINDS, make_problem
 from normcheck.verify.policy import policy_params
@@ -112,6 +113,17 @@ def _ungrouped(op: str, reason: str) -> bool:
     return op == "gn" and "divisible" in reason
 
 
+def planned_for(impls: list[Implementation], op: str, params: OpParams) -> list[Implementation]:
+    """The implementations planned for a case of ``op`` with ``params``: not those that require an
+    extension the case does not need (``Implementation.requires``)."""
+    from normcheck.verify.run import needed_extensions
+
+    needed = set(needed_extensions(op, params))
+    if params.quant is not None:  # a quantized case: only what has an FP8 output, not a skip row per norm
+        impls = [i for i in impls if QUANTIZED in i.extensions]
+    return [i for i in impls if getattr(i, "requires", frozenset()) <= needed]  # (test doubles may lack it)
+
+
 def plan(opts: Options, frameworks: list[Framework]) -> list[Unit]:
     """The units of ``opts`` in plan order; a variant its shape cannot take is planned as units
     whose cases are skip rows saying why."""
@@ -135,7 +147,9 @@ def plan(opts: Options, frameworks: list[Framework]) -> list[Unit]:
                 if opts.world_sizes:
                     impls = fw.distributed_implementations(op, opts.world_sizes, opts.device, opts.timeout)
                 else:
-                    impls = fw.implementations(op)
+                    impls = planned_for(fw.implementations(op), op, params)
+                if params.quant is not None and not impls:
+                    continue  # no FP8-quantized form (every framework but ONNX Runtime): no case of it
                 for dtype in checked_dtypes(opts, fw):
                     for kind in opts.kinds:
                         if opts.profile == "quick" and not in_quick(op, shape, params, dtype, kind):

@@ -53,7 +53,7 @@ def test_one_session_variant_in_either_mode():
 @pytest.mark.parametrize("case", list(CASES))
 def test_forward_computes_the_op(case, dtype):
     op, shape, params = CASES[case]
-    for impl in impls(op):  # both GroupNormalization variants for gn
+    for impl in [i for i in impls(op) if not i.requires]:  # both GroupNormalization variants for gn; not FP8's
         problem, t = build(op, shape, params, dtype, impl=impl)
         assert not t.compiled and t.mode == "session" and t.memory is None
         out = t.call()

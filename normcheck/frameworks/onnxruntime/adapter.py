@@ -361,6 +361,10 @@ class OrtFramework(Framework):
             impls[0].extensions = frozenset({NOBIAS})
         if op == "gn":
             impls.append(OrtImplementation(op, self.convention(op), STASH_DOUBLE))
+        if op in ("ln", "rms"):  # with FP8 output: the norm, then QuantizeLinear (planned for --quantize only)
+            from normcheck.frameworks.onnxruntime.quantized import OrtQuantizedImplementation
+
+            impls.append(OrtQuantizedImplementation(op))
         return impls
 
     def device_problem(self, device: str) -> str | None:

@@ -25,6 +25,7 @@ from normcheck.frameworks.onnxruntime.adapter import (
     session,
     to_storage,
 )
+from normcheck.frameworks.onnxruntime.quantized import OrtQuantizedImplementation
 from normcheck.names import CONTIGUOUS, Layout
 from normcheck.problem import Problem
 
@@ -66,7 +67,7 @@ def classify(e: BaseException) -> str | None:
 
 
 def build(impl: Implementation, problem: Problem, pass_: str, variant: str, device: str) -> Target:
-    if not isinstance(impl, OrtImplementation | OrtSkipNormImplementation):
+    if not isinstance(impl, OrtImplementation | OrtSkipNormImplementation | OrtQuantizedImplementation):
         raise Unsupported(f"{impl.name} is not an ONNX Runtime implementation")
     if pass_ != FORWARD:
         raise Unsupported(GRAD_REASON)
@@ -76,6 +77,8 @@ def build(impl: Implementation, problem: Problem, pass_: str, variant: str, devi
     reason = impl.unsupported(problem, CONTIGUOUS)
     if reason:
         raise Unsupported(reason)
+    if isinstance(impl, OrtQuantizedImplementation):
+        return _quantized_target(impl, problem, variant, device)
     if isinstance(impl, OrtSkipNormImplementation):  # the fused add + norm: Y and X + skip out
         sess = impl.session(problem, device, _threads[0])
         feeds, shapes = impl.feeds(problem), {"Y": problem.shape, "H": problem.shape}
@@ -100,6 +103,28 @@ def build(impl: Implementation, problem: Problem, pass_: str, variant: str, devi
 
     sync = (lambda out: binding.synchronize_outputs()) if device != "cpu" else (lambda out: None)
     return Target(call, sync=sync, mode=variant, compiled=False, layout=CONTIGUOUS, keep=keep)
+
+
+def _quantized_target(impl: OrtQuantizedImplementation, p: Problem, variant: str, device: str) -> Target:
+    """The norm + QuantizeLinear session, its inputs and outputs bound once (on the CPU: the FP8
+    values' bytes and the scale in NumPy buffers); each call runs it."""
+    if device != "cpu":
+        raise Unsupported("the FP8-quantized norm is timed on the CPU only")
+    sess = impl.session(p, device, _threads[0])
+    binding = sess.io_binding()
+    keep: list[Any] = [sess, binding]
+    outputs = impl.buffers(p)
+    for name, (a, elem) in {**impl.feeds(p), **outputs}.items():
+        value = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(a, elem)
+        keep += [a, value]
+        bind = binding.bind_ortvalue_output if name in outputs else binding.bind_ortvalue_input
+        bind(name, value)
+
+    def call() -> Any:
+        sess.run_with_iobinding(binding)
+        return binding
+
+    return Target(call, sync=lambda out: None, mode=variant, compiled=False, layout=CONTIGUOUS, keep=keep)
 
 
 def model_case(
