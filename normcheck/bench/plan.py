@@ -212,8 +212,8 @@ def prepare(request: BenchRequest) -> BenchPlan:
 def _able(impls: list[Implementation], op: str, settings: OpParams) -> list[Implementation]:
     """The built-in implementations that compute ``op`` with the variant and FP8 output of
     ``settings`` (verify shows the others as skips; bench leaves them out)."""
+    from normcheck.ops.extensions import needed_extensions
     from normcheck.verify.plan import planned_for
-    from normcheck.verify.run import needed_extensions
 
     needed = needed_extensions(op, settings)
     return [i for i in planned_for(impls, op, settings) if all(n in i.extensions for n in needed)]

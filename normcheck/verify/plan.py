@@ -10,6 +10,7 @@ from normcheck.conventions import Settings
 from normcheck.frameworks.base import Framework, Implementation
 from normcheck.names import ADAPTIVE_OP_NAMES, WS_OP_NAMES, DtypeName, InputKind, Layout, OpName
 from normcheck.ops import FUSED_BASE, OPS, OpParams
+from normcheck.ops.extensions import needed_extensions
 from normcheck.ops.layer_norm import axes_cases
 from normcheck.ops.quantize import QUANTIZED
 from normcheck.problem import Problem
@@ -116,8 +117,6 @@ def _ungrouped(op: str, reason: str) -> bool:
 def planned_for(impls: list[Implementation], op: str, params: OpParams) -> list[Implementation]:
     """The implementations planned for a case of ``op`` with ``params``: not those that require an
     extension the case does not need (``Implementation.requires``)."""
-    from normcheck.verify.run import needed_extensions
-
     needed = set(needed_extensions(op, params))
     if params.quant is not None:  # a quantized case: only what has an FP8 output, not a skip row per norm
         impls = [i for i in impls if QUANTIZED in i.extensions]

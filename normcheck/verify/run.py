@@ -11,11 +11,12 @@ import numpy as np
 from normcheck.engine.deaths import escaped
 from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported
 from normcheck.names import IN_PLACE, Status
-from normcheck.ops import FUSED_BASE, OpParams, fmt_shape
+from normcheck.ops import fmt_shape
+from normcheck.ops.extensions import needed_extensions
 from normcheck.ops.fused_add import FUSED_ADD
 from normcheck.ops.layer_norm import AXES
 from normcheck.ops.quantize import QUANTIZED
-from normcheck.ops.weight_standardization import WEIGHT_STANDARDIZATION, WS_OPS
+from normcheck.ops.weight_standardization import WEIGHT_STANDARDIZATION
 from normcheck.problem import Problem
 from normcheck.verify.crosscheck import Baseline
 from normcheck.verify.plan import Options
@@ -82,19 +83,6 @@ def missing_extension(problem: Problem, impl: Implementation) -> str | None:
         return None
     what = " and ".join(_EXTENSION_TITLES.get(n, f"the {n} variant") for n in lacking)
     return f"{impl.name} has no form for {what}; check your own with --impl"
-
-
-def needed_extensions(op: str, params: OpParams) -> list[str]:
-    """What an implementation must declare (``Implementation.extensions``) to run a case of ``op``
-    with ``params``: its variant, the fused add, FP8 output, Weight Standardization."""
-    needed = [params.variant] if params.variant is not None else []
-    if op in FUSED_BASE:
-        needed.append(FUSED_ADD)
-    if params.quant is not None:
-        needed.append(QUANTIZED)
-    if op in WS_OPS:
-        needed.append(WEIGHT_STANDARDIZATION)
-    return needed
 
 
 def run_baseline(framework: Framework, problem: Problem, device: str, opts: Options) -> Baseline | str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,25 +10,26 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from normcheck.conventions import Convention
-from normcheck.dtypes import quantize
 from normcheck.frameworks.base import Framework, Implementation, RunOutput, Unsupported
 from normcheck.frameworks.onnxruntime.facts import KNOWN_ISSUES, ONNXRUNTIME, OPSETS, PARAM_INPUTS
+from normcheck.frameworks.onnxruntime.quantized import OrtQuantizedImplementation
+from normcheck.frameworks.onnxruntime.runtime import (
+    ELEMENT_TYPES,
+    NOT_IMPLEMENTED,
+    STORAGE,
+    affine_inputs,
+    from_storage,
+    ort_value,
+    providers,
+    session_options,
+    to_storage,
+)
 from normcheck.names import CONTIGUOUS
 from normcheck.ops._op import required
 from normcheck.ops.fused_add import FUSED_ADD
 from normcheck.ops.layer_norm import NOBIAS
 from normcheck.problem import Problem
 
-ELEMENT_TYPES = {
-    "float64": TensorProto.DOUBLE,
-    "float32": TensorProto.FLOAT,
-    "float16": TensorProto.FLOAT16,
-    "bfloat16": TensorProto.BFLOAT16,
-}
-# How each dtype is held in NumPy: ORT's Python API has no bfloat16 array type, so bfloat16
-# travels as its bit pattern in uint16, tagged with its ONNX type through OrtValue.
-STORAGE = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
-NOT_IMPLEMENTED = re.compile(r"Could not find an implementation for (\w+)\((\d+)\)")
 Attributes = tuple[tuple[str, float | int], ...]
 ATTRIBUTE_NAMES = {TensorProto.DOUBLE: "DOUBLE"}
 # GroupNormalization's safe setting: statistics in double (see KNOWN_ISSUES)
@@ -70,27 +70,6 @@ def build_model(spec: ModelSpec) -> onnx.ModelProto:
     return model
 
 
-def session_options(threads: int = 1) -> ort.SessionOptions:
-    """A fixed, quiet configuration: errors only, ``threads`` intra-op threads (verify uses one: the
-    tensors are tiny, and the reductions then sum in one fixed order), ORT's default (full) graph
-    optimization."""
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return so
-
-
-def providers(device: str) -> list:
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    index = int(device.partition(":")[2] or 0)
-    # ORT places a node its CUDA provider lacks on the CPU, as it does for any user
-    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-
-
 _SESSIONS: dict[tuple[ModelSpec, int], ort.InferenceSession | str] = {}
 
 
@@ -127,25 +106,6 @@ def unsupported_reason(e: Exception, spec: ModelSpec) -> str | None:
     return reason
 
 
-def to_storage(a: np.ndarray, dtype: str) -> np.ndarray:
-    """A copy of ``a`` (float64, exact in ``dtype``) as ``dtype`` is held in NumPy."""
-    if dtype == "bfloat16":
-        bits = quantize(a, dtype).astype(np.float32).view(np.uint32) >> 16
-        return bits.astype(np.uint16)
-    return np.array(a, dtype=STORAGE[dtype])
-
-
-def from_storage(a: np.ndarray, dtype: str) -> np.ndarray:
-    if dtype == "bfloat16":
-        return (a.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-    return a.astype(np.float64)
-
-
-def ort_value(a: np.ndarray, dtype: str) -> ort.OrtValue:
-    """An OrtValue of ``dtype`` on top of ``a``'s memory (a storage array)."""
-    return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(a, ELEMENT_TYPES[dtype])
-
-
 def run_model(spec: ModelSpec, feeds: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict:
     """Run ``spec`` on float64 ``feeds``; outputs (float64) are written into buffers of ``shapes``,
     since ORT cannot hand a bfloat16 output to NumPy itself."""
@@ -179,23 +139,6 @@ def attributes(p: Problem, momentum: float | None, training: bool, extra: Attrib
         attrs["num_groups"] = required(p.params.groups, "groups")
     attrs.update(extra)
     return tuple(sorted(attrs.items()))
-
-
-def affine_inputs(p: Problem) -> dict[str, np.ndarray]:
-    """Scale (and bias) are required inputs: ones and zeros stand for no affine transform."""
-    pshape = param_shape(p)
-    weight = p.weight if p.weight is not None else np.ones(pshape)
-    names = PARAM_INPUTS[p.op]
-    feeds = {names[0]: weight}
-    if p.op != "rms":
-        feeds[names[1]] = p.bias if p.bias is not None else np.zeros(pshape)
-    return feeds
-
-
-def param_shape(p: Problem) -> tuple[int, ...]:
-    if p.op in ("ln", "rms"):
-        return tuple(p.shape[len(p.shape) - required(p.params.normalized_ndim, "normalized_ndim") :])
-    return (p.shape[1],)
 
 
 class OrtImplementation(Implementation):
@@ -362,8 +305,6 @@ class OrtFramework(Framework):
         if op == "gn":
             impls.append(OrtImplementation(op, self.convention(op), STASH_DOUBLE))
         if op in ("ln", "rms"):  # with FP8 output: the norm, then QuantizeLinear (planned for --quantize only)
-            from normcheck.frameworks.onnxruntime.quantized import OrtQuantizedImplementation
-
             impls.append(OrtQuantizedImplementation(op))
         return impls
 

@@ -21,7 +21,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from normcheck.frameworks.base import Implementation, RunOutput, Unsupported
-from normcheck.frameworks.onnxruntime.adapter import (
+from normcheck.frameworks.onnxruntime.facts import OPSETS, PARAM_INPUTS
+from normcheck.frameworks.onnxruntime.runtime import (
     ELEMENT_TYPES,
     NOT_IMPLEMENTED,
     affine_inputs,
@@ -29,7 +30,6 @@ from normcheck.frameworks.onnxruntime.adapter import (
     session_options,
     to_storage,
 )
-from normcheck.frameworks.onnxruntime.facts import OPSETS, PARAM_INPUTS
 from normcheck.ops._op import required
 from normcheck.ops.quantize import QUANTIZED, QUANTIZED_CHECK, ROW, SCALE_CHECK, STATIC, Quantization
 from normcheck.problem import Problem

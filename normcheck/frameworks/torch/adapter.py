@@ -62,9 +62,10 @@ class Bound:
     running_var: torch.Tensor | None = None
     # a fused add + norm: (x, residual) -> (normalized output, updated residual); forward unused
     fused: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
-    # an FP8-quantized norm (OpParams.quant): x -> what the code returns, (q, scale) or q, which
-    # normcheck.frameworks.torch.quantized.outputs reads; forward unused
-    quantized: Callable[[torch.Tensor], object] | None = None
+    # an FP8-quantized norm (OpParams.quant): x -> its outputs (normcheck.frameworks.torch.quantized);
+    # quantized_call: x -> what the code returns, (q, scale) or q, which bench times; forward unused
+    quantized: Callable[[torch.Tensor], RunOutput] | None = None
+    quantized_call: Callable[[torch.Tensor], object] | None = None
     # more leaves whose gradients are checks, by check name (ws_gn's group norm affine)
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -105,10 +106,8 @@ class TorchImplementation(Implementation):
     def _run(self, problem: Problem, layout: str, device: str) -> RunOutput:
         bound = self.bind(problem, device)
         if bound.quantized is not None:  # inference: no gradient, no training step
-            from normcheck.frameworks.torch.quantized import outputs
-
             with torch.no_grad():
-                return outputs(bound.quantized(tensor(problem.x, problem.dtype, device, layout)), problem)
+                return bound.quantized(tensor(problem.x, problem.dtype, device, layout))
         if layout == IN_PLACE:
             return _run_in_place(bound, problem, device)
         if bound.fused is not None:

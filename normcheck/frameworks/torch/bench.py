@@ -106,8 +106,8 @@ def _callable(bound: Bound, problem: Problem, inputs: list[torch.Tensor]) -> Cal
     (q, scale) (an FP8-quantized output, its raw result: the conversion verify makes is not timed)."""
     if bound.fused is not None:
         return bound.fused
-    if bound.quantized is not None:
-        return bound.quantized
+    if bound.quantized_call is not None:
+        return bound.quantized_call
     training = problem.params.mode == "train" or not problem.params.running_stats
 
     def forward(x: torch.Tensor) -> torch.Tensor:

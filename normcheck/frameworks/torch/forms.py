@@ -147,7 +147,8 @@ def function_binder(fn: Callable, omit_defaults: bool = False) -> Binder:
         if p.op in FUSED_BASE:
             return Bound(_no_plain_forward, w, b, fused=lambda x, r: fn(*fused_call(p, x, r, w, b)))
         if p.params.quant is not None:  # FP8 output (normcheck.frameworks.torch.quantized)
-            return Bound(_no_plain_forward, w, b, quantized=quantized.function_call(fn, p, device, w, b))
+            call = quantized.function_call(fn, p, device, w, b)
+            return Bound(_no_plain_forward, w, b, quantized=quantized.reader(call, p), quantized_call=call)
         rm, rv = running_stats(p, device)
 
         def forward(x: torch.Tensor, train: bool) -> torch.Tensor:
@@ -291,7 +292,8 @@ class ModuleImplementation(TorchImplementation):
 
         bound = Bound(forward, weight, bias, fused=fused if p.op in FUSED_BASE else None)
         if p.params.quant is not None:  # FP8 output: m(x) -> (q, scale)
-            bound.quantized = quantized.module_call(m, p, device)
+            bound.quantized_call = quantized.module_call(m, p, device)
+            bound.quantized = quantized.reader(bound.quantized_call, p)
         statistics()
         return bound
 

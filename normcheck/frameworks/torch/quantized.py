@@ -93,3 +93,8 @@ def module_call(m: torch.nn.Module, p: Problem, device: str) -> Callable[[torch.
     scale = static_scale(p, device)
     m.eval()
     return lambda x: m(x) if scale is None else m(x, scale)
+
+
+def reader(call: Callable[[torch.Tensor], object], p: Problem) -> Callable[[torch.Tensor], RunOutput]:
+    """x -> the case's outputs of a quantized call (Bound.quantized; Bound.quantized_call is ``call``)."""
+    return lambda x: outputs(call(x), p)
