@@ -12,10 +12,7 @@ import numpy as np
 
 from normcheck import frameworks as registry
 from normcheck.engine.tasks import Plan
-from normcheck.ops import FUSED_BASE
-from normcheck.ops.adaptive_layer_norm import ADALN
-from normcheck.ops.weight_standardization import WS_OPS
-from normcheck.repro.call import ARRAY_NAMES, ReproCall, Snippet, UserCode
+from normcheck.repro.call import ARRAY_NAMES, ReproCall, Snippet, UserCode, extensions
 from normcheck.repro.index import INDEX, Reproducer, index_text
 from normcheck.repro.inputs import repro_arrays
 from normcheck.repro.script import Description, render
@@ -50,7 +47,8 @@ def _write(failure: Failure, directory: Path, stem: str, command: str, snippet: 
     row = failure.row
     if row.tolerance is None:  # _code refuses such a row
         raise ValueError("a row without a tolerance has no reproducer")
-    arrays = repro_arrays(failure.unit.problem(failure.plan.opts.seed), row.check, row.tolerance)
+    problem = failure.unit.problem(failure.plan.opts.seed)
+    arrays = repro_arrays(problem, row.check, row.tolerance, failure.plan.opts.tolerance)
     inputs = tuple(name for name in ARRAY_NAMES if name in arrays)
     text = render(Description(row, failure.rows, failure.cause, command, snippet.needs, inputs), stem, snippet, load)
     (directory / f"{stem}.py").write_text(text)
@@ -101,15 +99,14 @@ def _code(failure: Failure, directory: Path, project: Path) -> tuple[Snippet, Lo
     if row.comparison is None or row.tolerance is None:
         return "the row has no error to reproduce"
     framework, call = repro_call(failure)
-    if call.op in FUSED_BASE or call.params.variant is not None or call.op == ADALN or call.params.axes is not None:
-        return "reproducers do not cover the op variants, fused ops, adaLN and layer norm over given axes yet"
-    if call.params.quant is not None:
-        return "reproducers do not cover FP8-quantized output yet"
-    if call.op in WS_OPS:
-        return "reproducers do not cover Weight Standardization yet"
     if registry.REGISTRY[framework].repro is None:
         return f"{framework} has no reproducers"
-    snippet = registry.repro_module(framework).snippet(call)
+    module = registry.repro_module(framework)
+    uncovered = uncovered_extensions(call, getattr(module, "COVERS", frozenset()))
+    if uncovered:
+        who = f"{call.user.form} user code" if call.user is not None else call.impl
+        return f"the {framework} reproducers do not cover {' or '.join(uncovered)} yet ({who})"
+    snippet = module.snippet(call)
     if isinstance(snippet, str):
         return snippet
     if call.user is None:
@@ -117,6 +114,13 @@ def _code(failure: Failure, directory: Path, project: Path) -> tuple[Snippet, Lo
     request = failure.plan.request
     load = loader(request.impl, request.backward, directory, project)
     return (snippet, load) if not isinstance(load, str) else load
+
+
+def uncovered_extensions(call: ReproCall, covers: frozenset[str]) -> list[str]:
+    """What ``call`` computes beyond the plain ops (repro.call.extensions) that a repro module
+    covering ``covers`` (its ``COVERS``: the extension names whose calls it writes) does not
+    write, in words; a module without ``COVERS`` writes the plain ops only."""
+    return [words for name, words in extensions(call).items() if name not in covers]
 
 
 def directory_problem(directory: Path) -> str | None:
