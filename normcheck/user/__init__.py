@@ -21,6 +21,7 @@ from normcheck.ops.weight_standardization import WS_OPS
 from normcheck.user.binding import (
     DEFAULT_LAYOUTS,
     FLAT,
+    OP_ROLES,
     BindingError,
     BoundFunction,
     FunctionalAdapter,
@@ -57,7 +58,8 @@ __all__ = [
 EXPLICIT_EPS = 1e-4
 EXPLICIT_MOMENTUM = 0.25  # PyTorch's meaning: the weight of the new batch
 USER = "user"
-ADALN_FORMS = ("torch_function", "torch_module")  # the forms that take adaLN (--op adaln)
+# the forms that take adaLN (--op adaln)
+ADALN_FORMS = ("torch_function", "torch_module", "tf_function", "keras_layer", "jax_function", "flax_module")
 
 
 class FormError(Exception):
@@ -178,7 +180,7 @@ class UserFramework(Framework):
                 self._built[op] = [] if impl is None else [impl]
             return self._built[op]
         if op == ADALN and self.form.id not in ADALN_FORMS:
-            return []  # adaLN is taken as a PyTorch function or module only
+            return []  # adaLN is taken as a function or module of PyTorch, TensorFlow/Keras or JAX/Flax
         if op not in self._built:
             builder = registry.forms_module(self.form.framework).build
             bound, obj = self.bound(op), self.obj
@@ -208,6 +210,8 @@ class UserFramework(Framework):
             made = creates_variables(self.obj)
             if made is not None:
                 raise BindingError(creates_variables_message(self.label, f"it calls {made}"))
+        if op not in OP_ROLES:  # a fused add + norm, adaLN: one calling convention each, never bound by name
+            return None
         as_given = layout == DEFAULT_LAYOUTS[self.form.id] and self.param_shape == FLAT
         if self.form.id != "tf_function" and as_given and takes_functional_signature(self.obj, op):
             return None  # called as the torch.nn.functional op

@@ -533,7 +533,10 @@ def refuse_unplanned(
         if named_only and not load_rows and op not in planned:
             names = ", ".join(frameworks) or "none"
             if frameworks and all(name == "user" for name in frameworks) and op in ADAPTIVE_OP_NAMES:
-                raise UsageError(f"{op} is checked as a PyTorch function fn(x, shift, scale, eps) or nn.Module only")
+                raise UsageError(
+                    f"{op} is checked as a function fn(x, shift, scale, eps) of PyTorch, TensorFlow or JAX, or a "
+                    "module called (x, shift, scale) (nn.Module, Keras layer, flax.linen.Module)"
+                )
             raise UsageError(
                 f"no framework checked has {op} built in ({names}); {builtin_owner(op)}, or check your own with --impl"
             )

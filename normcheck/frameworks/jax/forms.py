@@ -3,6 +3,12 @@
 
 Both run the whole case (training steps, forward, vjp) as one function through the JAX adapter's
 machinery, under jax.jit when the code can be traced and op by op when it cannot.
+
+Both also take the cases no JAX layer has built in, called as the PyTorch forms call them: a fused
+residual add + norm (add_rms, add_ln; ``fn(x, residual, weight[, bias], eps)`` or
+``module.apply(variables, x, residual)``, returning ``(output, residual_out)``) and DiT's adaptive
+layer norm (adaln; ``fn(x, shift, scale, eps)`` or ``module.apply(variables, x, shift, scale)``,
+bound by the parameters' names as normcheck.user.modulation says).
 """
 
 from __future__ import annotations
@@ -13,33 +19,39 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from normcheck.conventions import Convention
 from normcheck.frameworks import CONVENTIONS, FORMS
-from normcheck.frameworks.base import Implementation, RunOutput
+from normcheck.frameworks.base import Implementation, RunOutput, Unsupported, op_convention
 from normcheck.frameworks.jax.adapter import (
     JAX_DTYPES,
     ApplyFn,
     Arrays,
-    CaseFn,
     Compiled,
     Forward,
+    add,
     case_function,
     check_layout,
     jax_device,
     module_apply,
     precision,
+    put,
     run_case,
 )
+from normcheck.frameworks.jax.adapter import variables as case_variables
 from normcheck.frameworks.jax.facts import FLAX_FIELDS, MODULE_NAMES, OPTIONAL_FIELDS, field_values
 from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
-from normcheck.ops import OPS
+from normcheck.ops import FUSED_BASE, OPS
 from normcheck.ops._op import required
+from normcheck.ops.adaptive_layer_norm import ADALN, stray_affine
+from normcheck.ops.fused_add import FUSED_ADD
 from normcheck.ops.layer_norm import NOBIAS
 from normcheck.ops.rms_norm import GEMMA
 from normcheck.problem import Problem
+from normcheck.user.modulation import MODULATION_ROLES, ModulationCall, bind_modulation
 
 # Raised while tracing code that needs concrete values (Python branches on array values, NumPy
 # conversions): such code cannot be jitted, but may run op by op.
@@ -54,11 +66,21 @@ HALF = ("float16", "bfloat16")
 def build(
     form: str, op: str, obj: object, name: str, omit_defaults: bool, backward: object = None
 ) -> Implementation | None:
-    """The implementation of ``op`` by the user's ``obj`` in ``form`` (both forms have every op)."""
-    convention = CONVENTIONS[FORMS[form].conventions_of][op]
+    """The implementation of ``op`` by the user's ``obj`` in ``form`` (both forms have every op, the
+    fused add + norm and adaLN included). BindingError for an adaLN whose parameters cannot take
+    (x, shift, scale): a usage error at load."""
+    convention = op_convention(CONVENTIONS[FORMS[form].conventions_of], op)
     if form == "jax_function":
+        if op in FUSED_BASE:
+            return FusedFunction(op, obj, name, omit_defaults, convention)
+        if op == ADALN:
+            return ModulationFunction(op, obj, name, omit_defaults, convention)
         return FunctionImplementation(op, obj, name, omit_defaults, convention)
     if form == "flax_module":
+        if op in FUSED_BASE:
+            return FusedModule(op, obj, name, omit_defaults, convention)
+        if op == ADALN:
+            return ModulationModule(op, obj, name, omit_defaults, convention)
         return ModuleImplementation(op, obj, name, omit_defaults, convention)
     raise ValueError(f"the jax forms have no form {form!r}")
 
@@ -66,7 +88,7 @@ def build(
 class JitOrEager:
     """A case function under jax.jit; op by op from the first time it cannot be traced."""
 
-    def __init__(self, run: CaseFn) -> None:
+    def __init__(self, run: Callable[..., tuple]) -> None:
         self.run, self.jitted, self.eager = run, jax.jit(run), False
 
     def __call__(self, *args: Any) -> tuple:
@@ -83,6 +105,7 @@ class UserImplementation(Implementation):
 
     def __init__(self, op: str, obj: Any, name: str, omit_defaults: bool, convention: Convention) -> None:
         self.op, self.obj, self.name, self.omit, self.convention = op, obj, name, omit_defaults, convention
+        self.base = FUSED_BASE.get(op, op)  # the norm it applies: a fused op's, any other op itself
         self.label = getattr(obj, "__qualname__", None) or name  # in messages: the user's own name
 
     def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
@@ -246,7 +269,7 @@ class ModuleImplementation(UserImplementation):
     weight and bias, batch norm's running statistics in batch_stats "mean"/"var"."""
 
     def layouts(self, shape: tuple[int, ...]) -> tuple[Layout, ...]:
-        if self.op in ("ln", "rms") or len(shape) == 2:  # trailing axes, or both layouts are one
+        if self.base in ("ln", "rms") or len(shape) == 2:  # trailing axes, or both layouts are one
             return (CONTIGUOUS,)
         return (CHANNELS_LAST,)
 
@@ -262,7 +285,7 @@ class ModuleImplementation(UserImplementation):
         values = field_values(problem.params, problem.eps, momentum)
         declared = {f.name: f for f in dataclasses.fields(self.obj)} if dataclasses.is_dataclass(self.obj) else {}
         chosen = {}
-        for name, default in FLAX_FIELDS[self.op].items():
+        for name, default in FLAX_FIELDS[self.base].items():
             if name in OPTIONAL_FIELDS and name not in declared:
                 continue
             if self.omit and values[name] == default and not _required(declared.get(name)):
@@ -275,7 +298,7 @@ class ModuleImplementation(UserImplementation):
         shape = problem.shape
         if layout == CHANNELS_LAST:
             shape = (shape[0], *shape[2:], shape[1])
-        names = SCALE_AND_BIAS[: 1 if self.op == "rms" else 2] if p.affine else ()
+        names = SCALE_AND_BIAS[: 1 if self.base == "rms" else 2] if p.affine else ()
         pshape = OPS[self.op].param_shape(problem.shape, p)
         return ModuleCall(
             cls=self.obj,
@@ -320,15 +343,16 @@ def _variable_shapes(module: Any, call: ModuleCall) -> dict[str, Any]:
     """The shapes and dtypes of the variables the module's own init creates for this input."""
     kwargs = {"use_running_average": True} if call.op == "bn" else {}
     x = jax.ShapeDtypeStruct(call.shape, JAX_DTYPES[call.dtype])
+    inputs = 2 if call.op in FUSED_BASE else 1  # a fused add + norm is called with x and the residual
 
     def init(x_: jax.Array) -> Any:
-        return module.init(jax.random.key(0), x_, **kwargs)
+        return module.init(jax.random.key(0), *(x_,) * inputs, **kwargs)
 
     try:
-        variables = jax.eval_shape(init, x)
+        shapes = jax.eval_shape(init, x)
     except TRACING_ERRORS:
-        variables = init(jnp.zeros(x.shape, x.dtype))
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), dict(variables))
+        shapes = init(jnp.zeros(x.shape, x.dtype))
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), dict(shapes))
 
 
 def _names(collection: Iterable[str]) -> str:
@@ -338,7 +362,7 @@ def _names(collection: Iterable[str]) -> str:
 def _check_variables(call: ModuleCall, variables: dict[str, Any]) -> None:
     """A clear TypeError where the module's variables are not the ones normcheck sets."""
     params = dict(variables.get("params", {}))
-    layer = MODULE_NAMES[call.op]
+    layer = MODULE_NAMES[FUSED_BASE.get(call.op, call.op)]
     for name, shape in call.params:
         if name not in params:
             raise TypeError(
@@ -363,3 +387,304 @@ def _check_variables(call: ModuleCall, variables: dict[str, Any]) -> None:
                     f"{call.label} has no {name!r} in its 'batch_stats' collection (it has {_names(stats)}); "
                     f"keep the running statistics as 'mean' and 'var' as {layer} does"
                 )
+
+
+# -- the cases no JAX layer has built in: fused add + norm, adaLN --------------------------------
+
+NO_BENCH = "bench does not time a JAX {what} yet; verify checks it"
+
+
+def _outputs(label: str, out: Any, count: int, what: str) -> tuple[jax.Array, ...]:
+    """The arrays a user's fused add + norm (two) or adaLN (one) returned, or a clear TypeError."""
+    arrays = tuple(out) if isinstance(out, tuple | list) else (out,)
+    if len(arrays) != count or not all(hasattr(a, "shape") and hasattr(a, "dtype") for a in arrays):
+        if isinstance(out, tuple | list):
+            got = f"a {type(out).__name__} of {len(out)}"
+        else:
+            got = "one array" if hasattr(out, "shape") else type(out).__name__
+        raise TypeError(f"{label} must return {what}; it returned {got}")
+    return arrays
+
+
+def _pull(outs: tuple[jax.Array, ...], pullback: Callable, upstream: tuple[jax.Array, ...]) -> Any:
+    """``pullback`` of the upstream gradients, each in its output's dtype (as autograd casts them)."""
+    return pullback(tuple(g.astype(o.dtype) for o, g in zip(outs, upstream, strict=True)))
+
+
+# a fused add + norm returns two arrays
+FUSED_RESULT = "(output, residual_out), two arrays: the normalized x + residual and x + residual itself"
+# forward(params, x, residual) -> what the user's code returned
+FusedApply = Callable[[Arrays, jax.Array, jax.Array], Any]
+
+
+def _fused_case(apply: FusedApply, label: str) -> JitOrEager:
+    """run(params, x, residual, dy, dresidual) -> ((y, h), dx, dresidual, dparams): both outputs
+    and the vjp of both, dy the normalized output's upstream gradient, dresidual the residual
+    output's (normcheck.ops.fused_add)."""
+
+    def run(params: Arrays, x: jax.Array, residual: jax.Array, dy: jax.Array, dresidual: jax.Array) -> tuple:
+        def forward(x_: jax.Array, r_: jax.Array, p_: Arrays) -> tuple[jax.Array, ...]:
+            return _outputs(label, apply(p_, x_, r_), 2, FUSED_RESULT)
+
+        outs, pullback = jax.vjp(forward, x, residual, params)
+        dx, dr, dparams = _pull(outs, pullback, (dy, dresidual))
+        return outs, dx, dr, dparams
+
+    return JitOrEager(run)
+
+
+def _run_fused(case: JitOrEager, problem: Problem, device: str) -> RunOutput:
+    """A fused add + norm case through ``case`` (``_fused_case``): the same outputs as the torch
+    adapter's ``_run_fused``, the weight's and bias's gradients where the case has them."""
+    dev = jax_device(device)
+    dtype = JAX_DTYPES[problem.dtype]
+    residual, dresidual = problem.fused_inputs()
+    params, _ = case_variables(problem, None, dev)
+    arrays = (put(a, dtype, dev) for a in (problem.x, residual, problem.dy, dresidual))
+    (y, h), dx, dr, dparams = case(params, *arrays)
+    out = RunOutput()
+    add(out, "forward", y)
+    add(out, "residual_out", h)
+    add(out, "grad_input", dx)
+    add(out, "grad_residual", dr)
+    for check, name in (("grad_weight", "scale"), ("grad_bias", "bias")):
+        if name in params:
+            add(out, check, dparams[name])
+    return out
+
+
+@dataclass(frozen=True)
+class FusedCall:
+    """How a case calls a fused add + norm function, all but the arrays (the compile cache key)."""
+
+    fn: Callable
+    label: str
+    op: str
+    eps: float
+    weight_shape: tuple[int, ...]  # the ones given when the case has no weight
+    dtype: str
+
+
+class FusedFunction(UserImplementation):
+    """A fused residual add + norm as PyTorch's function form calls it (torch forms' ``fused_call``):
+    ``fn(x, residual, weight, eps)`` (add_rms) or ``fn(x, residual, weight, bias, eps)`` (add_ln),
+    all positional, eps always given, weight ones where the case has none (collecting no gradient),
+    bias None where it has none; returns ``(output, residual_out)``, residual_out = x + residual
+    in the input dtype. The variants are the function's to compute (Gemma's 1 + weight)."""
+
+    extensions = frozenset({FUSED_ADD, GEMMA, NOBIAS})
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        check_layout(self, problem.shape, layout)
+        call = FusedCall(
+            self.obj,
+            self.label,
+            self.op,
+            problem.eps,
+            tuple(OPS[self.op].param_shape(problem.shape, problem.params)),
+            problem.dtype,
+        )
+        with precision(problem.dtype):
+            return _run_fused(_fused_function_case(call), problem, device)
+
+    def apply_fn(self, problem: Problem, layout: str) -> Forward:
+        raise Unsupported(NO_BENCH.format(what="fused add + norm"))
+
+
+@functools.lru_cache(maxsize=64)
+def _fused_function_case(call: FusedCall) -> JitOrEager:
+    def apply(params: Arrays, x: jax.Array, residual: jax.Array) -> Any:
+        weight = params.get("scale")
+        if weight is None:  # a fused kernel always takes a weight
+            weight = jnp.ones(call.weight_shape, JAX_DTYPES[call.dtype])
+        if call.op == "add_rms":
+            return call.fn(x, residual, weight, call.eps)
+        return call.fn(x, residual, weight, params.get("bias"), call.eps)
+
+    return _fused_case(apply, call.label)
+
+
+class FusedModule(ModuleImplementation):
+    """A fused residual add + norm module: constructed with the fields of the Flax layer of its norm
+    (RMSNorm's for add_rms, LayerNorm's for add_ln), params "scale" (and "bias") set to the case's
+    weight and bias, called as ``module.apply(variables, x, residual)`` (vLLM's
+    ``RMSNorm.forward(x, residual)``) and returning ``(output, residual_out)``."""
+
+    extensions = frozenset({FUSED_ADD})
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        check_layout(self, problem.shape, layout)
+        with precision(problem.dtype):
+            return _run_fused(_fused_module_case(self.call(problem, layout)), problem, device)
+
+    def apply_fn(self, problem: Problem, layout: str) -> Forward:
+        raise Unsupported(NO_BENCH.format(what="fused add + norm"))
+
+
+@functools.lru_cache(maxsize=64)
+def _fused_module_case(call: ModuleCall) -> JitOrEager:
+    module = call.cls(**dict(call.fields))
+    _check_variables(call, _variable_shapes(module, call))
+
+    def apply(params: Arrays, x: jax.Array, residual: jax.Array) -> Any:
+        return module.apply({"params": params}, x, residual)
+
+    return _fused_case(apply, call.label)
+
+
+# -- adaLN: y = LN(x) * (1 + scale) + shift, x (N, T, D), shift and scale (N, D) --------------
+
+ADALN_RESULT = "the output array alone"
+
+
+def _modulation_case(call: ModulationCall, fn: Callable, eps: float | None) -> JitOrEager:
+    """run(x, shift, scale, dy, *const) -> (y, dx, dshift, dscale), ``fn(*const)`` the callable
+    ``call`` is applied to (a module's apply, given its variables)."""
+
+    def run(x: jax.Array, shift: jax.Array, scale: jax.Array, dy: jax.Array, *const: Any) -> tuple:
+        target = fn(*const)
+
+        def forward(x_: jax.Array, shift_: jax.Array, scale_: jax.Array) -> tuple[jax.Array, ...]:
+            return _outputs(call.label, call.call(target, x_, shift_, scale_, eps), 1, ADALN_RESULT)
+
+        outs, pullback = jax.vjp(forward, x, shift, scale)
+        dx, dshift, dscale = _pull(outs, pullback, (dy,))
+        return outs[0], dx, dshift, dscale
+
+    return JitOrEager(run)
+
+
+def _run_modulation(case: JitOrEager, problem: Problem, device: str, *const: Any) -> RunOutput:
+    """An adaLN case through ``case`` (``_modulation_case``): scale is the case's weight and shift
+    its bias, so their gradients are grad_weight and grad_bias (reported as grad_scale and
+    grad_shift), as the torch forms give them."""
+    if problem.weight is None or problem.bias is None:
+        raise ValueError("an adaptive layer norm case has a shift and a scale")
+    dev = jax_device(device)
+    dtype = JAX_DTYPES[problem.dtype]
+    x, shift, scale, dy = (put(a, dtype, dev) for a in (problem.x, problem.bias, problem.weight, problem.dy))
+    y, dx, dshift, dscale = case(x, shift, scale, dy, *const)
+    out = RunOutput()
+    add(out, "forward", y)
+    add(out, "grad_input", dx)
+    add(out, "grad_weight", dscale)
+    add(out, "grad_bias", dshift)
+    return out
+
+
+class ModulationFunction(UserImplementation):
+    """adaLN as a function, ``fn(x, shift, scale, eps)`` bound by its parameters' names
+    (normcheck.user.modulation, as the torch form's ModulationFunction), always given eps where it
+    takes one (the defaults call style: DiT's 1e-6)."""
+
+    def __init__(self, op: str, obj: Any, name: str, omit_defaults: bool, convention: Convention) -> None:
+        super().__init__(op, obj, name, omit_defaults, convention)
+        self.modulation = bind_modulation(obj, self.label)  # BindingError here: a usage error at load
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        if not self.omit and not self.modulation.takes_eps:
+            return f"{self.label} takes no eps parameter: its own eps is checked in the defaults call style only"
+        return None
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        check_layout(self, problem.shape, layout)
+        with precision(problem.dtype):
+            return _run_modulation(_modulation_function_case(self.obj, self.label, problem.eps), problem, device)
+
+    def apply_fn(self, problem: Problem, layout: str) -> Forward:
+        raise Unsupported(NO_BENCH.format(what="adaptive layer norm"))
+
+
+@functools.lru_cache(maxsize=64)
+def _modulation_function_case(fn: Callable, label: str, eps: float) -> JitOrEager:
+    return _modulation_case(bind_modulation(fn, label), lambda: fn, eps)
+
+
+# The fields an adaLN module may declare for the width D (DiT's ``hidden_size``): given D when
+# it declares one, as the torch form gives ``cls(D)``.
+WIDTH_FIELDS = ("hidden_size", "features", "num_features", "dim", "width", "embed_dim")
+# A module's own (D,) parameters, which adaLN's layer norm has none of, by their last name
+STRAY = {"scale": 0, "weight": 0, "gamma": 0, "bias": 1, "beta": 1}
+
+
+@dataclass(frozen=True)
+class ModulationModuleCall:
+    """How a case constructs an adaLN module, all but the arrays (the compile cache key)."""
+
+    cls: type
+    label: str
+    fields: tuple[tuple[str, Any], ...]
+    shape: tuple[int, ...]
+    dtype: str
+
+
+class ModulationModule(UserImplementation):
+    """adaLN as a flax.linen module: constructed with its eps field (``epsilon`` or ``eps``, left out
+    in the defaults call style) and, where it declares one, a width field (``hidden_size``...) of
+    D; called as ``module.apply(variables, x, shift, scale)``, bound by the names of its
+    ``__call__``. Its own (D,) scale/weight and bias, which adaLN's layer norm has none of, are
+    set to ``stray_affine``'s values, so a layer norm's affine left in shows; its other variables
+    keep the values its init gives them."""
+
+    def __init__(self, op: str, obj: Any, name: str, omit_defaults: bool, convention: Convention) -> None:
+        super().__init__(op, obj, name, omit_defaults, convention)
+        if not isinstance(obj, type):
+            raise TypeError(f"the flax_module form takes a flax.linen.Module subclass, not a {type(obj).__name__}")
+        declared = [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+        self.eps_field = next((n for n in declared if n.lower() in MODULATION_ROLES["eps"]), None)
+        self.width_field = next((n for n in declared if n in WIDTH_FIELDS), None)
+        # BindingError here: a usage error at load (the first positional parameter, self, left out)
+        self.modulation = bind_modulation(functools.partial(obj.__call__, None), self.label + ".__call__")
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        if not self.omit and self.eps_field is None:
+            return f"{self.label} has no eps field: its own eps is checked in the defaults call style only"
+        return None
+
+    def call(self, problem: Problem) -> ModulationModuleCall:
+        fields: dict[str, Any] = {}
+        if self.width_field is not None:
+            fields[self.width_field] = problem.shape[-1]
+        if not self.omit and self.eps_field is not None:
+            fields[self.eps_field] = problem.eps
+        return ModulationModuleCall(self.obj, self.label, tuple(fields.items()), problem.shape, problem.dtype)
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        check_layout(self, problem.shape, layout)
+        with precision(problem.dtype):
+            case, host = _modulation_module_case(self.call(problem))
+            dev = jax_device(device)
+            return _run_modulation(case, problem, device, jax.device_put(host, dev))
+
+    def apply_fn(self, problem: Problem, layout: str) -> Forward:
+        raise Unsupported(NO_BENCH.format(what="adaptive layer norm"))
+
+
+@functools.lru_cache(maxsize=64)
+def _modulation_module_case(call: ModulationModuleCall) -> tuple[JitOrEager, Any]:
+    """The case function of the module ``call`` constructs, and its variables on the host: its
+    init's, its own (D,) affine parameters set to ``stray_affine``'s values."""
+    module = call.cls(**dict(call.fields))
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{call.label}(...) returned a {type(module).__name__}, not a flax.linen.Module")
+    binding = bind_modulation(functools.partial(call.cls.__call__, None), call.label + ".__call__")
+    n, _, width = call.shape
+    dtype = JAX_DTYPES[call.dtype]
+    x = jnp.zeros(call.shape, dtype)
+    rows = jnp.zeros((n, width), dtype)
+    args, kwargs = binding.arguments(x, rows, rows, None)
+    initial = jax.device_get(module.init(jax.random.key(0), *args, **kwargs))
+    stray = stray_affine(width, call.dtype)
+
+    def set_stray(path: tuple, a: Any) -> Any:
+        kind = STRAY.get(str(getattr(path[-1], "key", "")).lower()) if path else None
+        if path and getattr(path[0], "key", None) == "params" and kind is not None and a.shape == (width,):
+            return stray[kind].astype(dtype)
+        return a
+
+    host = jax.tree_util.tree_map_with_path(set_stray, dict(initial))
+
+    def apply(variables_: Any) -> Callable:
+        return lambda *a, **k: module.apply(variables_, *a, **k)
+
+    return _modulation_case(binding, apply, None), host

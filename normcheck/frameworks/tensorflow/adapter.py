@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 
 def _select_backend() -> None:
@@ -67,6 +68,8 @@ class Bound:
     running_mean: keras.Variable | None = None
     running_var: keras.Variable | None = None
     layer: keras.Layer | None = None  # the Keras layer behind ``forward``, if any
+    # a fused add + norm: (x, residual) -> (normalized output, updated residual); forward unused
+    fused: Callable[[tf.Tensor, tf.Tensor], Any] | None = None
 
 
 Binder = Callable[[Problem, str, str], Bound]
@@ -109,6 +112,8 @@ class TensorFlowImplementation(Implementation):
 
     def _run(self, problem: Problem, layout: str, device: str) -> RunOutput:
         bound = self.bind(problem, layout, device)
+        if bound.fused is not None:
+            return run_fused(bound, bound.fused, problem, layout)
         params = problem.params
         if bound.running_mean is not None:
             for batch in problem.steps:
@@ -131,6 +136,37 @@ class TensorFlowImplementation(Implementation):
             add(out, "running_mean", tf.convert_to_tensor(bound.running_mean))
             add(out, "running_var", tf.convert_to_tensor(bound.running_var))
         return out
+
+
+def run_fused(bound: Bound, fused: Callable[[tf.Tensor, tf.Tensor], Any], problem: Problem, layout: str) -> RunOutput:
+    """A fused add + norm: both outputs, and the gradients of x, the residual and the parameters
+    for the upstream gradients of both (dy for the normalized output, dresidual for the updated
+    residual), as the torch adapter's ``_run_fused``."""
+    residual, dresidual = problem.fused_inputs()
+    x = tensor(problem.x, problem.dtype, layout)
+    r = tensor(residual, problem.dtype, layout)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        tape.watch(r)
+        result = fused(x, r)
+    if not isinstance(result, tuple | list) or len(result) != 2:
+        raise TypeError("a fused add + norm returns (output, residual_out), two tensors")
+    y, h = result
+    for what, t in (("output", y), ("residual_out", h)):
+        if not isinstance(t, tf.Tensor | tf.Variable):
+            raise TypeError(f"a fused add + norm returns (output, residual_out); its {what} is a {type(t).__name__}")
+    leaves = [v for v in (bound.weight, bound.bias) if v is not None]
+    upstream = [tensor(problem.dy, problem.dtype, layout), tensor(dresidual, problem.dtype, layout)]
+    grads = tape.gradient([y, h], [x, r, *leaves], output_gradients=upstream)
+    out = RunOutput()
+    add(out, "forward", y, layout)
+    add(out, "residual_out", h, layout)
+    add(out, "grad_input", grads[0], layout)
+    add(out, "grad_residual", grads[1], layout)
+    named = [name for name, v in (("grad_weight", bound.weight), ("grad_bias", bound.bias)) if v is not None]
+    for name, g in zip(named, grads[2:], strict=True):
+        add(out, name, g)
+    return out
 
 
 def tf_device(device: str) -> str:

@@ -6,15 +6,27 @@ keras_layer: normcheck constructs the class for every case, as the matching Kera
 (instance norm as ``GroupNormalization(groups=-1)``), builds it for channels-last input, sets
 its weights and moving statistics to the case's values and runs it through the TensorFlow
 adapter. Importing this module selects Keras's TensorFlow backend.
+
+Two ops have one calling convention each, the PyTorch forms' (normcheck.frameworks.torch.forms),
+instead of a binding by name: a fused residual add + norm (``add_rms``, ``add_ln``) is called
+``fn(x, residual, weight, eps)`` / ``fn(x, residual, weight, bias, eps)`` (``fused_call``), a
+Keras layer constructed as RMSNormalization / LayerNormalization ``layer(x, residual)``, either
+returning ``(output, residual_out)``; adaLN (``adaln``) is ``fn(x, shift, scale, eps)`` bound by
+those names (normcheck.user.modulation), a Keras layer ``cls(epsilon=...)`` called
+``layer(x, shift, scale)``.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 # keras and tf as the adapter imported them, after selecting Keras's TensorFlow backend
+from normcheck.frameworks.base import Unsupported
 from normcheck.frameworks.tensorflow.adapter import (
     CHANNEL_OPS,
     KERAS_NAMES,
@@ -31,12 +43,15 @@ from normcheck.frameworks.tensorflow.facts import KERAS_DEFAULTS as DEFAULTS
 from normcheck.frameworks.tensorflow.facts import KERAS_OPTIONAL as OPTIONAL
 from normcheck.frameworks.tensorflow.facts import TENSORFLOW, VARIABLE_NAMES
 from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
-from normcheck.ops import OpParams
+from normcheck.ops import FUSED_BASE, OPS, OpParams
 from normcheck.ops._op import required
+from normcheck.ops.adaptive_layer_norm import ADALN, stray_affine
+from normcheck.ops.fused_add import FUSED_ADD
 from normcheck.ops.layer_norm import NOBIAS
 from normcheck.ops.rms_norm import GEMMA
 from normcheck.problem import Problem
-from normcheck.user.binding import BoundFunction, creates_variables_message
+from normcheck.user.binding import BoundFunction, creates_variables_message, python_function
+from normcheck.user.modulation import MODULATION_ROLES, bind_modulation
 
 WEIGHT_NAMES, BIAS_NAMES = VARIABLE_NAMES["weight"], VARIABLE_NAMES["bias"]
 MEAN_NAMES, VAR_NAMES = VARIABLE_NAMES["running_mean"], VARIABLE_NAMES["running_var"]
@@ -141,6 +156,71 @@ def keras_binder(cls: type, op: str, omit_defaults: bool) -> Binder:
     return bind
 
 
+def keras_fused_binder(cls: type, op: str, omit_defaults: bool) -> Binder:
+    """A fused add + norm as a Keras layer: constructed, built and given the case's weights as the
+    layer of its norm (``keras_binder``), called ``layer(x, residual) -> (output, residual_out)``
+    (vLLM's RMSNorm.forward(x, residual))."""
+    plain = keras_binder(cls, FUSED_BASE[op], omit_defaults)
+
+    def bind(p: Problem, layout: str, device: str) -> Bound:
+        bound = plain(p, layout, device)
+        layer = bound.layer
+        if layer is None:  # keras_binder always keeps its layer
+            raise RuntimeError("no Keras layer was bound")
+        return replace(bound, forward=_no_plain_forward, fused=lambda x, residual: layer(x, residual))
+
+    return bind
+
+
+def eps_parameter(cls: type) -> str | None:
+    """The parameter of ``cls``'s constructor that takes eps, named (``**kwargs`` takes none: a
+    Keras layer passes those on to keras.layers.Layer, which refuses an eps)."""
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return next((n for n in MODULATION_ROLES["eps"] if n in params and params[n].kind in kinds), None)
+
+
+def _affine_kind(variable: Any) -> str | None:
+    """The role ("weight" or "bias") of a variable named as a Keras layer's own gamma or beta, else None."""
+    name = str(getattr(variable, "name", "")).rpartition("/")[2].partition(":")[0]
+    return "weight" if name in WEIGHT_NAMES else "bias" if name in BIAS_NAMES else None
+
+
+def keras_modulation_binder(cls: type, omit_defaults: bool) -> Binder:
+    """adaLN as a Keras layer: ``cls(epsilon=...)`` (eps by the name its constructor takes, left
+    out in the defaults call style), built for x of shape (N, T, D), called ``layer(x, shift,
+    scale)`` bound by its call's names. Its own (D,) gamma/weight and beta/bias, which adaLN's norm
+    has none of, get ``stray_affine``'s values, so a layer norm's affine left in shows."""
+    owner = getattr(cls, "__name__", str(cls))
+    eps_name = eps_parameter(cls)
+
+    def bind(p: Problem, layout: str, device: str) -> Bound:
+        if p.weight is None or p.bias is None:
+            raise ValueError("an adaptive layer norm case has a shift and a scale")
+        width = p.shape[-1]
+        kwargs: dict[str, Any] = {} if omit_defaults or eps_name is None else {eps_name: p.eps}
+        layer = construct(cls, {**kwargs, "dtype": p.dtype})
+        if not layer.built:
+            layer.build(tuple(p.shape))
+        stray = dict(zip(("weight", "bias"), stray_affine(width, p.dtype), strict=True))
+        for v in layer.weights:
+            kind = _affine_kind(v)
+            if kind is not None and tuple(v.shape) == (width,):
+                v.assign(tf.cast(tensor(stray[kind], p.dtype), v.dtype))
+        call = bind_modulation(layer.call, owner + ".call")
+        scale, shift = tf.Variable(tensor(p.weight, p.dtype)), tf.Variable(tensor(p.bias, p.dtype))
+
+        def forward(x: tf.Tensor, train: bool) -> tf.Tensor:
+            return _tensor_result(owner, call.call(layer, x, shift, scale, None))
+
+        return Bound(forward, scale, shift, layer=layer)
+
+    return bind
+
+
 class KerasLayerImplementation(TensorFlowImplementation):
     """A user's Keras layer: channels-last input for batch, instance and group norm."""
 
@@ -156,6 +236,20 @@ class KerasLayerImplementation(TensorFlowImplementation):
         if problem.params.running_stats and self.op != "bn":
             return dict.fromkeys(("running_mean", "running_var"), f"{KERAS_NAMES[self.op]} keeps no running statistics")
         return {}
+
+
+class KerasModulationImplementation(KerasLayerImplementation):
+    """adaLN as a Keras layer (``keras_modulation_binder``)."""
+
+    def __init__(self, cls: type, name: str, omit_defaults: bool) -> None:
+        self.owner, self.omit_defaults = getattr(cls, "__name__", str(cls)), omit_defaults
+        self.takes_eps = eps_parameter(cls) is not None
+        super().__init__(ADALN, name, keras_modulation_binder(cls, omit_defaults), running_stats=False)
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        if not self.omit_defaults and not self.takes_eps:
+            return f"{self.owner}(...) takes no eps: its own eps is checked in the defaults call style only"
+        return None
 
 
 # -- raw TensorFlow functions, bound by their parameters' names (normcheck.user.binding) --------
@@ -242,10 +336,107 @@ class FunctionImplementation(TensorFlowImplementation):
         return {**super().missing_checks(problem), **self.bound.missing_checks(problem)}
 
 
+# -- fused add + norm and adaLN as raw TensorFlow functions (the PyTorch forms' conventions) -----
+
+
+def _label(fn: Any, name: str) -> str:
+    return str(getattr(python_function(fn), "__name__", None) or name)
+
+
+def _no_plain_forward(x: tf.Tensor, train: bool) -> tf.Tensor:
+    """A fused case's forward of x alone, which only the bench asks for (verify calls ``fused``):
+    a skip row there."""
+    raise Unsupported("a fused add + norm is called with (x, residual): the TensorFlow bench does not time it yet")
+
+
+def _tensor_result(label: str, out: Any) -> tf.Tensor:
+    if not isinstance(out, tf.Tensor | tf.Variable):
+        raise TypeError(f"{label} returned a {type(out).__name__}, not a tf.Tensor")
+    return out
+
+
+def watched(label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, refused when it creates variables of its own: normcheck could not
+    give them the case's values."""
+    watch = _VariableWatch()
+    with tf.variable_creator_scope(watch):
+        out = fn(*args, **kwargs)
+    if watch.created:
+        raise TypeError(
+            f"{label} creates its own variables (tf.Variable {watch.created[0]!r}), so normcheck cannot give "
+            "them the case's values; take every parameter as an argument, or check a keras.layers.Layer "
+            "subclass that creates its variables in build() (--impl FILE:Class)"
+        )
+    return out
+
+
+def fused_call(p: Problem, x: tf.Tensor, residual: tf.Tensor, w: Any, b: Any) -> list[object]:
+    """The arguments of a fused add + norm function, all positional, eps always given, as the
+    PyTorch function form's: ``add_rms(x, residual, weight, eps)``, ``add_ln(x, residual, weight,
+    bias, eps)``, returning ``(output, residual_out)``, residual_out = x + residual in the input
+    dtype. A case without a weight (affine off) passes ones, which collect no gradient."""
+    if w is None:
+        w = tf.ones(OPS[p.op].param_shape(p.shape, p.params), dtype=x.dtype)
+    if p.op == "add_rms":
+        return [x, residual, w, p.eps]
+    return [x, residual, w, b, p.eps]
+
+
+class FusedFunctionImplementation(TensorFlowImplementation):
+    """A fused add + norm as a raw TensorFlow function (eager or tf.function), called as
+    ``fused_call`` says; it computes Gemma's 1 + weight and layer norm without bias itself."""
+
+    def __init__(self, op: str, fn: Callable[..., Any], name: str) -> None:
+        self.fn, self.label = fn, _label(fn, name)
+        super().__init__(op, name, self._bind, running_stats=False)
+        self.extensions = frozenset({GEMMA, NOBIAS, FUSED_ADD})
+
+    def _bind(self, p: Problem, layout: str, device: str) -> Bound:
+        weight = None if p.weight is None else tf.Variable(tensor(p.weight, p.dtype))
+        bias = None if p.bias is None else tf.Variable(tensor(p.bias, p.dtype))
+
+        def fused(x: tf.Tensor, residual: tf.Tensor) -> Any:
+            return watched(self.label, self.fn, *fused_call(p, x, residual, weight, bias))
+
+        return Bound(_no_plain_forward, weight, bias, fused=fused)
+
+
+class ModulationFunction(TensorFlowImplementation):
+    """adaLN as a raw TensorFlow function, ``fn(x, shift, scale, eps)`` bound by its names
+    (normcheck.user.modulation), always given eps where it takes one (the defaults call style:
+    DiT's 1e-6), as the PyTorch function form's."""
+
+    def __init__(self, fn: Callable[..., Any], name: str, omit_defaults: bool) -> None:
+        self.fn, self.omit_defaults, self.label = fn, omit_defaults, _label(fn, name)
+        self.call = bind_modulation(fn, self.label)  # BindingError here: a usage error at load, not a row per case
+        super().__init__(ADALN, name, self._bind, running_stats=False)
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        if not self.omit_defaults and not self.call.takes_eps:
+            return f"{self.label} takes no eps parameter: its own eps is checked in the defaults call style only"
+        return None
+
+    def _bind(self, p: Problem, layout: str, device: str) -> Bound:
+        if p.weight is None or p.bias is None:
+            raise ValueError("an adaptive layer norm case has a shift and a scale")
+        scale, shift = tf.Variable(tensor(p.weight, p.dtype)), tf.Variable(tensor(p.bias, p.dtype))
+
+        def forward(x: tf.Tensor, train: bool) -> tf.Tensor:
+            return _tensor_result(self.label, watched(self.label, self.call.call, self.fn, x, shift, scale, p.eps))
+
+        return Bound(forward, scale, shift)
+
+
 def build(
     form: str, op: str, obj: object, name: str, omit_defaults: bool, backward: object | None = None
 ) -> TensorFlowImplementation:
     if form == "tf_function":
+        if op in FUSED_BASE or op == ADALN:  # one calling convention each, not bound by name
+            if not callable(obj):
+                raise TypeError(f"the tf_function form takes a function, not a {type(obj).__name__}")
+            if op == ADALN:
+                return ModulationFunction(obj, name, omit_defaults)
+            return FusedFunctionImplementation(op, obj, name)
         if not isinstance(obj, BoundFunction):  # normcheck.user binds the function by name first
             raise TypeError(f"the tf_function form takes a function bound by name, not a {type(obj).__name__}")
         return FunctionImplementation(obj, name)
@@ -253,4 +444,10 @@ def build(
         raise ValueError(f"the tensorflow forms have no form {form!r}")
     if not isinstance(obj, type):  # normcheck.user.detect_form gives this form classes only
         raise TypeError(f"the keras_layer form takes a keras.layers.Layer subclass, not a {type(obj).__name__}")
+    if op == ADALN:
+        return KerasModulationImplementation(obj, name, omit_defaults)
+    if op in FUSED_BASE:
+        impl = KerasLayerImplementation(op, name, keras_fused_binder(obj, op, omit_defaults), running_stats=False)
+        impl.extensions = frozenset({FUSED_ADD})
+        return impl
     return KerasLayerImplementation(op, name, keras_binder(obj, op, omit_defaults), running_stats=op == "bn")
