@@ -70,9 +70,9 @@ def judge_outcome(
     if opts.diagnose:
         rows = with_diagnosis(rows, problem, truth.expected, out, distributed=bool(opts.world_sizes))
     rows = confirm_known(rows, problem, truth.expected, out, framework)
-    form = getattr(framework, "form", None)
+    form = getattr(framework, "form", None)  # user code's form: its id (FrameworkFacts) or the Form itself
     if form is not None:  # user code: where its failure is its framework's own documented defect
-        rows = inherited_notes(rows, form)
+        rows = inherited_notes(rows, getattr(form, "id", form))
     if opts.profile == STRESS:  # channels_last in, channels_last out: a row of its own
         rows += memory_format_rows(case, out, framework)
     if baseline is not None:
