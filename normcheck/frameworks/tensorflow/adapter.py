@@ -148,13 +148,7 @@ def run_fused(bound: Bound, fused: Callable[[tf.Tensor, tf.Tensor], Any], proble
     with tf.GradientTape() as tape:
         tape.watch(x)
         tape.watch(r)
-        result = fused(x, r)
-    if not isinstance(result, tuple | list) or len(result) != 2:
-        raise TypeError("a fused add + norm returns (output, residual_out), two tensors")
-    y, h = result
-    for what, t in (("output", y), ("residual_out", h)):
-        if not isinstance(t, tf.Tensor | tf.Variable):
-            raise TypeError(f"a fused add + norm returns (output, residual_out); its {what} is a {type(t).__name__}")
+        y, h = fused_outputs(fused(x, r))
     leaves = [v for v in (bound.weight, bound.bias) if v is not None]
     upstream = [tensor(problem.dy, problem.dtype, layout), tensor(dresidual, problem.dtype, layout)]
     grads = tape.gradient([y, h], [x, r, *leaves], output_gradients=upstream)
@@ -167,6 +161,17 @@ def run_fused(bound: Bound, fused: Callable[[tf.Tensor, tf.Tensor], Any], proble
     for name, g in zip(named, grads[2:], strict=True):
         add(out, name, g)
     return out
+
+
+def fused_outputs(result: Any) -> tuple[tf.Tensor, tf.Tensor]:
+    """A fused add + norm's result as (output, residual_out), refused unless it is two tensors."""
+    if not isinstance(result, tuple | list) or len(result) != 2:
+        raise TypeError("a fused add + norm returns (output, residual_out), two tensors")
+    y, h = result
+    for what, t in (("output", y), ("residual_out", h)):
+        if not isinstance(t, tf.Tensor | tf.Variable):
+            raise TypeError(f"a fused add + norm returns (output, residual_out); its {what} is a {type(t).__name__}")
+    return y, h
 
 
 def tf_device(device: str) -> str:

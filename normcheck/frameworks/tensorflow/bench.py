@@ -10,6 +10,12 @@ runs that backward function alone on the saved intermediates: the forward is not
 norm's moving statistics stay unchanged across backward calls). This is how a tf.function layer
 is differentiated in an eager training loop; a training step traced whole (forward and backward in
 one tf.function) is not separable and is not what is timed.
+
+A fused add + norm (``Bound.fused``) is called on x and the residual and returns the normalized
+output and the updated residual; its backward gives the gradients of x, the residual and the
+weight (and bias) for the upstream gradients of both outputs (dy, dresidual), as verify's
+``run_fused``. adaLN is the plain call on x, its gradients those of x, scale and shift (the
+Bound's weight and bias).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from normcheck.frameworks.tensorflow.adapter import (
     Bound,
     TensorFlowImplementation,
     framework,
+    fused_outputs,
     tensor,
     tf,
     tf_device,
@@ -119,16 +126,13 @@ def _reason(e: BaseException) -> str:
 def _build(impl: TensorFlowImplementation, problem: Problem, pass_: str, variant: str, device: str, lay: str) -> Target:
     place = tf_device(device)
     bound = impl.bind(problem, lay, device)
-    training = problem.params.mode == "train" or not problem.params.running_stats
-
-    def forward(x: tf.Tensor) -> tf.Tensor:
-        return bound.forward(x, training)
-
-    fn: Callable[[tf.Tensor], tf.Tensor] = forward
+    fn = _callable(bound, problem)
     if variant != "eager":
         tf.get_logger().setLevel(QUIET)  # set here: importing Keras or absl may reset it
-        fn = tf.function(forward, jit_compile=variant == XLA)
-    x = on_device(problem.x, problem.dtype, lay)
+        fn = tf.function(fn, jit_compile=variant == XLA)
+    inputs = [on_device(problem.x, problem.dtype, lay)]
+    if bound.fused is not None:  # the residual beside x; the output and the updated residual out
+        inputs.append(on_device(problem.fused_inputs()[0], problem.dtype, lay))
     cuda = device.startswith("cuda")
     common: dict[str, Any] = {
         "mode": variant,
@@ -139,29 +143,47 @@ def _build(impl: TensorFlowImplementation, problem: Problem, pass_: str, variant
     }
     if pass_ == FORWARD:
 
-        def call() -> tf.Tensor:
+        def call() -> Any:
             with tf.device(place):
-                return fn(x)
+                out = fn(*inputs)
+            return out if bound.fused is None else fused_outputs(out)
 
-        return Target(call, keep=[x, bound, fn], **common)
+        return Target(call, keep=[*inputs, bound, fn], **common)
 
-    sources = [x, *variables(bound)]
-    dy = on_device(problem.dy, problem.dtype, lay)
+    sources = [*inputs, *variables(bound)]
+    upstream = [problem.dy] + ([problem.fused_inputs()[1]] if bound.fused is not None else [])
+    grads = [on_device(g, problem.dtype, lay) for g in upstream]
     start = time.perf_counter()
     with tf.GradientTape(persistent=True) as tape:
-        tape.watch(x)
-        y = fn(x)  # the forward every timed backward differentiates (a traced call under tf.function)
+        for t in inputs:
+            tape.watch(t)
+        out = fn(*inputs)  # the forward every timed backward differentiates (a traced call under tf.function)
     if cuda:
         tf.test.experimental.sync_devices()
     setup = time.perf_counter() - start
+    # a fused op's (output, residual_out) checked here, outside a traced function, where a wrong
+    # result keeps its own message (one raised while tracing opens with "in user code:")
+    ys = [out] if bound.fused is None else list(fused_outputs(out))
 
     def backward() -> list[tf.Tensor]:
         with tf.device(place):
-            return tape.gradient(y, sources, output_gradients=dy)
+            return tape.gradient(ys, sources, output_gradients=grads)
 
-    return Target(
-        backward, keep=[x, y, dy, tape, bound, fn], setup_compile_s=setup if variant != "eager" else 0.0, **common
-    )
+    keep = [*inputs, *ys, *grads, tape, bound, fn]
+    return Target(backward, keep=keep, setup_compile_s=setup if variant != "eager" else 0.0, **common)
+
+
+def _callable(bound: Bound, problem: Problem) -> Callable[..., Any]:
+    """The case's call on its inputs: x alone, or x and the residual (a fused add + norm, returning
+    the normalized output and the updated residual)."""
+    if bound.fused is not None:
+        return bound.fused
+    training = problem.params.mode == "train" or not problem.params.running_stats
+
+    def forward(x: tf.Tensor) -> tf.Tensor:
+        return bound.forward(x, training)
+
+    return forward
 
 
 def variables(bound: Bound) -> list[Any]:

@@ -344,9 +344,8 @@ def _label(fn: Any, name: str) -> str:
 
 
 def _no_plain_forward(x: tf.Tensor, train: bool) -> tf.Tensor:
-    """A fused case's forward of x alone, which only the bench asks for (verify calls ``fused``):
-    a skip row there."""
-    raise Unsupported("a fused add + norm is called with (x, residual): the TensorFlow bench does not time it yet")
+    """A fused case's forward of x alone, which nothing calls (verify and the bench call ``fused``)."""
+    raise Unsupported("a fused add + norm is called with (x, residual), through Bound.fused")
 
 
 def _tensor_result(label: str, out: Any) -> tf.Tensor:
