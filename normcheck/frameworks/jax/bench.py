@@ -14,6 +14,13 @@ those seconds are the target's setup_compile_s. User code that jax.jit cannot tr
 there (its eager row times it).
 A call's result is waited for with jax.block_until_ready: JAX dispatches asynchronously, on the
 CPU too.
+
+The user's cases no JAX layer has built in are timed through their own forward, as verify calls it:
+a fused add + norm as apply(params, x, residual) -> (output, residual_out), its backward the vjp
+of both outputs (upstream dy and dresidual) with respect to x, the residual and the params; adaLN
+as forward(x, shift, scale) -> y, its backward the gradients of x, shift and scale; an
+FP8-quantized output as fn(x, normalized_shape, weight[, bias], eps[, scale]) -> (q, scale),
+forward only (up to what the code returns: verify's conversion is not timed).
 """
 
 from __future__ import annotations
@@ -39,13 +46,24 @@ from normcheck.frameworks.jax.adapter import (
     put,
     variables,
 )
-from normcheck.frameworks.jax.forms import TRACING_ERRORS, UserImplementation
+from normcheck.frameworks.jax.forms import (
+    TRACING_ERRORS,
+    FunctionImplementation,
+    FusedFunction,
+    FusedModule,
+    ModulationFunction,
+    ModulationModule,
+    UserImplementation,
+    fused_outputs,
+    static_scale,
+)
 from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.problem import Problem
 
 JIT = "jax.jit"
 MODES = {"eager": ("eager",), "compiled": (JIT,)}
 OOM, SKIP = "oom", "skip"
+NO_GRADIENT = "an FP8-quantized output has no gradient: its forward is timed"
 # XLA_FLAGS that leave XLA's CPU client one thread (see normcheck.bench.threads), without their "--"
 ONE_THREAD_FLAGS = {"xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"}
 
@@ -109,16 +127,7 @@ def _build(
     device: jax.Device,
     lay: str,
 ) -> Target:
-    fwd = impl.apply_fn(problem, lay)
-    params, stats = variables(problem, fwd.stats_dtype, device)
-    dtype = JAX_DTYPES[problem.dtype]
-    x = put(problem.x, dtype, device, lay)
     jit = variant == JIT
-
-    def forward(params_: Any, stats_: Any, x_: jax.Array) -> tuple[jax.Array, Any]:
-        return fwd.apply(params_, stats_, x_, fwd.training)
-
-    fn = jax.jit(forward) if jit else forward
     common: dict[str, Any] = {
         "mode": variant,
         "compiled": jit,
@@ -128,6 +137,18 @@ def _build(
         # and offers no way to reset it, so one call's peak cannot be read: no probe.
         "memory": None,
     }
+    special = _special(impl, problem, pass_, device, lay)
+    if special is not None:
+        return _timed(impl, pass_, jit, common, *special)
+    fwd = impl.apply_fn(problem, lay)
+    params, stats = variables(problem, fwd.stats_dtype, device)
+    dtype = JAX_DTYPES[problem.dtype]
+    x = put(problem.x, dtype, device, lay)
+
+    def forward(params_: Any, stats_: Any, x_: jax.Array) -> tuple[jax.Array, Any]:
+        return fwd.apply(params_, stats_, x_, fwd.training)
+
+    fn = jax.jit(forward) if jit else forward
     if pass_ == FORWARD:
         setup = 0.0
         if jit:  # traced here, so that untraceable code is a skip; the first call reuses the trace
@@ -151,6 +172,78 @@ def _build(
     return Target(
         call, keep=[pullback, dy, x, params, stats, y, updated], setup_compile_s=setup if jit else 0.0, **common
     )
+
+
+# forward(*inputs) -> outputs; the inputs; how many of the first are differentiated; the upstream
+# gradients of the outputs, one each (the backward's)
+Special = tuple[Callable[..., Any], tuple, int, tuple]
+
+
+def _special(
+    impl: FlaxImplementation | UserImplementation, problem: Problem, pass_: str, device: jax.Device, lay: str
+) -> Special | None:
+    """The forward of a case with no plain forward (a fused add + norm, adaLN, an FP8-quantized
+    output) and its arrays on ``device``; None for every other case."""
+    dtype = JAX_DTYPES[problem.dtype]
+    if isinstance(impl, FusedFunction | FusedModule):
+        outputs = fused_outputs(impl.fused_apply(problem, lay), impl.label)
+        params, _ = variables(problem, None, device)
+        residual, dresidual = problem.fused_inputs()
+        x, r, dy, dr = (put(a, dtype, device, lay) for a in (problem.x, residual, problem.dy, dresidual))
+        return (lambda x_, r_, p_: outputs(p_, x_, r_)), (x, r, params), 3, (dy, dr)
+    if isinstance(impl, ModulationFunction | ModulationModule):
+        if problem.weight is None or problem.bias is None:
+            raise ValueError("an adaptive layer norm case has a shift and a scale")
+        forward, host = impl.modulation_forward(problem)
+        arrays = (problem.x, problem.bias, problem.weight, problem.dy)
+        x, shift, scale, dy = (put(a, dtype, device, lay) for a in arrays)
+        return forward, (x, shift, scale, *jax.device_put(host, device)), 3, (dy,)
+    if isinstance(impl, FunctionImplementation) and problem.params.quant is not None:
+        if pass_ != FORWARD:
+            raise Unsupported(NO_GRADIENT)
+        params, _ = variables(problem, None, device)
+        x = put(problem.x, dtype, device, lay)
+        return impl.quantized_apply(problem), (params, x, static_scale(problem, device)), 0, ()
+    return None
+
+
+def _timed(
+    impl: Implementation,
+    pass_: str,
+    jit: bool,
+    common: dict[str, Any],
+    forward: Callable[..., Any],
+    inputs: tuple,
+    differentiated: int,
+    upstream: tuple,
+) -> Target:
+    """forward(*inputs) timed, or its vjp with respect to the first ``differentiated`` inputs
+    applied to ``upstream`` (each cast to its output's dtype, as verify does), as ``_build`` times
+    the plain forward and backward."""
+    fn = jax.jit(forward) if jit else forward
+    if pass_ == FORWARD:
+        setup = 0.0
+        if jit:  # traced here, so that untraceable code is a skip; the first call reuses the trace
+            start = time.perf_counter()
+            with _traceable(impl):
+                jax.eval_shape(fn, *inputs)
+            setup = time.perf_counter() - start
+        return Target(lambda: fn(*inputs), keep=list(inputs), setup_compile_s=setup, **common)
+
+    diff, const = inputs[:differentiated], inputs[differentiated:]
+    start = time.perf_counter()
+    with _traceable(impl) if jit else contextlib.nullcontext():
+        outs, pullback = jax.vjp(lambda *d: fn(*d, *const), *diff)
+        jax.block_until_ready((outs, pullback))
+    setup = time.perf_counter() - start
+    grads = tuple(g.astype(o.dtype) for o, g in zip(outs, upstream, strict=True))
+    if jit:
+        apply_pullback = jax.jit(lambda pullback_, g_: pullback_(g_))  # a new one: this case compiles afresh
+        call = lambda: apply_pullback(pullback, grads)
+    else:
+        call = lambda: pullback(grads)
+    keep = [pullback, grads, outs, *inputs]
+    return Target(call, keep=keep, setup_compile_s=setup if jit else 0.0, **common)
 
 
 def _sync(out: Any) -> None:

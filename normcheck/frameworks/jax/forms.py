@@ -8,7 +8,10 @@ Both also take the cases no JAX layer has built in, called as the PyTorch forms 
 residual add + norm (add_rms, add_ln; ``fn(x, residual, weight[, bias], eps)`` or
 ``module.apply(variables, x, residual)``, returning ``(output, residual_out)``) and DiT's adaptive
 layer norm (adaln; ``fn(x, shift, scale, eps)`` or ``module.apply(variables, x, shift, scale)``,
-bound by the parameters' names as normcheck.user.modulation says).
+bound by the parameters' names as normcheck.user.modulation says). A function also takes a
+norm with FP8-quantized output (``--quantize``), called as the PyTorch function form calls it
+(normcheck.frameworks.torch.quantized): ``fn(x, normalized_shape, weight[, bias], eps[, scale])``
+returning ``(q, scale)``, or q alone with a static scale; inference only, no gradient.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from normcheck.conventions import Convention
 from normcheck.frameworks import CONVENTIONS, FORMS
@@ -49,6 +53,7 @@ from normcheck.ops._op import required
 from normcheck.ops.adaptive_layer_norm import ADALN, stray_affine
 from normcheck.ops.fused_add import FUSED_ADD
 from normcheck.ops.layer_norm import NOBIAS
+from normcheck.ops.quantize import QUANTIZED, QUANTIZED_CHECK, SCALE_CHECK
 from normcheck.ops.rms_norm import GEMMA
 from normcheck.problem import Problem
 from normcheck.user.modulation import MODULATION_ROLES, ModulationCall, bind_modulation
@@ -154,7 +159,31 @@ class FunctionImplementation(UserImplementation):
     adds the 1), layer norm without bias with ``bias=None``.
     """
 
-    extensions = frozenset({GEMMA, NOBIAS})
+    extensions = frozenset({GEMMA, NOBIAS, QUANTIZED})
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        if problem.params.quant is None:
+            return super().run(problem, layout, device)
+        check_layout(self, problem.shape, layout)  # FP8 output: inference, no training step
+        with precision(problem.dtype):
+            return _run_quantized(_quantized_case(self.quantized_call(problem)), problem, device)
+
+    def quantized_call(self, problem: Problem) -> QuantizedCall:
+        """How a quantized case calls the function (the module docstring of normcheck.frameworks.torch.quantized)."""
+        k = required(problem.params.normalized_ndim, "normalized_ndim")
+        return QuantizedCall(
+            fn=self.obj,
+            label=self.label,
+            op=self.op,
+            normalized_shape=tuple(problem.shape[len(problem.shape) - k :]),
+            eps=problem.eps,
+            static=problem.quant_scale is not None,
+        )
+
+    def quantized_apply(self, problem: Problem) -> QuantizedApply:
+        """apply(params, x, scale) -> what the function returns on a quantized case, not compiled
+        (what bench times; scale None for a dynamic one)."""
+        return _quantized_apply(self.quantized_call(problem))
 
     def call(self, problem: Problem) -> FunctionCall:
         p = problem.params
@@ -243,6 +272,99 @@ def _unpack(call: FunctionCall, out: Any, stats: Arrays) -> tuple[Any, Arrays]:
             f"new_running_var) as JAX arrays cannot be updated in place; it returned {got}"
         )
     return out[0], {"mean": out[1], "var": out[2]}
+
+
+# -- FP8-quantized output (--quantize): the PyTorch function form's call ----------------------
+
+QUANTIZED_RETURNS = "(q, scale): q the FP8 array, scale its float32 scale (q alone with a static scale)"
+# params ("scale", "bias"), x, the static scale (None for a dynamic one) -> what the function returned
+QuantizedApply = Callable[[Arrays, jax.Array, Any], Any]
+
+
+@dataclass(frozen=True)
+class QuantizedCall:
+    """How a quantized case calls the user's function, all but the arrays (the compile cache key)."""
+
+    fn: Callable
+    label: str
+    op: str
+    normalized_shape: tuple[int, ...]
+    eps: float
+    static: bool  # the scale is given, last
+
+
+def _quantized_apply(call: QuantizedCall) -> QuantizedApply:
+    """``fn(x, normalized_shape, weight, eps[, scale])`` (rms) or ``fn(x, normalized_shape, weight,
+    bias, eps[, scale])`` (ln), all positional, eps always given, weight and bias None where the
+    case has none."""
+
+    def apply(params: Arrays, x: jax.Array, scale: Any) -> Any:
+        args: list[Any] = [x, call.normalized_shape, params.get("scale")]
+        if call.op == "ln":
+            args.append(params.get("bias"))
+        args.append(call.eps)
+        if call.static:
+            args.append(scale)
+        return call.fn(*args)
+
+    return apply
+
+
+@functools.lru_cache(maxsize=64)
+def _quantized_case(call: QuantizedCall) -> JitOrEager:
+    """run(params, x, scale) -> what the function returned, under jax.jit where it traces."""
+    return JitOrEager(_quantized_apply(call))
+
+
+def static_scale(problem: Problem, device: jax.Device) -> jax.Array | None:
+    """The case's static scale as a float32 array of shape (), or None for a dynamic one."""
+    if problem.quant_scale is None:
+        return None
+    return jax.device_put(np.asarray(problem.quant_scale, dtype=np.float32).reshape(()), device)
+
+
+def _run_quantized(case: JitOrEager, problem: Problem, device: str) -> RunOutput:
+    """A quantized case through ``case``: x in the case dtype, the weight and bias, the static scale."""
+    dev = jax_device(device)
+    params, _ = case_variables(problem, None, dev)
+    x = put(problem.x, JAX_DTYPES[problem.dtype], dev)
+    return _quantized_outputs(case(params, x, static_scale(problem, dev)), problem)
+
+
+def _quantized_outputs(result: Any, problem: Problem) -> RunOutput:
+    """The checks "quantized" (the FP8 values, their dtype kept: float8_e4m3fn, or the float that
+    holds them) and "scale" from what the function returned; TypeError, an error row, for anything else."""
+    if _is_array(result) and problem.quant_scale is not None:
+        q, scale = result, None
+    elif isinstance(result, tuple | list) and len(result) == 2:
+        q, scale = result
+    else:
+        raise TypeError(f"a quantized norm returns {QUANTIZED_RETURNS}; got {_kind(result)}")
+    if not _is_array(q):
+        raise TypeError(f"a quantized norm returns {QUANTIZED_RETURNS}; its q is {_kind(q)}")
+    out = RunOutput()
+    add(out, QUANTIZED_CHECK, q)
+    if scale is None:
+        return out
+    if _is_array(scale):
+        add(out, SCALE_CHECK, scale)
+    elif isinstance(scale, int | float) and not isinstance(scale, bool):
+        out.add(SCALE_CHECK, np.asarray(float(scale)), "float64")
+    else:
+        raise TypeError(f"a quantized norm returns {QUANTIZED_RETURNS}; its scale is {_kind(scale)}")
+    return out
+
+
+def _is_array(v: Any) -> bool:
+    return isinstance(v, jax.Array | np.ndarray | np.generic)
+
+
+def _kind(v: Any) -> str:
+    if _is_array(v):
+        return f"a {v.dtype} array of shape {tuple(v.shape)}"
+    if isinstance(v, tuple | list):
+        return f"a {type(v).__name__} of {len(v)}"
+    return f"a {type(v).__name__}"
 
 
 # -- flax.linen modules with the fields of Flax's layers ---------------------------------------
@@ -391,7 +513,8 @@ def _check_variables(call: ModuleCall, variables: dict[str, Any]) -> None:
 
 # -- the cases no JAX layer has built in: fused add + norm, adaLN --------------------------------
 
-NO_BENCH = "bench does not time a JAX {what} yet; verify checks it"
+# bench times these through their own forward (fused_apply, modulation_forward), not apply_fn's
+NO_PLAIN_FORWARD = "a JAX {what} has no plain forward (y from x alone)"
 
 
 def _outputs(label: str, out: Any, count: int, what: str) -> tuple[jax.Array, ...]:
@@ -417,14 +540,20 @@ FUSED_RESULT = "(output, residual_out), two arrays: the normalized x + residual 
 FusedApply = Callable[[Arrays, jax.Array, jax.Array], Any]
 
 
+def fused_outputs(apply: FusedApply, label: str) -> Callable[[Arrays, jax.Array, jax.Array], tuple[jax.Array, ...]]:
+    """forward(params, x, residual) -> (y, h), the two arrays checked (a clear TypeError otherwise)."""
+    return lambda params, x, residual: _outputs(label, apply(params, x, residual), 2, FUSED_RESULT)
+
+
 def _fused_case(apply: FusedApply, label: str) -> JitOrEager:
     """run(params, x, residual, dy, dresidual) -> ((y, h), dx, dresidual, dparams): both outputs
     and the vjp of both, dy the normalized output's upstream gradient, dresidual the residual
     output's (normcheck.ops.fused_add)."""
+    outputs = fused_outputs(apply, label)
 
     def run(params: Arrays, x: jax.Array, residual: jax.Array, dy: jax.Array, dresidual: jax.Array) -> tuple:
         def forward(x_: jax.Array, r_: jax.Array, p_: Arrays) -> tuple[jax.Array, ...]:
-            return _outputs(label, apply(p_, x_, r_), 2, FUSED_RESULT)
+            return outputs(p_, x_, r_)
 
         outs, pullback = jax.vjp(forward, x, residual, params)
         dx, dr, dparams = _pull(outs, pullback, (dy, dresidual))
@@ -474,9 +603,8 @@ class FusedFunction(UserImplementation):
 
     extensions = frozenset({FUSED_ADD, GEMMA, NOBIAS})
 
-    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
-        check_layout(self, problem.shape, layout)
-        call = FusedCall(
+    def fused_call(self, problem: Problem) -> FusedCall:
+        return FusedCall(
             self.obj,
             self.label,
             self.op,
@@ -484,15 +612,27 @@ class FusedFunction(UserImplementation):
             tuple(OPS[self.op].param_shape(problem.shape, problem.params)),
             problem.dtype,
         )
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        check_layout(self, problem.shape, layout)
         with precision(problem.dtype):
-            return _run_fused(_fused_function_case(call), problem, device)
+            return _run_fused(_fused_function_case(self.fused_call(problem)), problem, device)
+
+    def fused_apply(self, problem: Problem, layout: str) -> FusedApply:
+        """apply(params, x, residual) -> what the function returns, not compiled (what bench times)."""
+        check_layout(self, problem.shape, layout)
+        return _fused_function_apply(self.fused_call(problem))
 
     def apply_fn(self, problem: Problem, layout: str) -> Forward:
-        raise Unsupported(NO_BENCH.format(what="fused add + norm"))
+        raise Unsupported(NO_PLAIN_FORWARD.format(what="fused add + norm"))
 
 
 @functools.lru_cache(maxsize=64)
 def _fused_function_case(call: FusedCall) -> JitOrEager:
+    return _fused_case(_fused_function_apply(call), call.label)
+
+
+def _fused_function_apply(call: FusedCall) -> FusedApply:
     def apply(params: Arrays, x: jax.Array, residual: jax.Array) -> Any:
         weight = params.get("scale")
         if weight is None:  # a fused kernel always takes a weight
@@ -501,7 +641,7 @@ def _fused_function_case(call: FusedCall) -> JitOrEager:
             return call.fn(x, residual, weight, call.eps)
         return call.fn(x, residual, weight, params.get("bias"), call.eps)
 
-    return _fused_case(apply, call.label)
+    return apply
 
 
 class FusedModule(ModuleImplementation):
@@ -517,19 +657,29 @@ class FusedModule(ModuleImplementation):
         with precision(problem.dtype):
             return _run_fused(_fused_module_case(self.call(problem, layout)), problem, device)
 
+    def fused_apply(self, problem: Problem, layout: str) -> FusedApply:
+        """apply(params, x, residual) -> what the module returns, not compiled (what bench times)."""
+        check_layout(self, problem.shape, layout)
+        return _fused_module_apply(self.call(problem, layout))
+
     def apply_fn(self, problem: Problem, layout: str) -> Forward:
-        raise Unsupported(NO_BENCH.format(what="fused add + norm"))
+        raise Unsupported(NO_PLAIN_FORWARD.format(what="fused add + norm"))
 
 
 @functools.lru_cache(maxsize=64)
 def _fused_module_case(call: ModuleCall) -> JitOrEager:
+    return _fused_case(_fused_module_apply(call), call.label)
+
+
+def _fused_module_apply(call: ModuleCall) -> FusedApply:
+    """The module ``call`` constructs, its variables checked, as apply(params, x, residual)."""
     module = call.cls(**dict(call.fields))
     _check_variables(call, _variable_shapes(module, call))
 
     def apply(params: Arrays, x: jax.Array, residual: jax.Array) -> Any:
         return module.apply({"params": params}, x, residual)
 
-    return _fused_case(apply, call.label)
+    return apply
 
 
 # -- adaLN: y = LN(x) * (1 + scale) + shift, x (N, T, D), shift and scale (N, D) --------------
@@ -537,17 +687,28 @@ def _fused_module_case(call: ModuleCall) -> JitOrEager:
 ADALN_RESULT = "the output array alone"
 
 
-def _modulation_case(call: ModulationCall, fn: Callable, eps: float | None) -> JitOrEager:
-    """run(x, shift, scale, dy, *const) -> (y, dx, dshift, dscale), ``fn(*const)`` the callable
-    ``call`` is applied to (a module's apply, given its variables)."""
+# forward(x, shift, scale, *const) -> (y,): the user's adaLN, const its module's variables (if any)
+ModulationForward = Callable[..., tuple[jax.Array, ...]]
+
+
+def _modulation_forward(call: ModulationCall, fn: Callable, eps: float | None) -> ModulationForward:
+    """forward(x, shift, scale, *const) -> (y,), ``fn(*const)`` the callable ``call`` is applied
+    to (a module's apply, given its variables)."""
+
+    def forward(x: jax.Array, shift: jax.Array, scale: jax.Array, *const: Any) -> tuple[jax.Array, ...]:
+        return _outputs(call.label, call.call(fn(*const), x, shift, scale, eps), 1, ADALN_RESULT)
+
+    return forward
+
+
+def _modulation_case(forward: ModulationForward) -> JitOrEager:
+    """run(x, shift, scale, dy, *const) -> (y, dx, dshift, dscale) of ``forward`` (``_modulation_forward``)."""
 
     def run(x: jax.Array, shift: jax.Array, scale: jax.Array, dy: jax.Array, *const: Any) -> tuple:
-        target = fn(*const)
+        def on(x_: jax.Array, shift_: jax.Array, scale_: jax.Array) -> tuple[jax.Array, ...]:
+            return forward(x_, shift_, scale_, *const)
 
-        def forward(x_: jax.Array, shift_: jax.Array, scale_: jax.Array) -> tuple[jax.Array, ...]:
-            return _outputs(call.label, call.call(target, x_, shift_, scale_, eps), 1, ADALN_RESULT)
-
-        outs, pullback = jax.vjp(forward, x, shift, scale)
+        outs, pullback = jax.vjp(on, x, shift, scale)
         dx, dshift, dscale = _pull(outs, pullback, (dy,))
         return outs[0], dx, dshift, dscale
 
@@ -591,13 +752,18 @@ class ModulationFunction(UserImplementation):
         with precision(problem.dtype):
             return _run_modulation(_modulation_function_case(self.obj, self.label, problem.eps), problem, device)
 
+    def modulation_forward(self, problem: Problem) -> tuple[ModulationForward, tuple]:
+        """(forward(x, shift, scale) -> (y,), not compiled, and the host arrays it takes after them:
+        none for a function) - what bench times."""
+        return _modulation_forward(self.modulation, lambda: self.obj, problem.eps), ()
+
     def apply_fn(self, problem: Problem, layout: str) -> Forward:
-        raise Unsupported(NO_BENCH.format(what="adaptive layer norm"))
+        raise Unsupported(NO_PLAIN_FORWARD.format(what="adaptive layer norm"))
 
 
 @functools.lru_cache(maxsize=64)
 def _modulation_function_case(fn: Callable, label: str, eps: float) -> JitOrEager:
-    return _modulation_case(bind_modulation(fn, label), lambda: fn, eps)
+    return _modulation_case(_modulation_forward(bind_modulation(fn, label), lambda: fn, eps))
 
 
 # The fields an adaLN module may declare for the width D (DiT's ``hidden_size``): given D when
@@ -656,14 +822,27 @@ class ModulationModule(UserImplementation):
             dev = jax_device(device)
             return _run_modulation(case, problem, device, jax.device_put(host, dev))
 
+    def modulation_forward(self, problem: Problem) -> tuple[ModulationForward, tuple]:
+        """(forward(x, shift, scale, variables) -> (y,), not compiled, and (variables,) on the
+        host) - what bench times."""
+        forward, host = _modulation_module_forward(self.call(problem))
+        return forward, (host,)
+
     def apply_fn(self, problem: Problem, layout: str) -> Forward:
-        raise Unsupported(NO_BENCH.format(what="adaptive layer norm"))
+        raise Unsupported(NO_PLAIN_FORWARD.format(what="adaptive layer norm"))
 
 
 @functools.lru_cache(maxsize=64)
 def _modulation_module_case(call: ModulationModuleCall) -> tuple[JitOrEager, Any]:
-    """The case function of the module ``call`` constructs, and its variables on the host: its
-    init's, its own (D,) affine parameters set to ``stray_affine``'s values."""
+    """The case function of the module ``call`` constructs, and its variables on the host."""
+    forward, host = _modulation_module_forward(call)
+    return _modulation_case(forward), host
+
+
+@functools.lru_cache(maxsize=64)
+def _modulation_module_forward(call: ModulationModuleCall) -> tuple[ModulationForward, Any]:
+    """The forward of the module ``call`` constructs, and its variables on the host: its init's,
+    its own (D,) affine parameters set to ``stray_affine``'s values."""
     module = call.cls(**dict(call.fields))
     if not isinstance(module, nn.Module):
         raise TypeError(f"{call.label}(...) returned a {type(module).__name__}, not a flax.linen.Module")
@@ -687,4 +866,4 @@ def _modulation_module_case(call: ModulationModuleCall) -> tuple[JitOrEager, Any
     def apply(variables_: Any) -> Callable:
         return lambda *a, **k: module.apply(variables_, *a, **k)
 
-    return _modulation_case(binding, apply, None), host
+    return _modulation_forward(binding, apply, None), host
