@@ -3,8 +3,9 @@ its signature takes, and the eps each call style is held to. Imports no framewor
 
 The PyTorch forms run it (normcheck.frameworks.torch.ws): an ``nn.Module`` subclass with
 ``nn.Conv2d``'s constructor (timm's and BiT's ``StdConv2d``), or ``fn(x, weight, bias, padding=,
-eps=)``. No framework but PyTorch has a Weight Standardization convention to hold code to, so
-the other forms have no ws (``--op ws`` with one is a usage error saying so).
+eps=)``. The JAX function form calls a function the same way (normcheck.frameworks.jax.forms,
+``WSFunction``), held to the same convention (timm's). The other forms have no ws (``--op ws``
+with one is a usage error saying so).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import replace
 from normcheck.conventions import Convention, Settings, settings
 from normcheck.user.binding import takes
 
-WS_FORMS = ("torch_function", "torch_module")
+WS_FORMS = ("torch_function", "torch_module", "jax_function")
 EPS_NAMES = ("eps", "epsilon")
 PADDING_NAMES = ("padding", "pad")
 

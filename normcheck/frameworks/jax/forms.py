@@ -11,7 +11,10 @@ layer norm (adaln; ``fn(x, shift, scale, eps)`` or ``module.apply(variables, x, 
 bound by the parameters' names as normcheck.user.modulation says). A function also takes a
 norm with FP8-quantized output (``--quantize``), called as the PyTorch function form calls it
 (normcheck.frameworks.torch.quantized): ``fn(x, normalized_shape, weight[, bias], eps[, scale])``
-returning ``(q, scale)``, or q alone with a static scale; inference only, no gradient.
+returning ``(q, scale)``, or q alone with a static scale; inference only, no gradient. A function
+also takes Weight Standardization (ws, ws_gn), called as the PyTorch function form calls it
+(normcheck.frameworks.torch.ws): ``fn(x, weight, bias, padding=p, eps=e)`` on NCHW x and an OIHW
+weight, for ws_gn followed by normcheck's own group norm.
 """
 
 from __future__ import annotations
@@ -55,8 +58,11 @@ from normcheck.ops.fused_add import FUSED_ADD
 from normcheck.ops.layer_norm import NOBIAS
 from normcheck.ops.quantize import QUANTIZED, QUANTIZED_CHECK, SCALE_CHECK
 from normcheck.ops.rms_norm import GEMMA
+from normcheck.ops.weight_standardization import GN_EPS, PAPER, WEIGHT_STANDARDIZATION, WS_GN, WS_OPS, conv_of
 from normcheck.problem import Problem
+from normcheck.user.binding import takes
 from normcheck.user.modulation import MODULATION_ROLES, ModulationCall, bind_modulation
+from normcheck.user.ws_forms import EPS_NAMES, PADDING_NAMES
 
 # Raised while tracing code that needs concrete values (Python branches on array values, NumPy
 # conversions): such code cannot be jitted, but may run op by op.
@@ -76,12 +82,18 @@ def build(
     (x, shift, scale): a usage error at load."""
     convention = op_convention(CONVENTIONS[FORMS[form].conventions_of], op)
     if form == "jax_function":
+        if op in WS_OPS:
+            if not callable(obj):
+                raise TypeError(f"the jax_function form takes a function, not a {type(obj).__name__}")
+            return WSFunction(op, obj, name, omit_defaults, convention)
         if op in FUSED_BASE:
             return FusedFunction(op, obj, name, omit_defaults, convention)
         if op == ADALN:
             return ModulationFunction(op, obj, name, omit_defaults, convention)
         return FunctionImplementation(op, obj, name, omit_defaults, convention)
     if form == "flax_module":
+        if op in WS_OPS:  # a convolution: the function form only (normcheck.user.ws_forms)
+            return None
         if op in FUSED_BASE:
             return FusedModule(op, obj, name, omit_defaults, convention)
         if op == ADALN:
@@ -867,3 +879,124 @@ def _modulation_module_forward(call: ModulationModuleCall) -> tuple[ModulationFo
         return lambda *a, **k: module.apply(variables_, *a, **k)
 
     return _modulation_forward(binding, apply, None), host
+
+
+# -- Weight Standardization: fn(x, weight, bias, padding=p, eps=e), as the torch function form ---
+
+
+@dataclass(frozen=True)
+class WSCall:
+    """How a ws or ws_gn case calls the user's function, all but the arrays (the compile cache key)."""
+
+    fn: Callable
+    label: str
+    kwargs: tuple[tuple[str, Any], ...]  # padding (or pad) and eps (or epsilon), where given
+    groups: int | None  # ws_gn's group norm's G; None for ws
+
+
+class WSFunction(UserImplementation):
+    """Weight Standardization as a function, called as the PyTorch function form calls it
+    (normcheck.frameworks.torch.ws): ``fn(x, weight, bias, padding=p, eps=e)`` with x (N, C, H, W)
+    and the raw weight (O, C, kh, kw) positionally (``bias`` None where the case has none),
+    ``padding`` (or ``pad``) and ``eps`` (or ``epsilon``) by keyword where it takes them; the
+    function does its own layout handling (``jax.lax.conv_general_dilated`` with
+    ``("NCHW", "OIHW", "NCHW")``). For ws_gn it is followed by normcheck's own group norm with the
+    case's affine (eps 1e-5, in float32 for half dtypes as PyTorch's CPU kernel computes it).
+    Gradients by jax.vjp w.r.t. x, the raw weight, the bias and the group norm's affine. It
+    traces under ``jax.default_matmul_precision("highest")``: float32 convolutions in float32 on
+    a GPU (XLA's default there rounds their operands to TF32), as the torch forms set cuDNN's."""
+
+    extensions = frozenset({WEIGHT_STANDARDIZATION, PAPER})  # the user's code computes its convention
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        if conv_of(problem.params)[2] and takes(self.obj, PADDING_NAMES) is None:
+            return "it takes no padding parameter: only the cases without padding run"
+        if not self.omit and takes(self.obj, EPS_NAMES) is None:
+            return "it takes no eps: its own is checked by the defaults call style (against --eps, default 1e-6)"
+        return None
+
+    def call(self, problem: Problem) -> WSCall:
+        kwargs: dict[str, Any] = {}
+        pad = takes(self.obj, PADDING_NAMES)
+        if pad is not None:
+            kwargs[pad] = conv_of(problem.params)[2]
+        eps = takes(self.obj, EPS_NAMES)
+        if eps is not None and not self.omit:
+            kwargs[eps] = problem.eps
+        groups = required(problem.params.groups, "groups") if problem.op == WS_GN else None
+        return WSCall(self.obj, self.label, tuple(kwargs.items()), groups)
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        check_layout(self, problem.shape, layout)
+        with precision(problem.dtype), jax.default_matmul_precision("highest"):
+            return _run_ws(_ws_case(self.call(problem)), problem, device)
+
+    def apply_fn(self, problem: Problem, layout: str) -> Forward:
+        raise Unsupported(NO_PLAIN_FORWARD.format(what="weight standardization"))
+
+
+WS_RESULT = "the convolution's output array alone"
+# the case's arrays collecting a gradient, by Problem attribute, and their checks: "weight" always,
+# the others where the case has them
+WS_LEAVES = (
+    ("weight", "grad_weight"),
+    ("bias", "grad_bias"),
+    ("gn_weight", "grad_gn_weight"),
+    ("gn_bias", "grad_gn_bias"),
+)
+
+
+def _group_norm(y: jax.Array, groups: int, weight: Any, bias: Any) -> jax.Array:
+    """torch.nn.functional.group_norm(y, groups, weight, bias, eps=GN_EPS) on (N, C, H, W): the
+    statistics in float32 for half dtypes (PyTorch's CPU kernel's accumulate type), the output in
+    y's dtype."""
+    compute = jnp.float32 if y.dtype in (jnp.float16, jnp.bfloat16) else y.dtype
+    n, c = y.shape[:2]
+    g = y.astype(compute).reshape(n, groups, -1)
+    mean = g.mean(axis=-1, keepdims=True)
+    var = jnp.square(g - mean).mean(axis=-1, keepdims=True)
+    out = ((g - mean) * jax.lax.rsqrt(var + GN_EPS)).reshape(y.shape)
+    shape = (1, c) + (1,) * (y.ndim - 2)
+    if weight is not None:
+        out = out * weight.astype(compute).reshape(shape)
+    if bias is not None:
+        out = out + bias.astype(compute).reshape(shape)
+    return out.astype(y.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _ws_case(call: WSCall) -> JitOrEager:
+    """run(x, leaves, dy) -> (y, dx, dleaves): the function (and ws_gn's group norm) and its vjp."""
+    kwargs = dict(call.kwargs)
+
+    def run(x: jax.Array, leaves: Arrays, dy: jax.Array) -> tuple:
+        def forward(x_: jax.Array, p_: Arrays) -> tuple[jax.Array, ...]:
+            y = _outputs(call.label, call.fn(x_, p_["weight"], p_.get("bias"), **kwargs), 1, WS_RESULT)[0]
+            if call.groups is not None:
+                y = _group_norm(y, call.groups, p_.get("gn_weight"), p_.get("gn_bias"))
+            return (y,)
+
+        outs, pullback = jax.vjp(forward, x, leaves)
+        dx, dleaves = _pull(outs, pullback, (dy,))
+        return outs[0], dx, dleaves
+
+    return JitOrEager(run)
+
+
+def _run_ws(case: JitOrEager, problem: Problem, device: str) -> RunOutput:
+    """A ws or ws_gn case through ``case`` (``_ws_case``): the checks of normcheck.reference_ws,
+    as the torch adapter gives them."""
+    dev = jax_device(device)
+    dtype = JAX_DTYPES[problem.dtype]
+    given = {name: getattr(problem, name) for name, _ in WS_LEAVES}
+    if given["weight"] is None:
+        raise ValueError("a weight-standardization case has a weight")
+    leaves = {name: put(a, dtype, dev) for name, a in given.items() if a is not None}
+    y, dx, dleaves = case(put(problem.x, dtype, dev), leaves, put(problem.dy, dtype, dev))
+    out = RunOutput()
+    add(out, "forward", y)
+    add(out, "grad_input", dx)
+    for name, check in WS_LEAVES:
+        if name in dleaves:
+            add(out, check, dleaves[name])
+    return out
