@@ -315,10 +315,14 @@ class LayerRunner:
     def from_reference(self, a: np.ndarray) -> np.ndarray:
         return a if self.permutation is None else np.transpose(a, tuple(int(i) for i in np.argsort(self.permutation)))
 
-    def rows(self, x: np.ndarray, kinds: tuple[str, ...], seed: int, path: str) -> list[CheckResult]:
-        """The layer's rows on its captured input ``x`` (in its own layout) and the hostile kinds."""
+    def rows(self, x: np.ndarray, kinds: tuple[str, ...], seed: int, path: str, calls: int = 1) -> list[CheckResult]:
+        """The layer's rows on its captured input ``x`` (in its own layout) and the hostile kinds;
+        ``calls``: how often the model called the layer (its first input is ``x``)."""
+        setup = self.setup
+        if calls > 1:
+            setup = replace(setup, notes=(*setup.notes, f"called {calls} times: checked on its first input"))
         return layer_rows(
-            self.setup, self.to_reference(x), kinds, seed, path, self.label, self.framework, self.run, self.who
+            setup, self.to_reference(x), kinds, seed, path, self.label, self.framework, self.run, self.who
         )
 
 

@@ -841,7 +841,4 @@ def _layer_rows(
         return [checks.layer_row(label, FRAMEWORK, "error", message, layer.op, captured.dtype)]
     if isinstance(runner, str):
         return [checks.layer_row(label, FRAMEWORK, "skip", runner, layer.op, captured.dtype)]
-    if captured.calls > 1:
-        note = f"called {captured.calls} times: checked on its first input"
-        runner = replace(runner, setup=replace(runner.setup, notes=(*runner.setup.notes, note)))
-    return runner.rows(x, kinds, seed, layer.path)
+    return runner.rows(x, kinds, seed, layer.path, captured.calls)

@@ -824,10 +824,7 @@ def check_layer(
         return [checks.layer_row(label, FRAMEWORK, "error", why, record.op, captured.dtype)]
     if isinstance(runner, str):
         return [checks.layer_row(label, FRAMEWORK, "skip", runner, record.op, captured.dtype)]
-    if captured.calls > 1:
-        note = f"called {captured.calls} times: checked on its first input"
-        runner = replace(runner, setup=replace(runner.setup, notes=(*runner.setup.notes, note)))
-    return runner.rows(x, kinds, seed, record.path)
+    return runner.rows(x, kinds, seed, record.path, captured.calls)
 
 
 def check_flax(

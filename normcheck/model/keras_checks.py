@@ -646,10 +646,7 @@ def check_layer(
                 checks.layer_row(shown, FRAMEWORK, status, runner.removeprefix("error: "), record.op, captured.dtype)
             )
             continue
-        if captured.calls > 1:
-            note = f"called {captured.calls} times: checked on its first input"
-            runner = replace(runner, setup=replace(runner.setup, notes=(*runner.setup.notes, note)))
-        rows.extend(runner.rows(x, kinds, seed, record.path))
+        rows.extend(runner.rows(x, kinds, seed, record.path, captured.calls))
     return rows
 
 
