@@ -136,32 +136,11 @@ def _quantization(r: BenchRequest) -> Quantization | None:
 
 
 def _check_settings(r: BenchRequest, ops: tuple[OpName, ...]) -> None:
-    """--variant, --quantize and --scale: verify's rules (a variant every op has; an FP8 output of
-    your own code, for an op with a quantized form)."""
-    from normcheck.ops.quantize import FORMATS, QUANTIZED_OPS, SCALE_MODES
+    """--variant, --quantize and --scale, by verify's rules."""
+    from normcheck.verify.request import check_fp8, check_variant
 
-    if r.variant is not None:
-        if not ops:
-            raise UsageError(f"--variant {r.variant} needs --op: the ops that have it")
-        for op in ops:
-            reason = OPS[op].variant_problem(OpParams(variant=r.variant))
-            if reason:
-                raise UsageError(reason)
-    if r.quantize is None:
-        if r.scale is not None:
-            raise UsageError("--scale says how an FP8-quantized output is scaled: give --quantize too")
-        return
-    if r.quantize not in FORMATS:
-        raise UsageError(f"unknown FP8 format {r.quantize!r}; choose from {', '.join(FORMATS)}")
-    if r.scale is not None and r.scale not in SCALE_MODES:
-        raise UsageError(f"unknown scale {r.scale!r}; choose from {', '.join(SCALE_MODES)}")
-    if not ops:
-        raise UsageError(f"--quantize needs --op: the op whose output is quantized ({', '.join(QUANTIZED_OPS)})")
-    for op in ops:
-        if op not in QUANTIZED_OPS:
-            raise UsageError(
-                f"--quantize: {op} has no FP8-quantized form; the ops with one: {', '.join(QUANTIZED_OPS)}"
-            )
+    check_variant(r.variant, ops, r.impl is not None)
+    check_fp8(r.quantize, r.scale, ops)
 
 
 def _timed_frameworks(r: BenchRequest) -> list[str]:

@@ -338,12 +338,18 @@ def _check_variant(r: Request) -> None:
     if r.profile != "default" and (r.variant is not None or fused):
         what = f"variant {r.variant}" if r.variant is not None else f"op {fused[0]}"
         raise UsageError(f"profile {r.profile} covers the five plain ops; check {what} with the default profile")
-    if r.variant is None:
+    check_variant(r.variant, ops, r.impl is not None)
+
+
+def check_variant(variant: str | None, ops: tuple[str, ...], has_impl: bool) -> None:
+    """A --variant every op asked for has (verify's and bench's rule); with --impl and no --op, the
+    op its name gives is checked once loaded."""
+    if variant is None:
         return
-    if not ops and r.impl is None:
-        raise UsageError(f"--variant {r.variant} needs --op: the ops that have it")
+    if not ops and not has_impl:
+        raise UsageError(f"--variant {variant} needs --op: the ops that have it")
     for op in ops:
-        reason = OPS[op].variant_problem(OpParams(variant=r.variant))
+        reason = OPS[op].variant_problem(OpParams(variant=variant))
         if reason:
             raise UsageError(reason)
 
@@ -365,18 +371,30 @@ def _check_policy(r: Request, ops: tuple[str, ...]) -> None:
 
 
 def _check_quantize(r: Request) -> None:
-    """--quantize and --scale: known values, for --impl code of an op with a quantized form."""
+    """--quantize and --scale (check_fp8), and what they cannot be combined with."""
+    check_fp8(r.quantize, r.scale, choose(items(r.ops), ALL_OP_NAMES, "op", ()))
+    if r.quantize is None:
+        return
+    if r.against is not None:
+        raise UsageError(
+            "--against compares frameworks' own outputs; FP8-quantized output is checked against the reference only"
+        )
+    if r.profile != "default":
+        raise UsageError(f"profile {r.profile} covers the plain ops; check --quantize with the default profile")
+
+
+def check_fp8(quantize: str | None, scale: str | None, ops: tuple[str, ...]) -> None:
+    """--quantize and --scale (verify's and bench's rule): known values, for ops with a quantized form."""
     from normcheck.ops.quantize import FORMATS, QUANTIZED_OPS, SCALE_MODES
 
-    if r.quantize is None:
-        if r.scale is not None:
+    if quantize is None:
+        if scale is not None:
             raise UsageError("--scale says how an FP8-quantized output is scaled: give --quantize too")
         return
-    if r.quantize not in FORMATS:
-        raise UsageError(f"unknown FP8 format {r.quantize!r}; choose from {', '.join(FORMATS)}")
-    if r.scale is not None and r.scale not in SCALE_MODES:
-        raise UsageError(f"unknown scale {r.scale!r}; choose from {', '.join(SCALE_MODES)}")
-    ops = choose(items(r.ops), ALL_OP_NAMES, "op", ())
+    if quantize not in FORMATS:
+        raise UsageError(f"unknown FP8 format {quantize!r}; choose from {', '.join(FORMATS)}")
+    if scale is not None and scale not in SCALE_MODES:
+        raise UsageError(f"unknown scale {scale!r}; choose from {', '.join(SCALE_MODES)}")
     if not ops:
         raise UsageError(f"--quantize needs --op: the op whose output is quantized ({', '.join(QUANTIZED_OPS)})")
     for op in ops:
@@ -385,12 +403,6 @@ def _check_quantize(r: Request) -> None:
                 f"--quantize: {OPS[op].title} ({op}) has no FP8-quantized form; the ops with one: "
                 f"{', '.join(QUANTIZED_OPS)}"
             )
-    if r.against is not None:
-        raise UsageError(
-            "--against compares frameworks' own outputs; FP8-quantized output is checked against the reference only"
-        )
-    if r.profile != "default":
-        raise UsageError(f"profile {r.profile} covers the plain ops; check --quantize with the default profile")
 
 
 def _check_frameworks(r: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -127,3 +127,11 @@ def test_bytes_of_the_fused_quantized_and_convolution_cases():
         model_bytes("adaln", (2, 256, 768), OpParams(), "float32", "forward").total,
         2 * 2 * 256 * 768 * 4 + 2 * 2 * 768 * 4,
     )
+
+
+def test_a_variant_of_your_code_needs_no_op_where_its_name_gives_one():
+    """As verify: with --impl and no --op, the op the implementation's name gives is checked once
+    loaded (GemmaRMSNorm is rms), so validate does not refuse it."""
+    validate(BenchRequest(variant="gemma", impl=f"{FIXTURES / 'llm_norms.py'}:GemmaRMSNorm"))
+    with pytest.raises(UsageError, match="batch norm has no variant 'gemma'"):  # the five default ops
+        validate(BenchRequest(variant="gemma"))
