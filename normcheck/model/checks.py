@@ -318,12 +318,19 @@ class LayerRunner:
     def rows(self, x: np.ndarray, kinds: tuple[str, ...], seed: int, path: str, calls: int = 1) -> list[CheckResult]:
         """The layer's rows on its captured input ``x`` (in its own layout) and the hostile kinds;
         ``calls``: how often the model called the layer (its first input is ``x``)."""
-        setup = self.setup
+        label = self.label
         if calls > 1:
-            setup = replace(setup, notes=(*setup.notes, f"called {calls} times: checked on its first input"))
+            label = with_note(label, f"called {calls} times: checked on its first input")
         return layer_rows(
-            setup, self.to_reference(x), kinds, seed, path, self.label, self.framework, self.run, self.who
+            self.setup, self.to_reference(x), kinds, seed, path, label, self.framework, self.run, self.who
         )
+
+
+def with_note(label: str, note: str) -> str:
+    """``path (kind; notes)`` with ``note`` added to its parenthesis (or given one)."""
+    if label.endswith(")") and " (" in label:
+        return f"{label[:-1]}; {note})"
+    return f"{label} ({note})"
 
 
 def channels_last_permutation(ndim: int, channel_axis: int | None) -> tuple[int, ...] | None:

@@ -99,7 +99,7 @@ def test_a_subclassed_model_with_nested_layers_and_a_user_rms_norm(monkeypatch, 
     assert set(by_layer(doc)) == {
         "block/bn (keras.layers.BatchNormalization)",
         "block/bn (keras.layers.BatchNormalization; training=True)",
-        "block/ln (keras.layers.LayerNormalization)",  # called twice: checked on its first input
+        "block/ln (keras.layers.LayerNormalization; called 2 times: checked on its first input)",
         "head_norm (keras_models.KerasRMSNorm; probed: rms, eps 1e-06)",
     }
     assert {r["shape"] for r in doc["results"] if r["impl"].startswith("block/ln") and r["input"] == "captured"} == {

@@ -57,6 +57,27 @@ def test_the_small_cnn_passes_every_check_of_every_layer(monkeypatch, capsys):
     assert "2 normalization layers" in err and "0 failed" in err
 
 
+def test_a_layer_called_twice_says_so_in_its_rows(monkeypatch, capsys, tmp_path):
+    require("torch")
+    path = tmp_path / "twice.py"
+    path.write_text(
+        "import torch\n\n"
+        "class Twice(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.ln = torch.nn.LayerNorm(8)\n"
+        "    def forward(self, x):\n"
+        "        return self.ln(self.ln(x) * 2.0)\n\n"
+        "def build():\n"
+        "    return Twice().eval()\n"
+    )
+    code, doc, _ = checked(monkeypatch, capsys, f"{path}:build", "--input-shape", "2,4,8", "--kinds", "captured")
+    assert code == 0, not_passing(doc)
+    assert {r["impl"] for r in doc["results"]} == {
+        "ln (torch.nn.LayerNorm; called 2 times: checked on its first input)"
+    }
+
+
 def test_a_model_in_training_mode_is_checked_with_batch_statistics(monkeypatch, capsys):
     require("torch")
     code, doc, _ = checked(monkeypatch, capsys, f"{MODELS}/torch_cnn.py:build_training", "--input-shape", "2,3,8,8")
