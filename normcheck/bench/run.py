@@ -176,7 +176,7 @@ def time_case(
 ) -> BenchResult:
     """One case into one record: measured, or a skip, error or oom row with the reason."""
     base = BenchResult(case, threads=threads)
-    lacking = missing_extension(problem, impl)
+    lacking = missing_extension(problem, impl, case.framework)
     if lacking:
         return replace(base, status=SKIP, reason=lacking)
     try:

@@ -665,30 +665,41 @@ def _per_rank(ctx: Context) -> list[Prediction]:
 # -- op variants and fused ops (they predict on the case itself: Hypothesis.on_case) ----------
 
 
-def _gemma(ctx: Context) -> bool:
-    return ctx.problem.params.variant == GEMMA and ctx.problem.weight is not None
-
-
 def _with_scale(p: Problem, scale_: np.ndarray) -> Problem:
     """The Gemma case with ``scale_`` in place of 1 + weight (the weight given as scale_ - 1)."""
     return replace(p, weight=np.asarray(scale_, dtype=np.float64) - 1.0)
 
 
 def _gemma_offset_missing(ctx: Context) -> list[Prediction]:
-    if not _gemma(ctx):
-        return []
     p = ctx.problem
+    if p.params.variant != GEMMA:
+        return []
     title = "Gemma's offset missing: x̂ * weight instead of x̂ * (1 + weight)"
     fix = "multiply by (1 + weight): Gemma stores the RMS norm scale as an offset from 1"
-    return [replace(_rerun(title, replace(p, params=replace(p.params, variant=None))), fix=fix)]
+    plain = replace(p, params=replace(p.params, variant=None))
+    if p.weight is not None:
+        return [replace(_rerun(title, plain), fix=fix)]
+    # a layer that always has its weight (Keras's), given Gemma's stored 0: x̂ * 0
+    missing = _rerun(
+        title + ", the weight 0", replace(plain, weight=np.zeros(OPS[p.op].param_shape(p.shape, p.params)))
+    )
+    missing.values.pop("grad_weight", None)
+    return [replace(missing, fix=fix)]
 
 
 def _gemma_offset_doubled(ctx: Context) -> list[Prediction]:
-    if not _gemma(ctx) or ctx.problem.weight is None:
-        return []
     p = ctx.problem
-    w = np.asarray(p.weight, dtype=np.float64)
+    if p.params.variant != GEMMA:
+        return []
     fix = "add the offset once: x̂ * (1 + weight), with the weight as stored (initialized to zeros)"
+    if p.weight is None:  # a layer that always has its weight (Keras's), given Gemma's stored 0: 2 x̂
+        shape = OPS[p.op].param_shape(p.shape, p.params)
+        twice = _rerun(
+            "Gemma's offset added twice: x̂ * (2 + weight), the weight 0", _with_scale(p, np.full(shape, 2.0))
+        )
+        twice.values.pop("grad_weight", None)
+        return [replace(twice, fix=fix)]
+    w = np.asarray(p.weight, dtype=np.float64)
     twice = _rerun("Gemma's offset added twice: x̂ * (2 + weight)", _with_scale(p, 2.0 + w))
     squared = _rerun("Gemma's scale applied twice: x̂ * (1 + weight)²", _with_scale(p, (1.0 + w) ** 2))
     if "grad_weight" in squared.values:  # d/dw (1 + w)² = 2 (1 + w)

@@ -215,7 +215,7 @@ def _guesses(problem: Problem, exp: Expected, scale: np.ndarray | None) -> Itera
                 value,
                 f"fp8_max_{value:g}",
                 f"scale = amax / {value:g} ({why}) instead of amax / {fmt.max:g} ({fmt.dtype}'s largest value)",
-                f"divide the amax by {fmt.max:g}, torch.finfo(torch.{fmt.dtype}).max",
+                f"divide the amax by {fmt.max:g}, {fmt.dtype}'s largest finite value",
             )
         other = TENSOR if mode == ROW else ROW
         yield _dynamic(

@@ -37,7 +37,7 @@ def looks_like_norm(class_name: str) -> bool:
 
 def guess(class_name: str) -> OpName | None:
     """The op a class name suggests (LlamaRMSNorm → rms, LayerNorm2d → ln), when one does."""
-    return guess_op(class_name)
+    return guess_op(class_name, plain=True)
 
 
 def eps_attribute(obj: Any) -> float | None:

@@ -59,7 +59,15 @@ EXPLICIT_EPS = 1e-4
 EXPLICIT_MOMENTUM = 0.25  # PyTorch's meaning: the weight of the new batch
 USER = "user"
 # the forms that take adaLN (--op adaln)
-ADALN_FORMS = ("torch_function", "torch_module", "tf_function", "keras_layer", "jax_function", "flax_module")
+ADALN_FORMS = (
+    "torch_function",
+    "torch_module",
+    "tf_function",
+    "keras_layer",
+    "jax_function",
+    "flax_module",
+    "cs231n",
+)
 
 
 class FormError(Exception):
@@ -130,10 +138,24 @@ OP_WORDS: dict[str, OpName] = {"group": "gn", "layer": "ln", "batch": "bn", "ins
 OP_WORDS.update({"stdconv": "ws", "wsconv": "ws", "weightstandard": "ws"})
 
 
-def guess_op(name: str) -> OpName | None:
-    """The op a name like MyGroupNorm or layernorm_forward stands for, when exactly one fits."""
+# the fused add + norms and adaLN, for --impl: add_layernorm_forward, FusedAddRMSNorm, AdaLayerNorm
+COMPOSITE_WORDS: dict[str, OpName] = {
+    "addlayer": "add_ln",
+    "addrms": "add_rms",
+    "adaln": "adaln",
+    "adalayer": "adaln",
+    "adaptivelayer": "adaln",
+}
+
+
+def guess_op(name: str, plain: bool = False) -> OpName | None:
+    """The op a name like MyGroupNorm or layernorm_forward stands for, when exactly one fits (a
+    word inside a longer one that matches counts as that one: add_layernorm is add_ln, not ln).
+    ``plain``: the five norms and ws only (a model's layers: normcheck.model.candidates)."""
     lowered = name.lower().replace("_", "")
-    found = {op for word, op in OP_WORDS.items() if word in lowered}
+    table = OP_WORDS if plain else {**OP_WORDS, **COMPOSITE_WORDS}
+    words = [word for word in table if word in lowered]
+    found = {table[w] for w in words if not any(w != longer and w in longer for longer in words)}
     return found.pop() if len(found) == 1 else None
 
 

@@ -4,8 +4,11 @@ its signature takes, and the eps each call style is held to. Imports no framewor
 The PyTorch forms run it (normcheck.frameworks.torch.ws): an ``nn.Module`` subclass with
 ``nn.Conv2d``'s constructor (timm's and BiT's ``StdConv2d``), or ``fn(x, weight, bias, padding=,
 eps=)``. The JAX function form calls a function the same way (normcheck.frameworks.jax.forms,
-``WSFunction``), held to the same convention (timm's). The other forms have no ws (``--op ws``
-with one is a usage error saying so).
+``WSFunction``), held to the same convention (timm's). The channels-last forms take their
+framework's convolution layout: a TensorFlow function ``fn(x, filters, bias, padding=, eps=)`` on
+NHWC x and an HWIO kernel, a Keras ``Conv2D`` or Flax ``nn.Conv`` subclass constructed as its base
+is (normcheck.frameworks.tensorflow.ws, normcheck.frameworks.jax.forms). The CS231n style takes a
+``conv_forward``/``conv_backward`` pair (normcheck.frameworks.numpy.forms).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import replace
 from normcheck.conventions import Convention, Settings, settings
 from normcheck.user.binding import takes
 
-WS_FORMS = ("torch_function", "torch_module", "jax_function")
+WS_FORMS = ("torch_function", "torch_module", "jax_function", "flax_module", "tf_function", "keras_layer", "cs231n")
 EPS_NAMES = ("eps", "epsilon")
 PADDING_NAMES = ("padding", "pad")
 

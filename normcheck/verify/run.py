@@ -43,7 +43,7 @@ def execute(
     case: Case, impl: Implementation, problem: Problem, opts: Options
 ) -> tuple[RunOutput | None, list[CheckResult]]:
     """Run one case: its outputs, or the row that says why there are none."""
-    unsupported = missing_extension(problem, impl) or impl.unsupported(problem, case.layout)
+    unsupported = missing_extension(problem, impl, case.framework) or impl.unsupported(problem, case.layout)
     if unsupported:
         return None, [CheckResult(case, RUN, SKIP, message=unsupported)]
     try:
@@ -72,9 +72,10 @@ _EXTENSION_TITLES = {
 }
 
 
-def missing_extension(problem: Problem, impl: Implementation) -> str | None:
+def missing_extension(problem: Problem, impl: Implementation, framework: str = "") -> str | None:
     """Why ``impl`` cannot run a case of an op variant, a fused op or layer norm over axes that are
-    not the trailing ones (``Implementation.extensions``)."""
+    not the trailing ones (``Implementation.extensions``); ``framework`` "user": the user's own
+    code, whose form has no way to be called on it."""
     if problem.params.axes is not None and AXES not in impl.extensions:
         axes = ",".join(map(str, problem.params.axes))
         return f"{impl.name} normalizes trailing axes only, not axes {axes} of {fmt_shape(problem.shape)}"
@@ -82,6 +83,8 @@ def missing_extension(problem: Problem, impl: Implementation) -> str | None:
     if not lacking:
         return None
     what = " and ".join(_EXTENSION_TITLES.get(n, f"the {n} variant") for n in lacking)
+    if framework == "user":
+        return f"{impl.name}: code of its form is not run on {what}"
     return f"{impl.name} has no form for {what}; check your own with --impl"
 
 

@@ -235,6 +235,7 @@ BUGGY = {
     "GroupNormOnePass": "one_pass_variance",
     "InstanceNormUnbiasedVar": "unbiased_variance",
     "RMSNormMeanSubtracted": "mean_subtracted",
+    "GemmaRMSNormDoubleOffset": "gemma_offset_doubled",
 }
 # where each bug shows clearly
 EXPOSING = {
@@ -245,19 +246,25 @@ EXPOSING = {
     "GroupNormOnePass": ("gn", {"shapes": [(2, 6, 5, 5)], "groups": [2], "dtypes": "float32", "kinds": "large_mean"}),
     "InstanceNormUnbiasedVar": ("in", {"shapes": [(2, 3, 6)], "dtypes": "float64", "kinds": "normal"}),
     "RMSNormMeanSubtracted": ("rms", {"shapes": [(4, 16)], "dtypes": "float64", "kinds": "normal"}),
+    "GemmaRMSNormDoubleOffset": (
+        "rms",
+        {"shapes": [(4, 16)], "dtypes": "float64", "kinds": "normal", "variant": "gemma"},
+    ),
 }
 
 
 # the right formula in half-precision arithmetic: a precision cause on its half rows, never a formula one
 IN_INPUT_DTYPE = {"GroupNormInInputDtype": "gn"}
+# correct under --variant gemma (tests/frameworks/test_keras_variants.py)
+VARIANTS = {"GemmaRMSNorm": "rms"}
 
 
 def test_every_buggy_fixture_is_in_the_table():
     names = {n for n, c in inspect.getmembers(layers, inspect.isclass) if c.__module__ == layers.__name__}
-    assert names - set(CORRECT.values()) - set(IN_INPUT_DTYPE) - {"_Normalization"} == set(BUGGY)
+    assert names - set(CORRECT.values()) - set(IN_INPUT_DTYPE) - set(VARIANTS) - {"_Normalization"} == set(BUGGY)
     for name in BUGGY:
         assert getattr(layers, name).__doc__.startswith("Bug: ")
-    for name in (*CORRECT.values(), *IN_INPUT_DTYPE):
+    for name in (*CORRECT.values(), *IN_INPUT_DTYPE, *VARIANTS):
         assert getattr(layers, name).__doc__.startswith("Correct: ")
 
 

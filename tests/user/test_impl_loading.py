@@ -93,6 +93,15 @@ def test_guess_op():
     assert guess_op("FusedNorm") is None
 
 
+def test_guess_op_reads_the_fused_and_adaptive_names_as_themselves():
+    assert guess_op("add_layernorm_forward") == guess_op("fused_add_layer_norm") == "add_ln"
+    assert guess_op("FusedAddRMSNorm") == "add_rms"
+    assert guess_op("AdaLayerNorm") == guess_op("adaln_forward") == guess_op("adaptive_layer_norm") == "adaln"
+    # a model's layers are probed as the plain norms they contain
+    assert guess_op("FusedAddRMSNorm", plain=True) == "rms"
+    assert guess_op("AdaLayerNorm", plain=True) == "ln"
+
+
 def _error_rows(report):
     return [r for r in report.results if r.status == ERROR]
 

@@ -18,9 +18,13 @@ CPU too.
 The user's cases no JAX layer has built in are timed through their own forward, as verify calls it:
 a fused add + norm as apply(params, x, residual) -> (output, residual_out), its backward the vjp
 of both outputs (upstream dy and dresidual) with respect to x, the residual and the params; adaLN
-as forward(x, shift, scale) -> y, its backward the gradients of x, shift and scale; an
-FP8-quantized output as fn(x, normalized_shape, weight[, bias], eps[, scale]) -> (q, scale),
-forward only (up to what the code returns: verify's conversion is not timed).
+as forward(x, shift, scale) -> y, its backward the gradients of x, shift and scale; Weight
+Standardization (ws, ws_gn) as forward(x, leaves) -> y (the user's convolution, then ws_gn's group
+norm; a Flax module on channels-last x and its (kh, kw, C, O) kernel), its backward the gradients of
+x, the raw weight, the bias and the group norm's affine, traced at float32 matmul precision as
+verify runs it; an FP8-quantized output as fn(x, normalized_shape, weight[, bias], eps[, scale]) ->
+(q, scale) or a Flax module's apply(variables, x[, scale]), forward only (up to what the code
+returns: verify's conversion is not timed).
 """
 
 from __future__ import annotations
@@ -53,9 +57,13 @@ from normcheck.frameworks.jax.forms import (
     FusedModule,
     ModulationFunction,
     ModulationModule,
+    ModuleImplementation,
     UserImplementation,
+    WSFunction,
+    WSModule,
     fused_outputs,
     static_scale,
+    ws_inputs,
 )
 from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.problem import Problem
@@ -182,8 +190,8 @@ Special = tuple[Callable[..., Any], tuple, int, tuple]
 def _special(
     impl: FlaxImplementation | UserImplementation, problem: Problem, pass_: str, device: jax.Device, lay: str
 ) -> Special | None:
-    """The forward of a case with no plain forward (a fused add + norm, adaLN, an FP8-quantized
-    output) and its arrays on ``device``; None for every other case."""
+    """The forward of a case with no plain forward (a fused add + norm, adaLN, Weight
+    Standardization, an FP8-quantized output) and its arrays on ``device``; None for every other case."""
     dtype = JAX_DTYPES[problem.dtype]
     if isinstance(impl, FusedFunction | FusedModule):
         outputs = fused_outputs(impl.fused_apply(problem, lay), impl.label)
@@ -198,7 +206,10 @@ def _special(
         arrays = (problem.x, problem.bias, problem.weight, problem.dy)
         x, shift, scale, dy = (put(a, dtype, device, lay) for a in arrays)
         return forward, (x, shift, scale, *jax.device_put(host, device)), 3, (dy,)
-    if isinstance(impl, FunctionImplementation) and problem.params.quant is not None:
+    if isinstance(impl, WSFunction | WSModule):
+        x, leaves, dy = ws_inputs(problem, device, lay)
+        return impl.ws_forward(problem), (x, leaves), 2, (dy,)
+    if isinstance(impl, FunctionImplementation | ModuleImplementation) and problem.params.quant is not None:
         if pass_ != FORWARD:
             raise Unsupported(NO_GRADIENT)
         params, _ = variables(problem, None, device)

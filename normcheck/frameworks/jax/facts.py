@@ -10,6 +10,7 @@ from typing import Any
 from normcheck.conventions import BIASED, CHANNELS_LAST, OLD, Convention
 from normcheck.frameworks.base import KnownIssue
 from normcheck.ops import OpParams
+from normcheck.ops.layer_norm import NOBIAS
 
 MODULE_NAMES = {
     "bn": "flax.linen.BatchNorm",
@@ -200,13 +201,15 @@ OPTIONAL_FIELDS = ("feature_axes",)
 
 def field_values(params: OpParams, eps: float, momentum: float | None) -> dict[str, Any]:
     """Every field of FLAX_FIELDS with its value for a case (``momentum`` in Flax's meaning)."""
-    axes = None
-    if params.normalized_ndim is not None:
+    axes: int | tuple[int, ...] | None = None
+    if params.axes is not None:  # --axes: LayerNorm(reduction_axes=..., feature_axes=...) takes any
+        axes = tuple(params.axes)
+    elif params.normalized_ndim is not None:
         axes = -1 if params.normalized_ndim == 1 else tuple(range(-params.normalized_ndim, 0))
     return {
         "num_groups": params.groups,
         "epsilon": eps,
-        "use_bias": params.affine,
+        "use_bias": params.affine and params.variant != NOBIAS,  # layer norm without bias: use_bias=False
         "use_scale": params.affine,
         "reduction_axes": axes,
         "feature_axes": axes,

@@ -55,7 +55,7 @@ from normcheck.ops import FUSED_BASE, OPS
 from normcheck.ops._op import required
 from normcheck.ops.adaptive_layer_norm import ADALN, stray_affine
 from normcheck.ops.fused_add import FUSED_ADD
-from normcheck.ops.layer_norm import NOBIAS
+from normcheck.ops.layer_norm import AXES, NOBIAS
 from normcheck.ops.quantize import QUANTIZED, QUANTIZED_CHECK, SCALE_CHECK
 from normcheck.ops.rms_norm import GEMMA
 from normcheck.ops.weight_standardization import GN_EPS, PAPER, WEIGHT_STANDARDIZATION, WS_GN, WS_OPS, conv_of
@@ -92,8 +92,8 @@ def build(
             return ModulationFunction(op, obj, name, omit_defaults, convention)
         return FunctionImplementation(op, obj, name, omit_defaults, convention)
     if form == "flax_module":
-        if op in WS_OPS:  # a convolution: the function form only (normcheck.user.ws_forms)
-            return None
+        if op in WS_OPS:
+            return WSModule(op, obj, name, omit_defaults, convention)
         if op in FUSED_BASE:
             return FusedModule(op, obj, name, omit_defaults, convention)
         if op == ADALN:
@@ -400,7 +400,17 @@ class ModuleCall:
 
 class ModuleImplementation(UserImplementation):
     """``cls(**fields)`` applied to channels-last input, params "scale"/"bias" set to the case's
-    weight and bias, batch norm's running statistics in batch_stats "mean"/"var"."""
+    weight and bias, batch norm's running statistics in batch_stats "mean"/"var".
+
+    On a quantized case (``--quantize``) it is constructed the same way (RMSNorm's or LayerNorm's
+    fields) and called as the PyTorch module form calls its module
+    (normcheck.frameworks.torch.quantized): ``module.apply(variables, x)``, or
+    ``module.apply(variables, x, scale)`` with a static scale (float32, shape ()), returning
+    ``(q, scale)`` as the function form does (q alone allowed with a static scale)."""
+
+    # constructed as the Flax layer: Gemma's stored weight set as is (the module adds the 1), layer
+    # norm without bias as use_bias=False, over any axes as reduction_axes = feature_axes
+    extensions = frozenset({QUANTIZED, GEMMA, NOBIAS, AXES})
 
     def layouts(self, shape: tuple[int, ...]) -> tuple[Layout, ...]:
         if self.base in ("ln", "rms") or len(shape) == 2:  # trailing axes, or both layouts are one
@@ -432,7 +442,7 @@ class ModuleImplementation(UserImplementation):
         shape = problem.shape
         if layout == CHANNELS_LAST:
             shape = (shape[0], *shape[2:], shape[1])
-        names = SCALE_AND_BIAS[: 1 if self.base == "rms" else 2] if p.affine else ()
+        names = SCALE_AND_BIAS[: 1 if self.base == "rms" or p.variant == NOBIAS else 2] if p.affine else ()
         pshape = OPS[self.op].param_shape(problem.shape, p)
         return ModuleCall(
             cls=self.obj,
@@ -444,6 +454,20 @@ class ModuleImplementation(UserImplementation):
             params=tuple((n, pshape) for n in names),
             training=p.mode == "train" or not p.running_stats,
         )
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        if problem.params.quant is None:
+            return super().run(problem, layout, device)
+        check_layout(self, problem.shape, layout)  # FP8 output: inference, no training step
+        with precision(problem.dtype):
+            case = _quantized_module_case(self.call(problem, layout), problem.quant_scale is not None)
+            return _run_quantized(case, problem, device)
+
+    def quantized_apply(self, problem: Problem) -> QuantizedApply:
+        """apply(params, x, scale) -> what the module returns on a quantized case, not compiled
+        (what bench times; scale None for a dynamic one)."""
+        call = self.call(problem, self.layouts(problem.shape)[0])
+        return _quantized_module_apply(call, problem.quant_scale is not None)
 
     def prepare(self, problem: Problem, layout: str) -> Compiled:
         return _module_case(self.call(problem, layout))
@@ -473,19 +497,44 @@ def _module_forward(call: ModuleCall) -> Forward:
     return Forward(module_apply(module, call.op), call.training, stats_dtype)
 
 
-def _variable_shapes(module: Any, call: ModuleCall) -> dict[str, Any]:
-    """The shapes and dtypes of the variables the module's own init creates for this input."""
+@functools.lru_cache(maxsize=64)
+def _quantized_module_case(call: ModuleCall, static: bool) -> JitOrEager:
+    return JitOrEager(_quantized_module_apply(call, static))
+
+
+def _quantized_module_apply(call: ModuleCall, static: bool) -> QuantizedApply:
+    """The quantized module ``call`` constructs, its variables checked, as apply(params, x, scale)."""
+    module = call.cls(**dict(call.fields))
+    _check_variables(call, _variable_shapes(module, call, static))
+
+    def apply(params: Arrays, x: jax.Array, scale: Any) -> Any:
+        args = (x,) if not static else (x, scale)
+        return module.apply({"params": params}, *args)
+
+    return apply
+
+
+def _variable_shapes(module: Any, call: ModuleCall, static: bool = False) -> dict[str, Any]:
+    """The shapes and dtypes of the variables the module's own init creates for this input (and,
+    ``static``, a static FP8 scale after it)."""
     kwargs = {"use_running_average": True} if call.op == "bn" else {}
     x = jax.ShapeDtypeStruct(call.shape, JAX_DTYPES[call.dtype])
-    inputs = 2 if call.op in FUSED_BASE else 1  # a fused add + norm is called with x and the residual
+    inputs = (x, x) if call.op in FUSED_BASE else (x,)  # a fused add + norm is called with x and the residual
+    if static:
+        inputs += (jax.ShapeDtypeStruct((), jnp.float32),)
+    return _init_shapes(module, inputs, **kwargs)
 
-    def init(x_: jax.Array) -> Any:
-        return module.init(jax.random.key(0), *(x_,) * inputs, **kwargs)
+
+def _init_shapes(module: Any, inputs: tuple[jax.ShapeDtypeStruct, ...], **kwargs: Any) -> dict[str, Any]:
+    """The shapes and dtypes of the variables ``module.init`` creates for inputs of these shapes."""
+
+    def init(*args: jax.Array) -> Any:
+        return module.init(jax.random.key(0), *args, **kwargs)
 
     try:
-        shapes = jax.eval_shape(init, x)
+        shapes = jax.eval_shape(init, *inputs)
     except TRACING_ERRORS:
-        shapes = init(jnp.zeros(x.shape, x.dtype))
+        shapes = init(*(jnp.zeros(a.shape, a.dtype) for a in inputs))
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), dict(shapes))
 
 
@@ -881,7 +930,24 @@ def _modulation_module_forward(call: ModulationModuleCall) -> tuple[ModulationFo
     return _modulation_forward(binding, apply, None), host
 
 
-# -- Weight Standardization: fn(x, weight, bias, padding=p, eps=e), as the torch function form ---
+# -- Weight Standardization: fn(x, weight, bias, padding=p, eps=e), as the torch function form, --
+# -- and an nn.Conv subclass constructed as nn.Conv is ------------------------------------------
+
+HWIO = (2, 3, 1, 0)  # (O, I, kh, kw) -> (kh, kw, I, O): Flax's kernel layout
+OIHW = (3, 2, 0, 1)  # and back
+WS_RESULT = "the convolution's output array alone"
+# the case's arrays collecting a gradient, by Problem attribute, and their checks: "weight" always,
+# the others where the case has them
+WS_LEAVES = (
+    ("weight", "grad_weight"),
+    ("bias", "grad_bias"),
+    ("gn_weight", "grad_gn_weight"),
+    ("gn_bias", "grad_gn_bias"),
+)
+# conv(x, weight, bias) -> what the user's convolution returned (bias None where the case has none)
+WSConv = Callable[[jax.Array, jax.Array, Any], Any]
+# forward(x, leaves) -> (y,): a ws case's forward, leaves keyed as WS_LEAVES
+WSForward = Callable[[jax.Array, Arrays], tuple[jax.Array, ...]]
 
 
 @dataclass(frozen=True)
@@ -911,52 +977,172 @@ class WSFunction(UserImplementation):
     def unsupported(self, problem: Problem, layout: str) -> str | None:
         if conv_of(problem.params)[2] and takes(self.obj, PADDING_NAMES) is None:
             return "it takes no padding parameter: only the cases without padding run"
-        if not self.omit and takes(self.obj, EPS_NAMES) is None:
-            return "it takes no eps: its own is checked by the defaults call style (against --eps, default 1e-6)"
-        return None
+        return _eps_unsupported(self.obj, self.omit)
 
     def call(self, problem: Problem) -> WSCall:
         kwargs: dict[str, Any] = {}
         pad = takes(self.obj, PADDING_NAMES)
         if pad is not None:
             kwargs[pad] = conv_of(problem.params)[2]
-        eps = takes(self.obj, EPS_NAMES)
-        if eps is not None and not self.omit:
-            kwargs[eps] = problem.eps
-        groups = required(problem.params.groups, "groups") if problem.op == WS_GN else None
-        return WSCall(self.obj, self.label, tuple(kwargs.items()), groups)
+        kwargs.update(_eps_argument(self.obj, self.omit, problem))
+        return WSCall(self.obj, self.label, tuple(kwargs.items()), _ws_groups(problem))
 
     def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
         check_layout(self, problem.shape, layout)
-        with precision(problem.dtype), jax.default_matmul_precision("highest"):
-            return _run_ws(_ws_case(self.call(problem)), problem, device)
+        with precision(problem.dtype):
+            return _run_ws(_ws_function_case(self.call(problem)), problem, device, layout)
+
+    def ws_forward(self, problem: Problem) -> WSForward:
+        """forward(x, leaves) -> (y,), not compiled (what bench times)."""
+        return _ws_function_forward(self.call(problem))
 
     def apply_fn(self, problem: Problem, layout: str) -> Forward:
         raise Unsupported(NO_PLAIN_FORWARD.format(what="weight standardization"))
 
 
-WS_RESULT = "the convolution's output array alone"
-# the case's arrays collecting a gradient, by Problem attribute, and their checks: "weight" always,
-# the others where the case has them
-WS_LEAVES = (
-    ("weight", "grad_weight"),
-    ("bias", "grad_bias"),
-    ("gn_weight", "grad_gn_weight"),
-    ("gn_bias", "grad_gn_bias"),
-)
+def _eps_unsupported(obj: object, omit: bool) -> str | None:
+    """The skip reason of the explicit call style for code that takes no eps (the torch forms' own)."""
+    if not omit and takes(obj, EPS_NAMES) is None:
+        return "it takes no eps: its own is checked by the defaults call style (against --eps, default 1e-6)"
+    return None
 
 
-def _group_norm(y: jax.Array, groups: int, weight: Any, bias: Any) -> jax.Array:
-    """torch.nn.functional.group_norm(y, groups, weight, bias, eps=GN_EPS) on (N, C, H, W): the
-    statistics in float32 for half dtypes (PyTorch's CPU kernel's accumulate type), the output in
-    y's dtype."""
+def _eps_argument(obj: object, omit: bool, problem: Problem) -> dict[str, float]:
+    """{its eps parameter's name: the case's eps} in the explicit call style, where it takes one."""
+    name = takes(obj, EPS_NAMES)
+    return {} if name is None or omit else {name: problem.eps}
+
+
+def _ws_groups(problem: Problem) -> int | None:
+    return required(problem.params.groups, "groups") if problem.op == WS_GN else None
+
+
+@functools.lru_cache(maxsize=64)
+def _ws_function_case(call: WSCall) -> JitOrEager:
+    return _ws_case(_ws_function_forward(call))
+
+
+def _ws_function_forward(call: WSCall) -> WSForward:
+    kwargs = dict(call.kwargs)
+    return _ws_forward(lambda x, w, b: call.fn(x, w, b, **kwargs), call.label, call.groups, CONTIGUOUS)
+
+
+@dataclass(frozen=True)
+class WSModuleCall:
+    """How a ws or ws_gn case constructs the user's convolution module (the compile cache key)."""
+
+    cls: type
+    label: str
+    fields: tuple[tuple[str, Any], ...]  # features, kernel_size, padding, use_bias, eps where given
+    shape: tuple[int, ...]  # x's, (N, H, W, C)
+    dtype: str
+    groups: int | None  # ws_gn's group norm's G; None for ws
+
+
+class WSModule(UserImplementation):
+    """Weight Standardization as a flax.linen module: an ``nn.Conv`` subclass standardizing its
+    kernel (BiT's bit_jax ``StandardizedConv``), constructed as ``nn.Conv`` is,
+    ``cls(features=O, kernel_size=(k, k), padding=((p, p), (p, p)), use_bias=..., eps=...)``
+    (``eps`` or ``epsilon`` where it declares one, in the explicit call style); its params
+    "kernel" (kh, kw, C, O) (the case's weight transposed) and "bias" set to the case's, then
+    ``module.apply(variables, x)`` on channels-last x. For ws_gn normcheck's own group norm
+    follows, as for ``WSFunction``; gradients by jax.vjp w.r.t. x, the raw kernel (reported in
+    the case's (O, C, kh, kw)), the bias and the group norm's affine, traced under
+    ``jax.default_matmul_precision("highest")``."""
+
+    extensions = frozenset({WEIGHT_STANDARDIZATION, PAPER})
+
+    def __init__(self, op: str, obj: Any, name: str, omit_defaults: bool, convention: Convention) -> None:
+        super().__init__(op, obj, name, omit_defaults, convention)
+        if not isinstance(obj, type):
+            raise TypeError(f"the flax_module form takes a flax.linen.Conv subclass, not a {type(obj).__name__}")
+
+    def layouts(self, shape: tuple[int, ...]) -> tuple[Layout, ...]:
+        return (CHANNELS_LAST,)  # Flax's own: x (N, H, W, C), the kernel (kh, kw, C, O)
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        return _eps_unsupported(self.obj, self.omit)
+
+    def call(self, problem: Problem) -> WSModuleCall:
+        o, k, pad = conv_of(problem.params)
+        fields: dict[str, Any] = {
+            "features": o,
+            "kernel_size": (k, k),
+            "padding": ((pad, pad), (pad, pad)),
+            "use_bias": problem.bias is not None,
+            **_eps_argument(self.obj, self.omit, problem),
+        }
+        n, c, *spatial = problem.shape
+        shape = (n, *spatial, c)
+        return WSModuleCall(self.obj, self.label, tuple(fields.items()), shape, problem.dtype, _ws_groups(problem))
+
+    def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
+        check_layout(self, problem.shape, layout)
+        with precision(problem.dtype):
+            return _run_ws(_ws_module_case(self.call(problem)), problem, device, layout)
+
+    def ws_forward(self, problem: Problem) -> WSForward:
+        """forward(x, leaves) -> (y,) on channels-last x and the kernel, not compiled (what bench times)."""
+        return _ws_module_forward(self.call(problem))
+
+    def apply_fn(self, problem: Problem, layout: str) -> Forward:
+        raise Unsupported(NO_PLAIN_FORWARD.format(what="weight standardization"))
+
+
+@functools.lru_cache(maxsize=64)
+def _ws_module_case(call: WSModuleCall) -> JitOrEager:
+    return _ws_case(_ws_module_forward(call))
+
+
+def _ws_module_forward(call: WSModuleCall) -> WSForward:
+    """The module ``call`` constructs, its params checked, as forward(x, leaves) -> (y,)."""
+    fields = dict(call.fields)
+    try:
+        module = call.cls(**fields)
+    except TypeError as e:
+        given = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+        raise TypeError(f"{call.label}({given}) failed ({e}): it is constructed as flax.linen.Conv is") from e
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{call.label}(...) returned a {type(module).__name__}, not a flax.linen.Module")
+    _check_conv_params(call, module)
+
+    def conv(x: jax.Array, kernel: jax.Array, bias: Any) -> Any:
+        params = {"kernel": kernel} if bias is None else {"kernel": kernel, "bias": bias}
+        return module.apply({"params": params}, x)
+
+    return _ws_forward(conv, call.label, call.groups, CHANNELS_LAST)
+
+
+def _check_conv_params(call: WSModuleCall, module: nn.Module) -> None:
+    """A clear TypeError where the module's variables are not nn.Conv's "kernel" (and "bias")."""
+    fields = dict(call.fields)
+    o, c = fields["features"], call.shape[-1]
+    want = {"kernel": (*fields["kernel_size"], c, o)}
+    if fields["use_bias"]:
+        want["bias"] = (o,)
+    variables = _init_shapes(module, (jax.ShapeDtypeStruct(call.shape, JAX_DTYPES[call.dtype]),))
+    got = {name: tuple(a.shape) for name, a in dict(variables.get("params", {})).items()}
+    others = [name for name in variables if name != "params"]
+    if got != want or others:
+        have = ", ".join(f"{name!r} {shape}" for name, shape in got.items()) or "none"
+        also = f" and the collection(s) {_names(others)}" if others else ""
+        expected = ", ".join(f"{name!r} {shape}" for name, shape in want.items())
+        raise TypeError(f"{call.label} has the params {have}{also}; normcheck sets nn.Conv's {expected}, no others")
+
+
+def _group_norm(y: jax.Array, groups: int, weight: Any, bias: Any, layout: str = CONTIGUOUS) -> jax.Array:
+    """torch.nn.functional.group_norm(y, groups, weight, bias, eps=GN_EPS) on (N, C, H, W) y, or
+    on (N, H, W, C) y in the channels-last layout: the statistics in float32 for half dtypes
+    (PyTorch's CPU kernel's accumulate type), the output in y's dtype."""
     compute = jnp.float32 if y.dtype in (jnp.float16, jnp.bfloat16) else y.dtype
-    n, c = y.shape[:2]
-    g = y.astype(compute).reshape(n, groups, -1)
-    mean = g.mean(axis=-1, keepdims=True)
-    var = jnp.square(g - mean).mean(axis=-1, keepdims=True)
+    last = layout == CHANNELS_LAST
+    n, c = y.shape[0], y.shape[-1 if last else 1]
+    g = y.astype(compute).reshape((n, -1, groups, c // groups) if last else (n, groups, -1))
+    axes = (1, 3) if last else (2,)
+    mean = g.mean(axis=axes, keepdims=True)
+    var = jnp.square(g - mean).mean(axis=axes, keepdims=True)
     out = ((g - mean) * jax.lax.rsqrt(var + GN_EPS)).reshape(y.shape)
-    shape = (1, c) + (1,) * (y.ndim - 2)
+    shape = (1,) * (y.ndim - 1) + (c,) if last else (1, c) + (1,) * (y.ndim - 2)
     if weight is not None:
         out = out * weight.astype(compute).reshape(shape)
     if bias is not None:
@@ -964,18 +1150,24 @@ def _group_norm(y: jax.Array, groups: int, weight: Any, bias: Any) -> jax.Array:
     return out.astype(y.dtype)
 
 
-@functools.lru_cache(maxsize=64)
-def _ws_case(call: WSCall) -> JitOrEager:
-    """run(x, leaves, dy) -> (y, dx, dleaves): the function (and ws_gn's group norm) and its vjp."""
-    kwargs = dict(call.kwargs)
+def _ws_forward(conv: WSConv, label: str, groups: int | None, layout: str) -> WSForward:
+    """forward(x, leaves) -> (y,): the user's convolution (traced at float32 precision, see
+    ``WSFunction``), then ws_gn's group norm."""
+
+    def forward(x: jax.Array, leaves: Arrays) -> tuple[jax.Array, ...]:
+        with jax.default_matmul_precision("highest"):
+            y = _outputs(label, conv(x, leaves["weight"], leaves.get("bias")), 1, WS_RESULT)[0]
+        if groups is not None:
+            y = _group_norm(y, groups, leaves.get("gn_weight"), leaves.get("gn_bias"), layout)
+        return (y,)
+
+    return forward
+
+
+def _ws_case(forward: WSForward) -> JitOrEager:
+    """run(x, leaves, dy) -> (y, dx, dleaves): ``forward`` and its vjp."""
 
     def run(x: jax.Array, leaves: Arrays, dy: jax.Array) -> tuple:
-        def forward(x_: jax.Array, p_: Arrays) -> tuple[jax.Array, ...]:
-            y = _outputs(call.label, call.fn(x_, p_["weight"], p_.get("bias"), **kwargs), 1, WS_RESULT)[0]
-            if call.groups is not None:
-                y = _group_norm(y, call.groups, p_.get("gn_weight"), p_.get("gn_bias"))
-            return (y,)
-
         outs, pullback = jax.vjp(forward, x, leaves)
         dx, dleaves = _pull(outs, pullback, (dy,))
         return outs[0], dx, dleaves
@@ -983,20 +1175,33 @@ def _ws_case(call: WSCall) -> JitOrEager:
     return JitOrEager(run)
 
 
-def _run_ws(case: JitOrEager, problem: Problem, device: str) -> RunOutput:
-    """A ws or ws_gn case through ``case`` (``_ws_case``): the checks of normcheck.reference_ws,
-    as the torch adapter gives them."""
-    dev = jax_device(device)
+def ws_inputs(problem: Problem, device: jax.Device, layout: str) -> tuple[jax.Array, Arrays, jax.Array]:
+    """x, the leaves (WS_LEAVES: the raw weight, as the (kh, kw, C, O) kernel in the channels-last
+    layout) and dy of a ws or ws_gn case on ``device``, in ``layout``."""
     dtype = JAX_DTYPES[problem.dtype]
     given = {name: getattr(problem, name) for name, _ in WS_LEAVES}
     if given["weight"] is None:
         raise ValueError("a weight-standardization case has a weight")
-    leaves = {name: put(a, dtype, dev) for name, a in given.items() if a is not None}
-    y, dx, dleaves = case(put(problem.x, dtype, dev), leaves, put(problem.dy, dtype, dev))
+    if layout == CHANNELS_LAST:
+        given["weight"] = np.transpose(given["weight"], HWIO)
+    leaves = {name: put(a, dtype, device) for name, a in given.items() if a is not None}
+    return put(problem.x, dtype, device, layout), leaves, put(problem.dy, dtype, device, layout)
+
+
+def _run_ws(case: JitOrEager, problem: Problem, device: str, layout: str) -> RunOutput:
+    """A ws or ws_gn case through ``case`` (``_ws_case``): the checks of normcheck.reference_ws,
+    as the torch adapter gives them, in the canonical layout."""
+    x, leaves, dy = ws_inputs(problem, jax_device(device), layout)
+    y, dx, dleaves = case(x, leaves, dy)
     out = RunOutput()
-    add(out, "forward", y)
-    add(out, "grad_input", dx)
+    add(out, "forward", y, layout)
+    add(out, "grad_input", dx, layout)
     for name, check in WS_LEAVES:
-        if name in dleaves:
+        if name not in dleaves:
+            continue
+        if name == "weight" and layout == CHANNELS_LAST:
+            kernel = np.asarray(jax.device_get(dleaves[name]))
+            out.add(check, np.transpose(kernel, OIHW).astype(np.float64), str(kernel.dtype))
+        else:
             add(out, check, dleaves[name])
     return out

@@ -1,5 +1,6 @@
 """NumPy: the reference formulas (normcheck.ops) computed in the case's dtype, and the user's
-CS231n forward/backward pair; CPU only, one thread, op by op."""
+CS231n forward/backward pair (bn, ln, gn, and adaln, add_ln, ws, ws_gn); CPU only, one thread,
+op by op."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import numpy as np
 from normcheck.bench.records import FORWARD
 from normcheck.bench.target import Target
 from normcheck.frameworks.base import Implementation, RunOutput, Unsupported
-from normcheck.frameworks.numpy.forms import Cs231nImplementation, numpy_dtype, unpack
+from normcheck.frameworks.numpy.calls import numpy_dtype, unpack
+from normcheck.frameworks.numpy.forms import Cs231nImplementation
+from normcheck.frameworks.numpy.variants import NO_BACKWARD, PairImplementation
 from normcheck.names import CONTIGUOUS, OP_NAMES, Layout
 from normcheck.ops import OPS
 from normcheck.ops._op import broadcast_channels
@@ -42,7 +45,7 @@ class ReferenceImplementation(Implementation):
 def implementations(op: str) -> list[Implementation]:
     """NumPy has no adapter: bench times the reference formulas of the five plain ops in the
     case's dtype (the fused, adaptive and Weight Standardization ops are the reference's to
-    check, not to time)."""
+    check, not to time; the user's CS231n-style pairs of them are timed)."""
     return [ReferenceImplementation(op)] if op in OP_NAMES else []
 
 
@@ -71,6 +74,8 @@ def build(impl: Implementation, problem: Problem, pass_: str, variant: str, devi
         call, keep = reference_call(problem, pass_, dtype)
     elif isinstance(impl, Cs231nImplementation):
         call, keep = cs231n_call(impl, problem, pass_, dtype)
+    elif isinstance(impl, PairImplementation):
+        call, keep = pair_call(impl, problem, pass_, dtype)
     else:
         raise Unsupported(f"{impl.name} is not a NumPy implementation")
     return Target(call, mode=variant, compiled=False, layout=CONTIGUOUS, keep=keep)
@@ -152,6 +157,25 @@ def cs231n_call(
         return unpack(backward_fn(dout, cache), 3, who, "(dx, dgamma, dbeta)")
 
     return backward, [x, gamma, beta, param, cache, dout]
+
+
+def pair_call(
+    impl: PairImplementation, problem: Problem, pass_: str, dtype: type
+) -> tuple[Callable[[], Any], list[Any]]:
+    """The CS231n-style pair of adaLN, the fused add + layer norm or Weight Standardization
+    (normcheck.frameworks.numpy.variants), as verify calls it: forward, the user's forward (for
+    ws_gn with normcheck's group norm after it); backward, the user's backward with the cache of
+    one forward done here (for ws_gn after the group norm's backward)."""
+    reason = impl.unsupported(problem, CONTIGUOUS)
+    if reason:
+        raise Unsupported(reason)
+    if pass_ != FORWARD and impl.backward is None:
+        raise Unsupported(NO_BACKWARD)
+    bound = impl.bind(problem, dtype)
+    if pass_ == FORWARD:
+        return bound.forward, [bound]
+    _, cache = bound.forward()
+    return (lambda: bound.backward(cache)), [bound, cache]
 
 
 def cs231n_param(impl: Cs231nImplementation, problem: Problem, dtype: type) -> dict:

@@ -11,6 +11,8 @@ A forward ``forward(x, gamma, beta, [G,] param) -> (out, cache)`` and a backward
 - gn: ``spatial_groupnorm_forward(x, gamma, beta, G, gn_param)`` on (N, C, H, W); gamma (1, C, 1, 1).
 
 There is no instance or RMS norm. The cache is opaque: it goes from the forward to the backward.
+The same convention for adaLN, the fused residual add + layer norm and Weight Standardization
+(adaln, add_ln, ws, ws_gn) is normcheck.frameworks.numpy.variants'.
 
 These functions are checked in float64 and float32 unless ``--dtype`` names others (the form's
 ``dtypes`` in the registry): NumPy has no bfloat16, and it computes float16 in float16, every
@@ -24,14 +26,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from normcheck.frameworks.base import Implementation, RunOutput, Unsupported
+from normcheck.frameworks.base import Implementation, RunOutput
+from normcheck.frameworks.numpy.calls import array, function_name, numpy_dtype, unpack
 from normcheck.frameworks.numpy.facts import CS231N
+from normcheck.frameworks.numpy.variants import VARIANT_OPS, build_variant
 from normcheck.names import CONTIGUOUS
 from normcheck.ops import OPS, fmt_shape
 from normcheck.ops._op import broadcast_channels
 from normcheck.problem import Problem
 
-NUMPY_DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16}
 PARAM_DICTS = {"bn": "bn_param", "ln": "ln_param", "gn": "gn_param"}
 GRADS = ("grad_input", "grad_weight", "grad_bias")
 
@@ -39,38 +42,16 @@ GRADS = ("grad_input", "grad_weight", "grad_bias")
 def build(
     form: str, op: str, obj: object, name: str, omit_defaults: bool, backward: object | None
 ) -> Implementation | None:
-    if op not in PARAM_DICTS:
+    if op not in PARAM_DICTS and op not in VARIANT_OPS:
         return None
     # normcheck.user.detect_form gives a style callables only; the backward is the user's --backward
     if not callable(obj):
         raise TypeError(f"the CS231n forward must be a function, not a {type(obj).__name__}")
     if backward is not None and not callable(backward):
         raise TypeError(f"the CS231n backward must be a function, not a {type(backward).__name__}")
+    if op in VARIANT_OPS:
+        return build_variant(op, obj, backward, name, omit_defaults)
     return Cs231nImplementation(op, obj, backward, name, omit_defaults)
-
-
-def numpy_dtype(dtype: str) -> type:
-    if dtype not in NUMPY_DTYPES:
-        raise Unsupported(f"NumPy has no {dtype}")
-    return NUMPY_DTYPES[dtype]
-
-
-def function_name(f: object, fallback: str) -> str:
-    return getattr(f, "__name__", None) or fallback
-
-
-def unpack(result: object, count: int, who: str, what: str) -> tuple:
-    """The ``count`` values a function returned, or a ValueError that says what came back instead."""
-    if not isinstance(result, tuple | list) or len(result) != count:
-        got = f"{len(result)} values" if isinstance(result, tuple | list) else f"a {type(result).__name__}"
-        raise ValueError(f"{who} returned {got}; the CS231n convention returns {what}")
-    return tuple(result)
-
-
-def array(value: object, who: str, label: str) -> np.ndarray:
-    if value is None:
-        raise ValueError(f"{who} returned {label}=None")
-    return np.asarray(value)
 
 
 class Cs231nImplementation(Implementation):

@@ -70,6 +70,10 @@ class Bound:
     layer: keras.Layer | None = None  # the Keras layer behind ``forward``, if any
     # a fused add + norm: (x, residual) -> (normalized output, updated residual); forward unused
     fused: Callable[[tf.Tensor, tf.Tensor], Any] | None = None
+    # an FP8-quantized norm (OpParams.quant): x -> its outputs (normcheck.frameworks.tensorflow.quantized);
+    # quantized_call: x -> what the code returns, (q, scale) or q, which bench times; forward unused
+    quantized: Callable[[tf.Tensor], RunOutput] | None = None
+    quantized_call: Callable[[tf.Tensor], Any] | None = None
 
 
 Binder = Callable[[Problem, str, str], Bound]
@@ -112,6 +116,8 @@ class TensorFlowImplementation(Implementation):
 
     def _run(self, problem: Problem, layout: str, device: str) -> RunOutput:
         bound = self.bind(problem, layout, device)
+        if bound.quantized is not None:  # inference: no gradient, no training step
+            return bound.quantized(tensor(problem.x, problem.dtype, layout))
         if bound.fused is not None:
             return run_fused(bound, bound.fused, problem, layout)
         params = problem.params

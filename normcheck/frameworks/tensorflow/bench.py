@@ -103,6 +103,8 @@ def build(impl: Implementation, problem: Problem, pass_: str, variant: str, devi
         raise Unsupported(f"{impl.name} is not a TensorFlow implementation")
     if variant not in MODES["eager"] + MODES["compiled"]:
         raise ValueError(f"unknown TensorFlow mode {variant!r}")
+    if problem.params.quant is not None and pass_ != FORWARD:
+        raise Unsupported("an FP8-quantized output has no gradient: its forward is timed")
     lay = layout(impl, problem.shape)
     reason = impl.unsupported(problem, lay)
     if reason:
@@ -175,9 +177,12 @@ def _build(impl: TensorFlowImplementation, problem: Problem, pass_: str, variant
 
 def _callable(bound: Bound, problem: Problem) -> Callable[..., Any]:
     """The case's call on its inputs: x alone, or x and the residual (a fused add + norm, returning
-    the normalized output and the updated residual)."""
+    the normalized output and the updated residual), or x to (q, scale) (an FP8-quantized output,
+    its raw result: the conversion verify makes is not timed)."""
     if bound.fused is not None:
         return bound.fused
+    if bound.quantized_call is not None:
+        return bound.quantized_call
     training = problem.params.mode == "train" or not problem.params.running_stats
 
     def forward(x: tf.Tensor) -> tf.Tensor:

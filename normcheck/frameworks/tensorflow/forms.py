@@ -18,7 +18,6 @@ those names (normcheck.user.modulation), a Keras layer ``cls(epsilon=...)`` call
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -39,6 +38,7 @@ from normcheck.frameworks.tensorflow.adapter import (
     tf,
     trailing,
 )
+from normcheck.frameworks.tensorflow.calls import VariableWatch, construct, eps_parameter, watched
 from normcheck.frameworks.tensorflow.facts import KERAS_DEFAULTS as DEFAULTS
 from normcheck.frameworks.tensorflow.facts import KERAS_OPTIONAL as OPTIONAL
 from normcheck.frameworks.tensorflow.facts import TENSORFLOW, VARIABLE_NAMES
@@ -51,7 +51,7 @@ from normcheck.ops.layer_norm import NOBIAS
 from normcheck.ops.rms_norm import GEMMA
 from normcheck.problem import Problem
 from normcheck.user.binding import BoundFunction, creates_variables_message, python_function
-from normcheck.user.modulation import MODULATION_ROLES, bind_modulation
+from normcheck.user.modulation import bind_modulation
 
 WEIGHT_NAMES, BIAS_NAMES = VARIABLE_NAMES["weight"], VARIABLE_NAMES["bias"]
 MEAN_NAMES, VAR_NAMES = VARIABLE_NAMES["running_mean"], VARIABLE_NAMES["running_var"]
@@ -70,6 +70,8 @@ def constructor_args(
         args["groups"] = -1 if op == "in" else params.groups
     if op in CHANNEL_OPS:
         args["axis"] = -1
+    elif params.axes is not None:  # --axes: LayerNormalization(axis=[...]) takes any
+        args["axis"] = list(params.axes)
     else:
         k = required(params.normalized_ndim, "normalized_ndim")
         args["axis"] = -1 if k == 1 else trailing(ndim, k)
@@ -78,27 +80,12 @@ def constructor_args(
     args["epsilon"] = eps
     if op != "rms":
         args["center"] = args["scale"] = params.affine
+        if params.variant == NOBIAS:  # layer norm without bias: LayerNormalization(center=False)
+            args["center"] = False
     if omit_defaults:
         defaults = DEFAULTS[op]
         args = {a: v for a, v in args.items() if a not in OPTIONAL and v != defaults[a]}
     return args
-
-
-def _call_text(cls: type, args: dict[str, Any]) -> str:
-    return f"{cls.__name__}({', '.join(f'{a}={v!r}' for a, v in args.items())})"
-
-
-def construct(cls: type, args: dict[str, Any]) -> keras.Layer:
-    try:
-        layer = cls(**args)
-    except TypeError as e:
-        raise TypeError(
-            f"{_call_text(cls, args)} failed ({e}); its constructor must take the arguments of the Keras layer "
-            "and pass the others (dtype) on to keras.layers.Layer"
-        ) from e
-    if not isinstance(layer, keras.Layer):
-        raise TypeError(f"{_call_text(cls, args)} returned a {type(layer).__name__}, not a keras.layers.Layer")
-    return layer
 
 
 def find_variable(layer: keras.Layer, names: tuple[str, ...]) -> Any:
@@ -142,9 +129,11 @@ def keras_binder(cls: type, op: str, omit_defaults: bool) -> Binder:
         if p.weight is not None:
             weight = set_variable(layer, WEIGHT_NAMES, p.weight, p.dtype, required=True)
         elif op == "rms":
-            # Keras's RMSNormalization always has a scale: without an affine weight it stays at 1
+            # Keras's RMSNormalization always has a scale: without an affine weight it multiplies
+            # by 1 (Gemma's stored offset 0)
             scale_shape = shape[len(shape) - required(p.params.normalized_ndim, "normalized_ndim") :]
-            set_variable(layer, WEIGHT_NAMES, np.ones(scale_shape), p.dtype, required=False)
+            unit = np.zeros(scale_shape) if p.params.variant == GEMMA else np.ones(scale_shape)
+            set_variable(layer, WEIGHT_NAMES, unit, p.dtype, required=False)
         if p.bias is not None:
             bias = set_variable(layer, BIAS_NAMES, p.bias, p.dtype, required=True)
         if op == "bn":
@@ -170,17 +159,6 @@ def keras_fused_binder(cls: type, op: str, omit_defaults: bool) -> Binder:
         return replace(bound, forward=_no_plain_forward, fused=lambda x, residual: layer(x, residual))
 
     return bind
-
-
-def eps_parameter(cls: type) -> str | None:
-    """The parameter of ``cls``'s constructor that takes eps, named (``**kwargs`` takes none: a
-    Keras layer passes those on to keras.layers.Layer, which refuses an eps)."""
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return None
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return next((n for n in MODULATION_ROLES["eps"] if n in params and params[n].kind in kinds), None)
 
 
 def _affine_kind(variable: Any) -> str | None:
@@ -259,18 +237,6 @@ def _stats_dtype(dtype: str) -> str:
     return "float32" if dtype in ("float16", "bfloat16") else dtype
 
 
-class _VariableWatch:
-    """Records the variables created while the user's function runs (TF1-style code, or a
-    function that makes its own gamma and beta)."""
-
-    def __init__(self) -> None:
-        self.created: list[str] = []
-
-    def __call__(self, next_creator: Any, **kwargs: Any) -> Any:
-        self.created.append(str(kwargs.get("name") or "unnamed"))
-        return next_creator(**kwargs)
-
-
 def function_binder(bound: BoundFunction) -> Binder:
     """Calls the bound function on tf tensors (x in its layout), gamma and beta as tf.Variables of
     shape (C,) (reshaped in the call for ``--param-shape broadcast``), running statistics as
@@ -290,7 +256,7 @@ def function_binder(bound: BoundFunction) -> Binder:
 
         def forward(x: tf.Tensor, train: bool) -> tf.Tensor:
             values = bound.values(x, p, weight, bias, mean, var, train, momentum, lambda a, s: tf.reshape(a, s))
-            watch = _VariableWatch()
+            watch = VariableWatch()
             with tf.variable_creator_scope(watch):
                 out = bound.call(values)
             if watch.created:
@@ -354,21 +320,6 @@ def _tensor_result(label: str, out: Any) -> tf.Tensor:
     return out
 
 
-def watched(label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)``, refused when it creates variables of its own: normcheck could not
-    give them the case's values."""
-    watch = _VariableWatch()
-    with tf.variable_creator_scope(watch):
-        out = fn(*args, **kwargs)
-    if watch.created:
-        raise TypeError(
-            f"{label} creates its own variables (tf.Variable {watch.created[0]!r}), so normcheck cannot give "
-            "them the case's values; take every parameter as an argument, or check a keras.layers.Layer "
-            "subclass that creates its variables in build() (--impl FILE:Class)"
-        )
-    return out
-
-
 def fused_call(p: Problem, x: tf.Tensor, residual: tf.Tensor, w: Any, b: Any) -> list[object]:
     """The arguments of a fused add + norm function, all positional, eps always given, as the
     PyTorch function form's: ``add_rms(x, residual, weight, eps)``, ``add_ln(x, residual, weight,
@@ -424,29 +375,3 @@ class ModulationFunction(TensorFlowImplementation):
             return _tensor_result(self.label, watched(self.label, self.call.call, self.fn, x, shift, scale, p.eps))
 
         return Bound(forward, scale, shift)
-
-
-def build(
-    form: str, op: str, obj: object, name: str, omit_defaults: bool, backward: object | None = None
-) -> TensorFlowImplementation:
-    if form == "tf_function":
-        if op in FUSED_BASE or op == ADALN:  # one calling convention each, not bound by name
-            if not callable(obj):
-                raise TypeError(f"the tf_function form takes a function, not a {type(obj).__name__}")
-            if op == ADALN:
-                return ModulationFunction(obj, name, omit_defaults)
-            return FusedFunctionImplementation(op, obj, name)
-        if not isinstance(obj, BoundFunction):  # normcheck.user binds the function by name first
-            raise TypeError(f"the tf_function form takes a function bound by name, not a {type(obj).__name__}")
-        return FunctionImplementation(obj, name)
-    if form != "keras_layer":
-        raise ValueError(f"the tensorflow forms have no form {form!r}")
-    if not isinstance(obj, type):  # normcheck.user.detect_form gives this form classes only
-        raise TypeError(f"the keras_layer form takes a keras.layers.Layer subclass, not a {type(obj).__name__}")
-    if op == ADALN:
-        return KerasModulationImplementation(obj, name, omit_defaults)
-    if op in FUSED_BASE:
-        impl = KerasLayerImplementation(op, name, keras_fused_binder(obj, op, omit_defaults), running_stats=False)
-        impl.extensions = frozenset({FUSED_ADD})
-        return impl
-    return KerasLayerImplementation(op, name, keras_binder(obj, op, omit_defaults), running_stats=op == "bn")

@@ -1,0 +1,198 @@
+"""TensorFlow user code with FP8-quantized output (``--quantize``): how it is called on a quantized
+case, and how what it returns becomes the case's outputs, as the PyTorch forms'
+(normcheck.frameworks.torch.quantized) translated to TensorFlow.
+
+A raw TensorFlow function (eager or tf.function) is called with the arguments of the
+torch.nn.functional op, all positional, eps always given, and for a static scale the scale last:
+
+    rms: fn(x, normalized_shape, weight, eps[, scale])
+    ln:  fn(x, normalized_shape, weight, bias, eps[, scale])
+
+normalized_shape a tuple of ints, weight and bias tf.Variables of that shape (None where the case
+has none). A keras.layers.Layer subclass is constructed, built and given its weights as Keras's
+RMSNormalization / LayerNormalization would be (forms.keras_binder) and called ``layer(x,
+training=False)``, or ``layer(x, scale, training=False)`` for a static scale; for that call
+normcheck turns the layer's ``autocast`` off, since Keras would otherwise cast the float32 scale
+to the layer's dtype (float16, bfloat16) before ``call`` sees it; x is in that dtype already.
+Either returns ``(q, scale)``: q a ``float8_e4m3fn`` or ``float8_e5m2`` tensor
+(``tf.dtypes.experimental``) of x's shape, or a float tensor whose values are FP8 values; scale
+float32 of shape () for the tensor or one value per row, e.g. (rows, 1); with a static scale q
+alone may be returned. The static scale is a float32 tensor of shape (). Inference only: no
+gradient is taken.
+
+TensorFlow's cast to float8 (checked in TF 2.21, eager and under XLA) rounds to nearest, ties to
+even, float64 directly (not through float32), and does not saturate: beyond the format's largest
+value it gives NaN (float8_e4m3fn) or inf (float8_e5m2), so a kernel clips first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from normcheck.frameworks.base import RunOutput
+from normcheck.frameworks.tensorflow.adapter import Binder, Bound, TensorFlowImplementation, add, keras, tensor, tf
+from normcheck.frameworks.tensorflow.calls import watched
+from normcheck.frameworks.tensorflow.forms import (
+    FunctionImplementation,
+    KerasLayerImplementation,
+    _label,
+    _no_plain_forward,
+    keras_binder,
+)
+from normcheck.ops._op import required
+from normcheck.ops.quantize import QUANTIZED, QUANTIZED_CHECK, SCALE_CHECK
+from normcheck.problem import Problem
+from normcheck.user.binding import BoundFunction
+
+RETURNS = "(q, scale): q the FP8 tensor, scale its float32 scale (q alone with a static scale)"
+Call = Callable[[tf.Tensor], Any]  # x -> what the user's code returns
+
+
+def static_scale(p: Problem) -> tf.Tensor | None:
+    """The case's static scale as a float32 tensor of shape (), or None for a dynamic one."""
+    if p.quant_scale is None:
+        return None
+    return tf.constant(np.float32(np.asarray(p.quant_scale)), dtype=tf.float32)
+
+
+def function_arguments(p: Problem, x: tf.Tensor, w: Any, b: Any, scale: tf.Tensor | None) -> list[object]:
+    """The positional arguments of a quantized norm function for this case (module docstring)."""
+    k = required(p.params.normalized_ndim, "normalized_ndim")
+    shape = tuple(int(n) for n in p.shape[len(p.shape) - k :])
+    args: list[object] = [x, shape, w] + ([b] if p.op == "ln" else []) + [p.eps]
+    return args + ([scale] if scale is not None else [])
+
+
+def outputs(result: object, p: Problem) -> RunOutput:
+    """The case's outputs from what the code returned: "quantized" (the FP8 values, their dtype
+    kept) and "scale". TypeError, an error row, for anything else."""
+    if _is_tensor(result) and p.quant_scale is not None:
+        q, scale = result, None
+    elif isinstance(result, tuple | list) and len(result) == 2:
+        q, scale = result
+    else:
+        raise TypeError(f"a quantized norm returns {RETURNS}; got {_kind(result)}")
+    if not _is_tensor(q):
+        raise TypeError(f"a quantized norm returns {RETURNS}; its q is {_kind(q)}")
+    out = RunOutput()
+    add(out, QUANTIZED_CHECK, q)
+    if scale is None:
+        return out
+    if _is_tensor(scale):
+        add(out, SCALE_CHECK, scale)
+    elif isinstance(scale, int | float) and not isinstance(scale, bool):
+        out.add(SCALE_CHECK, np.asarray(float(scale)), "float64")
+    else:
+        raise TypeError(f"a quantized norm returns {RETURNS}; its scale is {_kind(scale)}")
+    return out
+
+
+def _is_tensor(v: object) -> bool:
+    return isinstance(v, tf.Tensor | tf.Variable)
+
+
+def _kind(v: Any) -> str:
+    if _is_tensor(v):
+        return f"a {v.dtype.name} tensor of shape {tuple(v.shape)}"
+    if isinstance(v, tuple | list):
+        return f"a {type(v).__name__} of {len(v)}"
+    return f"a {type(v).__name__}"
+
+
+def quantized_bound(call: Call, p: Problem, weight: Any = None, bias: Any = None, layer: Any = None) -> Bound:
+    """The Bound of a quantized case: ``call`` (what bench times) and its outputs' reader (what verify runs)."""
+    return Bound(
+        _no_plain_forward,
+        weight,
+        bias,
+        layer=layer,
+        quantized=lambda x: outputs(call(x), p),
+        quantized_call=call,
+    )
+
+
+def function_binder(fn: Callable[..., Any], label: str) -> Binder:
+    """Binds ``fn``, called as the module docstring says (refused where it creates variables)."""
+
+    def bind(p: Problem, layout: str, device: str) -> Bound:
+        w = None if p.weight is None else tf.Variable(tensor(p.weight, p.dtype))
+        b = None if p.bias is None else tf.Variable(tensor(p.bias, p.dtype))
+        scale = static_scale(p)
+        return quantized_bound(lambda x: watched(label, fn, *function_arguments(p, x, w, b, scale)), p, w, b)
+
+    return bind
+
+
+def layer_call(layer: keras.Layer, scale: tf.Tensor | None) -> Call:
+    """x -> ``layer(x, training=False)``, or ``layer(x, scale, training=False)`` with the layer's
+    autocast off for the call, so the float32 scale reaches ``call`` as float32."""
+    if scale is None:
+        return lambda x: layer(x, training=False)
+
+    def call(x: tf.Tensor) -> Any:
+        autocast = layer.autocast
+        layer.autocast = False
+        try:
+            return layer(x, scale, training=False)
+        finally:
+            layer.autocast = autocast
+
+    return call
+
+
+def layer_binder(plain: Binder) -> Binder:
+    """The Keras layer ``plain`` constructs, builds and gives the case's weights, called as ``layer_call`` says."""
+
+    def bind(p: Problem, layout: str, device: str) -> Bound:
+        bound = plain(p, layout, device)
+        if bound.layer is None:  # keras_binder always keeps its layer
+            raise RuntimeError("no Keras layer was bound")
+        return quantized_bound(layer_call(bound.layer, static_scale(p)), p, bound.weight, bound.bias, bound.layer)
+
+    return bind
+
+
+def either(plain: Binder, quantized: Binder) -> Binder:
+    """``quantized`` for a quantized case, ``plain`` for every other."""
+    return lambda p, layout, device: (plain if p.params.quant is None else quantized)(p, layout, device)
+
+
+class QuantizedFunction(FunctionImplementation):
+    """A raw TensorFlow function bound by name (forms.FunctionImplementation) that also takes the
+    quantized cases, called by position as the module docstring says: on those the names it
+    binds play no part."""
+
+    def __init__(self, bound: BoundFunction, name: str) -> None:
+        super().__init__(bound, name)
+        self.extensions = self.extensions | {QUANTIZED}
+        self.bind = either(self.bind, function_binder(bound.fn, bound.label))
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        if problem.params.quant is not None:
+            return None
+        return super().unsupported(problem, layout)
+
+
+class QuantizedOnlyFunction(TensorFlowImplementation):
+    """A raw TensorFlow function its names cannot bind (a static scale named ``scale``, the name
+    of a weight) that takes the quantized norm's arguments by position: planned for quantized
+    cases only."""
+
+    extensions = requires = frozenset({QUANTIZED})
+
+    def __init__(self, op: str, fn: Callable[..., Any], name: str) -> None:
+        super().__init__(op, name, function_binder(fn, _label(fn, name)), running_stats=False)
+
+
+class QuantizedKerasLayer(KerasLayerImplementation):
+    """A user's Keras layer of RMS or layer norm (forms.keras_binder) that also takes the
+    quantized cases, called as the module docstring says."""
+
+    extensions = frozenset({QUANTIZED})
+
+    def __init__(self, cls: type, op: str, name: str, omit_defaults: bool) -> None:
+        plain = keras_binder(cls, op, omit_defaults)
+        super().__init__(op, name, either(plain, layer_binder(plain)), running_stats=False)
