@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from normcheck.cli._common import UsageError, emit, fail_usage, say
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from normcheck.model.port import PortComparison
     from normcheck.model.records import Inventory
     from normcheck.model.source import ModelSource
@@ -104,21 +106,34 @@ def port(
     raise typer.Exit(1 if failed else 0)
 
 
-def _inventories(
-    sources: tuple[ModelSource, ModelSource], timeout: float | None, verbose: bool
-) -> tuple[Inventory, Inventory]:
-    """Both inventories, each from its own worker, loaded side by side (one after the other when
-    the workers run inline); the source's UsageError first when both fail."""
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+def _side_by_side(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
+    """Both results, computed side by side: each call waits on its own worker process. Workers
+    that run inline (``NORMCHECK_INLINE=1``) run in this process, one after the other: in two
+    threads they would share its global state (torch's random generator among it)."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
+    if os.environ.get("NORMCHECK_INLINE") == "1":
+        return first(), second()
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="normcheck-port") as pool:
+        a, b = pool.submit(first), pool.submit(second)
+        return a.result(), b.result()
+
+
+def _inventories(
+    sources: tuple[ModelSource, ModelSource], timeout: float | None, verbose: bool
+) -> tuple[Inventory, Inventory]:
+    """Both inventories, each from its own worker, loaded side by side; the source's UsageError
+    first when both fail."""
     from normcheck.model.run import take_inventory
 
-    if os.environ.get("NORMCHECK_INLINE") == "1":
-        return take_inventory(sources[0], timeout, verbose), take_inventory(sources[1], timeout, verbose)
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="normcheck-port") as pool:
-        futures = [pool.submit(take_inventory, source, timeout, verbose) for source in sources]
-        return futures[0].result(), futures[1].result()
+    return _side_by_side(
+        lambda: take_inventory(sources[0], timeout, verbose), lambda: take_inventory(sources[1], timeout, verbose)
+    )
 
 
 def _on_activations(
@@ -133,7 +148,6 @@ def _on_activations(
     """The configurations compared, then each pair run on the source layer's activation: the
     source captured (and the port inventoried) side by side, then the port's layers run."""
     import tempfile
-    from concurrent.futures import ThreadPoolExecutor
 
     from normcheck.model.port import compare_inventories
     from normcheck.model.port_activation import PortTask, SourceTask, with_activations
@@ -141,10 +155,9 @@ def _on_activations(
 
     with tempfile.TemporaryDirectory(prefix="normcheck-port-") as folder:
         task = SourceTask(sources[0], folder, shapes, file, seed)
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="normcheck-port") as pool:
-            src_future = pool.submit(capture_source, task, timeout, verbose)
-            dst_future = pool.submit(take_inventory, sources[1], timeout, verbose)
-            (src, captured), dst = src_future.result(), dst_future.result()
+        (src, captured), dst = _side_by_side(
+            lambda: capture_source(task, timeout, verbose), lambda: take_inventory(sources[1], timeout, verbose)
+        )
         comparison = compare_inventories(src, dst, mapping)
         port_task = PortTask(sources[1], folder, _runnable(comparison, captured), seed)
         findings = run_port_layers(port_task, timeout, verbose) if port_task.pairs else {}

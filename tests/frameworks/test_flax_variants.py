@@ -25,10 +25,10 @@ def _check(op: str, name: str, **options) -> Report:
 @pytest.mark.parametrize(
     ("op", "name", "options"),
     [
-        ("rms", "GemmaRMSNorm", {"variant": "gemma"}),
-        ("ln", "LayerNorm", {"variant": "nobias"}),
-        ("ln", "LayerNorm", {"axes": "1"}),
-        ("ln", "LayerNorm", {"axes": "1,2,3"}),
+        ("rms", "GemmaRMSNorm", {"variant": "gemma", "shapes": ["4,16", "2,5,33"]}),
+        ("ln", "LayerNorm", {"variant": "nobias", "shapes": ["4,16", "2,3,8"]}),
+        ("ln", "LayerNorm", {"axes": "1", "shapes": ["2,6,5,7"]}),
+        ("ln", "LayerNorm", {"axes": "1,2,3", "shapes": ["2,6,5,7"]}),
     ],
     ids=["gemma", "nobias", "axes-1", "axes-1,2,3"],
 )

@@ -55,8 +55,9 @@ def test_a_correct_module_passes_inside_group_norm():
 @pytest.mark.slow
 def test_a_correct_module_passes_the_default_cases_in_half_precision():
     """float16 and bfloat16 on the default cases and the inputs that stress them, the bias's
-    gradient (a sum over N, H and W) included."""
-    report = _check("ws,ws_gn", "StandardizedConv", dtypes="float16,bfloat16", kinds="normal,large_mean,half_range")
+    gradient (a sum over N, H and W) included (ws_gn runs the same convolution: its half rows are
+    the JAX function's test's)."""
+    report = _check("ws", "StandardizedConv", dtypes="float16,bfloat16", kinds="normal,large_mean,half_range")
     assert report.ok, [r.message for r in report.failing()][:3]
     assert not report.counts[ERROR]
 

@@ -17,7 +17,7 @@ from normcheck.bench.records import BACKWARD, FORWARD, PASSES
 from normcheck.bench.timer import TimerSettings, measure_host
 from normcheck.frameworks import bench_module
 from normcheck.frameworks.base import Unsupported
-from normcheck.frameworks.tensorflow import user_forms as user_keras
+from normcheck.frameworks.tensorflow import forms as user_keras
 from normcheck.frameworks.tensorflow.adapter import RAW_NAME, Bound, TensorFlowImplementation, layout_shape
 from normcheck.ops import OpParams
 

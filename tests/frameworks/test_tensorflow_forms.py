@@ -20,7 +20,7 @@ from keras import ops
 from fixtures import keras_layers as layers
 from normcheck.api import check
 from normcheck.frameworks.tensorflow.facts import TENSORFLOW
-from normcheck.frameworks.tensorflow.forms import DEFAULTS, KerasLayerImplementation, constructor_args
+from normcheck.frameworks.tensorflow.norm_forms import DEFAULTS, KerasLayerImplementation, constructor_args
 from normcheck.ops import OpParams
 from normcheck.user import EXPLICIT_EPS, EXPLICIT_MOMENTUM
 

@@ -22,7 +22,7 @@ from fixtures import tf_fp8_norms
 from normcheck.bench.records import BACKWARD, FORWARD
 from normcheck.frameworks import bench_module
 from normcheck.frameworks.base import Unsupported
-from normcheck.frameworks.tensorflow import quantized, user_forms
+from normcheck.frameworks.tensorflow import forms, quantized
 from normcheck.ops import OpParams
 from normcheck.ops.quantize import STATIC, Quantization, Rounding, values_accepted
 from normcheck.problem import Problem
@@ -168,7 +168,7 @@ def test_a_function_its_names_cannot_bind_takes_the_quantized_cases_by_position(
     q comes back as float64 with the dtype name float8_e4m3fn, each value the FP8 rounding of
     y / scale, and the scale exactly the one given."""
     fn = tf_fp8_norms.rms_norm_fp8_static
-    impl = user_forms.build("tf_function", "rms", fn, "rms_norm_fp8_static", omit_defaults=False)
+    impl = forms.build("tf_function", "rms", fn, "rms_norm_fp8_static", omit_defaults=False)
     assert isinstance(impl, quantized.QuantizedOnlyFunction) and impl.requires == impl.extensions
     p = _problem("rms", STATIC)
     out = impl.run(p, "contiguous", "cpu")
@@ -183,7 +183,7 @@ def test_a_function_its_names_cannot_bind_takes_the_quantized_cases_by_position(
 def test_the_keras_layer_gets_the_static_scale_in_float32():
     """Keras casts every floating tensor argument to a layer's dtype: the form turns that off for
     the call, so a bfloat16 layer's static scale stays the float32 one given (and comes back so)."""
-    impl = user_forms.build("keras_layer", "rms", tf_fp8_norms.RMSNormFP8, "RMSNormFP8", omit_defaults=False)
+    impl = forms.build("keras_layer", "rms", tf_fp8_norms.RMSNormFP8, "RMSNormFP8", omit_defaults=False)
     p = _problem("rms", STATIC, dtype="bfloat16")
     bound = impl.bind(p, "contiguous", "cpu")
     assert bound.quantized is not None and bound.layer is not None
@@ -195,7 +195,7 @@ def test_the_keras_layer_gets_the_static_scale_in_float32():
 @pytest.mark.parametrize("variant", ["eager", "tf.function+XLA"])
 def test_bench_times_the_forward_and_refuses_the_backward(variant):
     target = bench_module("tensorflow")
-    impl = user_forms.build("keras_layer", "ln", tf_fp8_norms.LayerNormFP8, "LayerNormFP8", omit_defaults=False)
+    impl = forms.build("keras_layer", "ln", tf_fp8_norms.LayerNormFP8, "LayerNormFP8", omit_defaults=False)
     p = _problem("ln", "row")
     t = target.build(impl, p, FORWARD, variant, "cpu")
     q, scale = t.call()

@@ -162,17 +162,21 @@ def test_half_precision_losses_get_their_numeric_cause():
     assert failing and all("overflows float16" in r.diagnosis.cause for r in failing)
 
 
-def test_other_forms_and_frameworks_are_refused_with_one_line():
+def test_other_frameworks_are_refused_with_one_line():
     require("torch")
     with pytest.raises(UsageError, match="no framework checked has ws"):
         normcheck.check("ws", framework="onnxruntime")
-    with pytest.raises(UsageError, match="has no ws"):
-        normcheck.check(
-            "ws",
-            f"{FIXTURES.parent}/cs231n_layers.py:batchnorm_forward",
-            backward=f"{FIXTURES.parent}/cs231n_layers.py:batchnorm_backward",
-            style="cs231n",
-        )
+    # every form of user code takes ws now: a pair that is no convolution fails as its code does
+    report = normcheck.check(
+        "ws",
+        f"{FIXTURES.parent}/cs231n_layers.py:batchnorm_forward",
+        backward=f"{FIXTURES.parent}/cs231n_layers.py:batchnorm_backward",
+        style="cs231n",
+        dtypes="float64",
+        kinds="normal",
+        jobs=1,
+    )
+    assert report.results and {r.status for r in report.results} == {"error"}
 
 
 def test_one_value_per_group_after_the_convolution_is_pytorchs_refusal_not_an_error():

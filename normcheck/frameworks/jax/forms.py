@@ -50,13 +50,14 @@ from normcheck.frameworks.jax.adapter import (
 )
 from normcheck.frameworks.jax.adapter import variables as case_variables
 from normcheck.frameworks.jax.facts import FLAX_FIELDS, MODULE_NAMES, OPTIONAL_FIELDS, field_values
+from normcheck.frameworks.quantized_result import ArrayKind, quantized_outputs
 from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.ops import FUSED_BASE, OPS
 from normcheck.ops._op import required
 from normcheck.ops.adaptive_layer_norm import ADALN, stray_affine
 from normcheck.ops.fused_add import FUSED_ADD
 from normcheck.ops.layer_norm import AXES, NOBIAS
-from normcheck.ops.quantize import QUANTIZED, QUANTIZED_CHECK, SCALE_CHECK
+from normcheck.ops.quantize import QUANTIZED
 from normcheck.ops.rms_norm import GEMMA
 from normcheck.ops.weight_standardization import GN_EPS, PAPER, WEIGHT_STANDARDIZATION, WS_GN, WS_OPS, conv_of
 from normcheck.problem import Problem
@@ -343,40 +344,20 @@ def _run_quantized(case: JitOrEager, problem: Problem, device: str) -> RunOutput
     return _quantized_outputs(case(params, x, static_scale(problem, dev)), problem)
 
 
-def _quantized_outputs(result: Any, problem: Problem) -> RunOutput:
-    """The checks "quantized" (the FP8 values, their dtype kept: float8_e4m3fn, or the float that
-    holds them) and "scale" from what the function returned; TypeError, an error row, for anything else."""
-    if _is_array(result) and problem.quant_scale is not None:
-        q, scale = result, None
-    elif isinstance(result, tuple | list) and len(result) == 2:
-        q, scale = result
-    else:
-        raise TypeError(f"a quantized norm returns {QUANTIZED_RETURNS}; got {_kind(result)}")
-    if not _is_array(q):
-        raise TypeError(f"a quantized norm returns {QUANTIZED_RETURNS}; its q is {_kind(q)}")
-    out = RunOutput()
-    add(out, QUANTIZED_CHECK, q)
-    if scale is None:
-        return out
-    if _is_array(scale):
-        add(out, SCALE_CHECK, scale)
-    elif isinstance(scale, int | float) and not isinstance(scale, bool):
-        out.add(SCALE_CHECK, np.asarray(float(scale)), "float64")
-    else:
-        raise TypeError(f"a quantized norm returns {QUANTIZED_RETURNS}; its scale is {_kind(scale)}")
-    return out
-
-
 def _is_array(v: Any) -> bool:
     return isinstance(v, jax.Array | np.ndarray | np.generic)
 
 
-def _kind(v: Any) -> str:
-    if _is_array(v):
-        return f"a {v.dtype} array of shape {tuple(v.shape)}"
-    if isinstance(v, tuple | list):
-        return f"a {type(v).__name__} of {len(v)}"
-    return f"a {type(v).__name__}"
+def _describe(a: Any) -> str:
+    return f"a {a.dtype} array of shape {tuple(a.shape)}"
+
+
+QUANTIZED_ARRAYS = ArrayKind(_is_array, _describe, add, QUANTIZED_RETURNS)
+
+
+def _quantized_outputs(result: Any, problem: Problem) -> RunOutput:
+    """The checks "quantized" and "scale" from what the code returned (normcheck.frameworks.quantized_result)."""
+    return quantized_outputs(result, problem.quant_scale is not None, QUANTIZED_ARRAYS)
 
 
 # -- flax.linen modules with the fields of Flax's layers ---------------------------------------

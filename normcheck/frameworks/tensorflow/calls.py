@@ -1,7 +1,7 @@
 """How normcheck calls the user's TensorFlow code: constructing a Keras layer class with the
 arguments a case gives, and running a function while watching for variables it creates (normcheck
 cannot give those the case's values). Shared by the TensorFlow forms (normcheck.frameworks.
-tensorflow.forms, ws, quantized)."""
+tensorflow.norm_forms, ws, quantized)."""
 
 from __future__ import annotations
 

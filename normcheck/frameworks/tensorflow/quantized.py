@@ -10,7 +10,7 @@ torch.nn.functional op, all positional, eps always given, and for a static scale
 
 normalized_shape a tuple of ints, weight and bias tf.Variables of that shape (None where the case
 has none). A keras.layers.Layer subclass is constructed, built and given its weights as Keras's
-RMSNormalization / LayerNormalization would be (forms.keras_binder) and called ``layer(x,
+RMSNormalization / LayerNormalization would be (norm_forms.keras_binder) and called ``layer(x,
 training=False)``, or ``layer(x, scale, training=False)`` for a static scale; for that call
 normcheck turns the layer's ``autocast`` off, since Keras would otherwise cast the float32 scale
 to the layer's dtype (float16, bfloat16) before ``call`` sees it; x is in that dtype already.
@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 
 from normcheck.frameworks.base import RunOutput
+from normcheck.frameworks.quantized_result import ArrayKind, quantized_outputs
 from normcheck.frameworks.tensorflow.adapter import Binder, Bound, TensorFlowImplementation, add, keras, tensor, tf
 from normcheck.frameworks.tensorflow.calls import watched
-from normcheck.frameworks.tensorflow.forms import (
+from normcheck.frameworks.tensorflow.norm_forms import (
     FunctionImplementation,
     KerasLayerImplementation,
     _label,
@@ -43,7 +44,7 @@ from normcheck.frameworks.tensorflow.forms import (
     keras_binder,
 )
 from normcheck.ops._op import required
-from normcheck.ops.quantize import QUANTIZED, QUANTIZED_CHECK, SCALE_CHECK
+from normcheck.ops.quantize import QUANTIZED
 from normcheck.problem import Problem
 from normcheck.user.binding import BoundFunction
 
@@ -66,40 +67,20 @@ def function_arguments(p: Problem, x: tf.Tensor, w: Any, b: Any, scale: tf.Tenso
     return args + ([scale] if scale is not None else [])
 
 
-def outputs(result: object, p: Problem) -> RunOutput:
-    """The case's outputs from what the code returned: "quantized" (the FP8 values, their dtype
-    kept) and "scale". TypeError, an error row, for anything else."""
-    if _is_tensor(result) and p.quant_scale is not None:
-        q, scale = result, None
-    elif isinstance(result, tuple | list) and len(result) == 2:
-        q, scale = result
-    else:
-        raise TypeError(f"a quantized norm returns {RETURNS}; got {_kind(result)}")
-    if not _is_tensor(q):
-        raise TypeError(f"a quantized norm returns {RETURNS}; its q is {_kind(q)}")
-    out = RunOutput()
-    add(out, QUANTIZED_CHECK, q)
-    if scale is None:
-        return out
-    if _is_tensor(scale):
-        add(out, SCALE_CHECK, scale)
-    elif isinstance(scale, int | float) and not isinstance(scale, bool):
-        out.add(SCALE_CHECK, np.asarray(float(scale)), "float64")
-    else:
-        raise TypeError(f"a quantized norm returns {RETURNS}; its scale is {_kind(scale)}")
-    return out
-
-
 def _is_tensor(v: object) -> bool:
     return isinstance(v, tf.Tensor | tf.Variable)
 
 
-def _kind(v: Any) -> str:
-    if _is_tensor(v):
-        return f"a {v.dtype.name} tensor of shape {tuple(v.shape)}"
-    if isinstance(v, tuple | list):
-        return f"a {type(v).__name__} of {len(v)}"
-    return f"a {type(v).__name__}"
+def _describe(t: Any) -> str:
+    return f"a {t.dtype.name} tensor of shape {tuple(t.shape)}"
+
+
+ARRAYS = ArrayKind(_is_tensor, _describe, add, RETURNS)
+
+
+def outputs(result: object, p: Problem) -> RunOutput:
+    """The case's outputs from what the code returned (normcheck.frameworks.quantized_result)."""
+    return quantized_outputs(result, p.quant_scale is not None, ARRAYS)
 
 
 def quantized_bound(call: Call, p: Problem, weight: Any = None, bias: Any = None, layer: Any = None) -> Bound:
@@ -161,7 +142,7 @@ def either(plain: Binder, quantized: Binder) -> Binder:
 
 
 class QuantizedFunction(FunctionImplementation):
-    """A raw TensorFlow function bound by name (forms.FunctionImplementation) that also takes the
+    """A raw TensorFlow function bound by name (norm_forms.FunctionImplementation) that also takes the
     quantized cases, called by position as the module docstring says: on those the names it
     binds play no part."""
 
@@ -188,7 +169,7 @@ class QuantizedOnlyFunction(TensorFlowImplementation):
 
 
 class QuantizedKerasLayer(KerasLayerImplementation):
-    """A user's Keras layer of RMS or layer norm (forms.keras_binder) that also takes the
+    """A user's Keras layer of RMS or layer norm (norm_forms.keras_binder) that also takes the
     quantized cases, called as the module docstring says."""
 
     extensions = frozenset({QUANTIZED})

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from normcheck.frameworks.base import RunOutput
+from normcheck.frameworks.quantized_result import ArrayKind, quantized_outputs
 from normcheck.frameworks.torch.adapter import add
 from normcheck.ops._op import required
-from normcheck.ops.quantize import QUANTIZED_CHECK, SCALE_CHECK
 from normcheck.problem import Problem
 
 RETURNS = "(q, scale): q the FP8 tensor, scale its float32 scale (q alone with a static scale)"
@@ -48,36 +48,16 @@ def function_arguments(
     return args + ([scale] if scale is not None else [])
 
 
+def _describe(t: torch.Tensor) -> str:
+    return f"a {str(t.dtype).removeprefix('torch.')} tensor of shape {tuple(t.shape)}"
+
+
+ARRAYS = ArrayKind(lambda v: isinstance(v, torch.Tensor), _describe, add, RETURNS)
+
+
 def outputs(result: object, p: Problem) -> RunOutput:
-    """The case's outputs from what the code returned: "quantized" (the FP8 values, their dtype
-    kept) and "scale". TypeError, an error row, for anything else."""
-    if isinstance(result, torch.Tensor) and p.quant_scale is not None:
-        q, scale = result, None
-    elif isinstance(result, tuple | list) and len(result) == 2:
-        q, scale = result
-    else:
-        raise TypeError(f"a quantized norm returns {RETURNS}; got {_kind(result)}")
-    if not isinstance(q, torch.Tensor):
-        raise TypeError(f"a quantized norm returns {RETURNS}; its q is {_kind(q)}")
-    out = RunOutput()
-    add(out, QUANTIZED_CHECK, q)
-    if scale is None:
-        return out
-    if isinstance(scale, torch.Tensor):
-        add(out, SCALE_CHECK, scale)
-    elif isinstance(scale, int | float) and not isinstance(scale, bool):
-        out.add(SCALE_CHECK, np.asarray(float(scale)), "float64")
-    else:
-        raise TypeError(f"a quantized norm returns {RETURNS}; its scale is {_kind(scale)}")
-    return out
-
-
-def _kind(v: object) -> str:
-    if isinstance(v, torch.Tensor):
-        return f"a {str(v.dtype).removeprefix('torch.')} tensor of shape {tuple(v.shape)}"
-    if isinstance(v, tuple | list):
-        return f"a {type(v).__name__} of {len(v)}"
-    return f"a {type(v).__name__}"
+    """The case's outputs from what the code returned (normcheck.frameworks.quantized_result)."""
+    return quantized_outputs(result, p.quant_scale is not None, ARRAYS)
 
 
 def function_call(
