@@ -47,9 +47,10 @@ def _run(**fields):
 
 @pytest.mark.parametrize(("op", "path", "name", "shape"), TIMED, ids=[t[2] for t in TIMED])
 def test_fused_and_adaln_are_timed_forward_and_backward_eager_and_jitted(op, path, name, shape):
-    report = _run(ops=op, impl=f"{path}:{name}", shapes=(shape,), dtypes="float32,bfloat16")
+    dtypes = ("float32", "bfloat16") if name == "fused_add_rms_norm" else ("float32",)  # one half run is enough
+    report = _run(ops=op, impl=f"{path}:{name}", shapes=(shape,), dtypes=",".join(dtypes))
     rows = {(r.case.dtype, r.case.mode, r.case.pass_): r for r in report.results if r.case.framework == "user"}
-    assert set(rows) == {(dtype, *m) for dtype in ("float32", "bfloat16") for m in MODES}
+    assert set(rows) == {(dtype, *m) for dtype in dtypes for m in MODES}
     for key, r in rows.items():
         assert r.status == "ok", (key, r.reason)
         assert r.median > 0 and r.gbps and r.gbps > 0

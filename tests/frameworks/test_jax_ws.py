@@ -54,9 +54,9 @@ def test_a_correct_function_passes_inside_group_norm():
 @pytest.mark.slow
 def test_a_correct_function_passes_the_default_cases_in_half_precision():
     """float16 and bfloat16 on the default cases and the inputs that stress them (float32 and
-    float64 are the other tests'), hostile weights included."""
+    float64 are the other tests'), hostile weights included; ws_gn runs the same convolution."""
     require("jax")
-    report = _check("ws,ws_gn", "ws_conv", dtypes="float16,bfloat16", kinds="large_mean,constant,half_range")
+    report = _check("ws", "ws_conv", dtypes="float16,bfloat16", kinds="large_mean,constant,half_range")
     assert report.ok, [r.message for r in report.failing()][:3]
     assert not report.counts["error"]
 
