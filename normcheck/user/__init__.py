@@ -17,6 +17,7 @@ from normcheck.frameworks.base import Framework, FrameworkFacts, Implementation
 from normcheck.names import OpName
 from normcheck.ops import OpParams
 from normcheck.ops.adaptive_layer_norm import ADALN
+from normcheck.ops.quantize import QUANTIZED_OPS
 from normcheck.ops.weight_standardization import WS_OPS
 from normcheck.user.binding import (
     DEFAULT_LAYOUTS,
@@ -240,8 +241,11 @@ class UserFramework(Framework):
         try:
             binding = bind(self.obj, op, self.label)
         except BindingError:
-            if self.form.id != "tf_function" and as_given and takes_functional_arguments(self.obj, op):
-                return None  # names that know their roles but not which is which: F's by position
+            positional = as_given and takes_functional_arguments(self.obj, op)
+            if positional and (self.form.id != "tf_function" or op in QUANTIZED_OPS):
+                # names that know their roles but not which is which: F's by position (a TensorFlow
+                # function: as an FP8-output norm, ``fn(x, normalized_shape, weight, eps, scale)``)
+                return None
             raise
         return BoundFunction(self.obj, binding, layout, self.param_shape, self.omit_defaults)
 

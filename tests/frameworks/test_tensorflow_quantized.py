@@ -18,6 +18,7 @@ tf = require("tensorflow")
 
 from typer.testing import CliRunner
 
+import normcheck
 from fixtures import tf_fp8_norms
 from normcheck.bench.records import BACKWARD, FORWARD
 from normcheck.frameworks import bench_module
@@ -30,12 +31,6 @@ from normcheck.reference import reference
 from normcheck.verify.quantized import quantized_problem
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "tf_fp8_norms.py"
-# the static scale taken under a name no role has: a function named ``scale`` binds by name only
-# once normcheck.user falls back to the positional call for tf_function (see QuantizedOnlyFunction)
-STATIC_WRAPPERS = """
-def {name}_named(x, normalized_shape, weight, eps, fp8_scale=None):
-    return {name}(x, normalized_shape, weight, eps, fp8_scale)
-"""
 
 # (impl, op, format, scale)
 CORRECT = [
@@ -43,7 +38,7 @@ CORRECT = [
     ("rms_norm_fp8_compiled", "rms", "e4m3", "row"),
     ("rms_norm_fp8_e5m2", "rms", "e5m2", "row"),
     ("rms_norm_fp8_per_tensor", "rms", "e4m3", "tensor"),
-    ("rms_norm_fp8_static_named", "rms", "e4m3", "static"),
+    ("rms_norm_fp8_static", "rms", "e4m3", "static"),
     ("layer_norm_fp8", "ln", "e4m3", "row"),
     ("RMSNormFP8", "rms", "e4m3", "row"),
     ("RMSNormFP8", "rms", "e4m3", "static"),
@@ -51,8 +46,8 @@ CORRECT = [
 ]
 # (impl, op, format, scale, the hypothesis its failures must name)
 BUGGY = [
-    ("rms_norm_fp8_static_scale_roundtrip_named", "rms", "e4m3", "static", "scale_one_ulp"),
-    ("rms_norm_fp8_static_e5m2_no_clip_named", "rms", "e5m2", "static", "no_saturation"),
+    ("rms_norm_fp8_static_scale_roundtrip", "rms", "e4m3", "static", "scale_one_ulp"),
+    ("rms_norm_fp8_static_e5m2_no_clip", "rms", "e5m2", "static", "no_saturation"),
     ("rms_norm_fp8_tensor_scale", "rms", "e4m3", "row", "tensor_scale"),
     ("rms_norm_fp8_fnuz_max", "rms", "e4m3", "row", "fp8_max_240"),
     ("rms_norm_fp8_amax_of_input", "rms", "e4m3", "row", "amax_of_input"),
@@ -84,9 +79,7 @@ def records(tmp_path_factory) -> dict[str, list[dict]]:
     """Every fixture checked in one verify run: its rows by implementation and scale (both call styles)."""
     tmp = tmp_path_factory.mktemp("tf_fp8")
     module = tmp / "tf_fp8_more.py"
-    statics = ("rms_norm_fp8_static", "rms_norm_fp8_static_scale_roundtrip", "rms_norm_fp8_static_e5m2_no_clip")
-    extra = "".join(STATIC_WRAPPERS.format(name=n) for n in statics)
-    module.write_text(FIXTURES.read_text() + "\n" + extra + MALFORMED)
+    module.write_text(FIXTURES.read_text() + "\n" + MALFORMED)
     lines = [
         'dtypes = ["float32", "bfloat16"]',
         'inputs = ["normal", "half_range"]',
@@ -169,7 +162,7 @@ def test_a_function_its_names_cannot_bind_takes_the_quantized_cases_by_position(
     y / scale, and the scale exactly the one given."""
     fn = tf_fp8_norms.rms_norm_fp8_static
     impl = forms.build("tf_function", "rms", fn, "rms_norm_fp8_static", omit_defaults=False)
-    assert isinstance(impl, quantized.QuantizedOnlyFunction) and impl.requires == impl.extensions
+    assert isinstance(impl, quantized.QuantizedOnlyFunction)
     p = _problem("rms", STATIC)
     out = impl.run(p, "contiguous", "cpu")
     q, scale = out.values["quantized"], out.values["scale"]
@@ -202,3 +195,17 @@ def test_bench_times_the_forward_and_refuses_the_backward(variant):
     assert q.dtype == tf.dtypes.experimental.float8_e4m3fn and tuple(scale.shape) == (3, 1)
     with pytest.raises(Unsupported, match="no gradient"):
         target.build(impl, p, BACKWARD, variant, "cpu")
+
+
+def test_without_quantize_such_a_function_is_skip_rows_saying_why():
+    report = normcheck.check(
+        "rms",
+        f"{FIXTURES}:rms_norm_fp8_static",
+        framework="tensorflow",
+        dtypes="float32",
+        kinds="normal",
+        shapes=["4,16"],
+        jobs=1,
+    )
+    assert report.results and {r.status for r in report.results} == {"skip"}
+    assert all("on --quantize cases only" in r.message for r in report.results)

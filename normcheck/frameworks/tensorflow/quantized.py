@@ -159,13 +159,22 @@ class QuantizedFunction(FunctionImplementation):
 
 class QuantizedOnlyFunction(TensorFlowImplementation):
     """A raw TensorFlow function its names cannot bind (a static scale named ``scale``, the name
-    of a weight) that takes the quantized norm's arguments by position: planned for quantized
-    cases only."""
+    of a weight) that takes the quantized norm's arguments by position: run on quantized cases,
+    a skip row saying so on the others."""
 
-    extensions = requires = frozenset({QUANTIZED})
+    extensions = frozenset({QUANTIZED})
 
     def __init__(self, op: str, fn: Callable[..., Any], name: str) -> None:
-        super().__init__(op, name, function_binder(fn, _label(fn, name)), running_stats=False)
+        self.label = _label(fn, name)
+        super().__init__(op, name, function_binder(fn, self.label), running_stats=False)
+
+    def unsupported(self, problem: Problem, layout: str) -> str | None:
+        if problem.params.quant is not None:
+            return None
+        return (
+            f"{self.label}'s parameter names do not bind a plain {self.op} norm (two name the weight, or one "
+            "is missing): it is called by position as an FP8-output norm, on --quantize cases only"
+        )
 
 
 class QuantizedKerasLayer(KerasLayerImplementation):
