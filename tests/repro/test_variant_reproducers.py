@@ -423,15 +423,15 @@ def call_of(op: str, impl: str, params: OpParams, user: UserCode | None = None) 
     [
         (
             "tensorflow",
-            call_of("ln", "keras.layers.LayerNormalization", OpParams(normalized_ndim=1, variant="nobias")),
-            "the nobias variant of layer norm (no bias)",
+            call_of("bn", "keras.layers.BatchNormalization", OpParams(variant="cumulative")),
+            "the cumulative variant of batch norm",
         ),
         (
             "jax",
-            call_of("rms", "f", OpParams(normalized_ndim=1, variant="gemma"), UserCode("jax_function", False)),
-            "the gemma variant of RMS norm (y = xhat * (1 + weight))",
+            call_of("bn", "f", OpParams(variant="cumulative"), UserCode("jax_function", False)),
+            "the cumulative variant of batch norm (momentum=None, the cumulative average)",
         ),
-        ("onnxruntime", call_of("add_ln", "SkipLayerNormalization", OpParams(normalized_ndim=1)), "add_ln"),
+        ("onnxruntime", call_of("ln", "onnx.LayerNormalization", OpParams(axes=(1,))), "layer norm over axes 1"),
     ],
 )
 def test_another_frameworks_variant_row_is_refused_saying_which(framework, call, words):
