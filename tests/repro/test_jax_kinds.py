@@ -33,6 +33,7 @@ from normcheck.ops import OPS
 from normcheck.ops.adaptive_layer_norm import ADALN
 from normcheck.ops.layer_norm import axes_cases
 from normcheck.ops.quantize import QUANTIZED_CHECK, ROW, STATIC, Quantization
+from normcheck.repro.bindings import modulation_text
 from normcheck.repro.call import QUANTIZED_DTYPE, Snippet, UserCode
 from normcheck.repro.inputs import case_arrays
 from normcheck.repro.user_code import loader
@@ -181,8 +182,7 @@ class Module:
     [named, jax.jit(named), jax.jit(lambda a, b, c, d: a), functools.partial(Module.__call__, None)],
 )
 def test_the_scripts_adaln_binding_is_normchecks(fn):
-    roles = "".join(f"    {role!r}: {names!r},\n" for role, names in jax_repro.MODULATION_ROLES.items())
-    binding = script_namespace(jax_repro.MODULATION.format(roles=roles))["modulation"](fn)
+    binding = script_namespace(modulation_text())["modulation"](fn)
     call = bind_modulation(fn, "fn")
     assert binding == (call.names or None, call.takes_eps)
 

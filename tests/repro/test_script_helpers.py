@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 
-from normcheck.frameworks.torch.repro import OPTIONS
+from normcheck.repro.bindings import OPTIONS
 from normcheck.user.binding import takes
 
 

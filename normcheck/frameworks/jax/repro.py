@@ -27,7 +27,6 @@ from __future__ import annotations
 from typing import Any
 
 from normcheck.frameworks.jax.facts import FLAX_FIELDS, MODULE_NAMES, OPTIONAL_FIELDS, SAFE_SETTING, field_values
-from normcheck.frameworks.torch.repro import MODULATION, OPTIONS
 from normcheck.names import CHANNELS_LAST
 from normcheck.ops import FUSED_BASE
 from normcheck.ops.adaptive_layer_norm import ADALN
@@ -36,8 +35,8 @@ from normcheck.ops.layer_norm import AXES, NOBIAS
 from normcheck.ops.quantize import QUANTIZED, QUANTIZED_CHECK, SCALE_CHECK, STATIC
 from normcheck.ops.rms_norm import GEMMA
 from normcheck.ops.weight_standardization import GN_EPS, PAPER, WEIGHT_STANDARDIZATION, WS_GN, WS_OPS, conv_of
+from normcheck.repro.bindings import OPTIONS, modulation_text
 from normcheck.repro.call import QUANTIZED_DTYPE, ReproCall, Snippet, block, quoted
-from normcheck.user.modulation import MODULATION_ROLES
 from normcheck.user.ws_forms import EPS_NAMES, PADDING_NAMES
 
 # What these reproducers write beyond the five plain ops (repro.call.extensions)
@@ -571,7 +570,6 @@ def _quantized(call: ReproCall, module: bool) -> Made:
 def _adaln(call: ReproCall, module: bool) -> Made:
     """forms.ModulationFunction (eps always given where it takes one) and ModulationModule; scale
     is the case's weight and shift its bias."""
-    roles = "".join(f"    {role!r}: {names!r},\n" for role, names in MODULATION_ROLES.items())
     setup = _adaln_module(call) if module else ADALN_FUNCTION.format(eps=call.eps)
     const = ", module_variables(data)" if module else ""
     lines = [
@@ -580,7 +578,7 @@ def _adaln(call: ReproCall, module: bool) -> Made:
         'out = {"forward": numpy(y), "grad_input": numpy(dx)}',
         'return {**out, "grad_weight": numpy(dscale), "grad_bias": numpy(dshift)}',
     ]
-    code = JIT_OR_EAGER + MODULATION.format(roles=roles) + VJP + setup + ADALN_CASE + _run_def(lines)
+    code = JIT_OR_EAGER + modulation_text() + VJP + setup + ADALN_CASE + _run_def(lines)
     return ("functools", "inspect") if module else ("inspect",), code
 
 

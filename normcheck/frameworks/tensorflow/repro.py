@@ -41,7 +41,6 @@ from normcheck.frameworks.tensorflow.facts import (
     VARIABLE_NAMES,
 )
 from normcheck.frameworks.tensorflow.facts import KERAS_OPTIONAL as OPTIONAL
-from normcheck.frameworks.torch.repro import MODULATION, OPTIONS
 from normcheck.names import CHANNELS_LAST
 from normcheck.ops import FUSED_BASE
 from normcheck.ops.adaptive_layer_norm import ADALN
@@ -50,6 +49,7 @@ from normcheck.ops.layer_norm import AXES, NOBIAS, normalized_axes
 from normcheck.ops.quantize import QUANTIZED, QUANTIZED_CHECK, SCALE_CHECK, STATIC
 from normcheck.ops.rms_norm import GEMMA
 from normcheck.ops.weight_standardization import GN_EPS, PAPER, WEIGHT_STANDARDIZATION, WS_GN, WS_OPS, conv_of
+from normcheck.repro.bindings import OPTIONS, modulation_text
 from normcheck.repro.call import QUANTIZED_DTYPE, ReproCall, Snippet, block, quoted
 from normcheck.user.modulation import MODULATION_ROLES
 from normcheck.user.ws_forms import EPS_NAMES, PADDING_NAMES
@@ -266,7 +266,7 @@ EPS_PARAMETER_TEXT = EPS_PARAMETER.format(names=MODULATION_ROLES["eps"])
 
 def _modulation() -> str:
     """normcheck.user.modulation.bind_modulation as the torch reproducers write it."""
-    return MODULATION.format(roles="".join(f"    {role!r}: {names!r},\n" for role, names in MODULATION_ROLES.items()))
+    return modulation_text()
 
 
 def _quantized_outputs() -> str:

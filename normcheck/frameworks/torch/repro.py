@@ -36,6 +36,7 @@ from normcheck.ops.quantize import QUANTIZED, QUANTIZED_CHECK, SCALE_CHECK, STAT
 from normcheck.ops.rms_norm import GEMMA
 from normcheck.ops.rms_norm import default_eps as rms_default_eps
 from normcheck.ops.weight_standardization import GN_EPS, PAPER, WEIGHT_STANDARDIZATION, WS_GN, WS_OPS, conv_of
+from normcheck.repro.bindings import OPTIONS, modulation_text
 from normcheck.repro.call import QUANTIZED_DTYPE, ReproCall, Snippet, block, quoted
 from normcheck.user.modulation import MODULATION_ROLES
 from normcheck.user.ws_forms import EPS_NAMES, PADDING_NAMES
@@ -85,78 +86,6 @@ def grad(t, value):
     return g.reshape(np.shape(value)) if g is not None and g.numel() == np.size(value) else g
 '''
 
-# normcheck.user.binding.takes: how normcheck gives user code an option it may name in several ways
-OPTIONS = '''
-
-def takes(fn, names):
-    """The first of ``names`` that ``fn`` (a function, or a class: its constructor) takes by
-    keyword, the first of all when it takes **kwargs; None when it takes none of them."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return None
-    for name in names:
-        if name in params and params[name].kind != inspect.Parameter.POSITIONAL_ONLY:
-            return name
-    if any(q.kind == inspect.Parameter.VAR_KEYWORD for q in params.values()):
-        return names[0]
-    return None
-
-
-def options(fn, *given):
-    """Each (names, value) of ``given`` by the name ``fn`` takes it under, left out where it takes
-    none: the keyword arguments normcheck gives it."""
-    kwargs = {}
-    for names, value in given:
-        name = takes(fn, names)
-        if name is not None:
-            kwargs[name] = value
-    return kwargs
-'''
-
-# normcheck.user.modulation.bind_modulation, as a script does it
-MODULATION = '''
-
-# adaLN's arguments and the parameter names that take them (compared case-insensitively)
-ROLES = {{
-{roles}}}
-ROLE_OF = {{name.lower(): role for role, names in ROLES.items() for name in names}}
-
-
-def modulation(fn):
-    """How normcheck calls adaLN code ``fn``: (role -> parameter name, whether it takes eps) where
-    its parameters' names say which is x, shift and scale; (None, whether it takes eps) for DiT's
-    order, (x, shift, scale, eps) positionally."""
-    try:
-        sig = inspect.signature(getattr(fn, "python_function", fn))
-    except (TypeError, ValueError):
-        return None, True
-    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    params = [p for p in sig.parameters.values() if p.kind not in kinds]
-    names = {{}}
-    for p in params:
-        role = ROLE_OF.get(p.name.lower())
-        if role is not None and role not in names and p.kind != p.POSITIONAL_ONLY:
-            names[role] = p.name
-    unnamed = [p for p in params if p.name not in names.values() and p.default is inspect.Parameter.empty]
-    if {{"input", "shift", "scale"}} <= set(names) and not unnamed:
-        return names, "eps" in names
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    takes_any = any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in sig.parameters.values())
-    return None, takes_any or len(positional) >= 4
-
-
-def modulate(fn, binding, x, shift, scale, eps):
-    """``fn`` called on x, shift and scale, and eps where it takes one and ``eps`` is given, as
-    ``binding`` (``modulation``) says."""
-    names, takes_eps = binding
-    values = {{"input": x, "shift": shift, "scale": scale}}
-    if eps is not None and takes_eps:
-        values["eps"] = eps
-    if names:
-        return fn(**{{names[role]: v for role, v in values.items()}})
-    return fn(*values.values())
-'''
 
 # normcheck.frameworks.torch.quantized.outputs
 QUANTIZED_OUTPUTS = '''
@@ -240,7 +169,7 @@ def _user_function(call: ReproCall) -> Made:
         imports = (INSPECT_IMPORT, *((FUNCTIONAL_IMPORT,) if call.op == WS_GN else ()))
         return imports, (OPTIONS,), _ws_setup(call) + _body(call, _user_ws_function)
     if call.op == ADALN:
-        return (INSPECT_IMPORT,), (_modulation(),), _adaln_setup(call) + _body(call, _user_adaln_function)
+        return (INSPECT_IMPORT,), (modulation_text(),), _adaln_setup(call) + _body(call, _user_adaln_function)
     if call.op in FUSED_BASE:
         return (), (), _functional_setup(call) + _fused_body(call, _fused_call(call))
     if call.params.quant is not None:
@@ -254,7 +183,7 @@ def _user_module(call: ReproCall) -> Made:
         imports = (INSPECT_IMPORT, *((FUNCTIONAL_IMPORT,) if call.op == WS_GN else ()))
         return imports, (SET_PARAMETER, OPTIONS), _ws_module_setup(call) + _body(call, _user_ws_module)
     if call.op == ADALN:
-        helpers = (OPTIONS, _modulation())
+        helpers = (OPTIONS, modulation_text())
         return (INSPECT_IMPORT,), helpers, _adaln_module_setup(call) + _body(call, _user_adaln_module)
     setup = _user_module_setup(call)
     if call.op in FUSED_BASE:  # vLLM's RMSNorm.forward(x, residual) -> (out, residual)
@@ -280,10 +209,6 @@ def _helpers(call: ReproCall) -> str:
         weight = f"WEIGHT_DTYPE = {DTYPES[call.params.weight_dtype]}  # the weight is stored in this dtype\n"
         text = text.replace(device, device + weight, 1)
     return text
-
-
-def _modulation() -> str:
-    return MODULATION.format(roles="".join(f"    {role!r}: {names!r},\n" for role, names in MODULATION_ROLES.items()))
 
 
 def _quantized_outputs() -> str:
