@@ -33,7 +33,8 @@ def _check(op: str, name: str, **options) -> Report:
     ids=["gemma", "nobias", "axes-1", "axes-1,2,3"],
 )
 def test_correct_modules_pass_the_variants(op, name, options):
-    report = _check(op, name, dtypes="float32,bfloat16", **options)
+    dtypes = "float32,bfloat16" if "variant" in options else "float32"  # --axes: the same kernel over other axes
+    report = _check(op, name, dtypes=dtypes, **options)
     assert report.ok, [r.message for r in report.failing()][:3]
     assert report.counts["pass"] > 0 and not report.counts["skip"]
 
