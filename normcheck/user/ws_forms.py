@@ -17,13 +17,42 @@ import inspect
 import numbers
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from normcheck.conventions import Convention, Settings, settings
+from normcheck.ops import OpParams
+from normcheck.ops.weight_standardization import conv_of
 from normcheck.user.binding import takes
 
 WS_FORMS = ("torch_function", "torch_module", "jax_function", "flax_module", "tf_function", "keras_layer", "cs231n")
 EPS_NAMES = ("eps", "epsilon")
 PADDING_NAMES = ("padding", "pad")
+NO_PADDING = "it takes no padding parameter: only the cases without padding run"
+NO_EPS = "it takes no eps: its own is checked by the defaults call style (against --eps, default 1e-6)"
+
+
+def ws_unsupported(obj: object, params: OpParams, omit_defaults: bool, padding: bool = True) -> str | None:
+    """Why a case's call cannot be expressed in ``obj``'s signature (a skip row), or None: padding
+    it takes no parameter for (``padding``: padding is given by keyword, not by a constructor of
+    its own), an explicit eps it takes none for."""
+    if padding and conv_of(params)[2] and takes(obj, PADDING_NAMES) is None:
+        return NO_PADDING
+    if not omit_defaults and takes(obj, EPS_NAMES) is None:
+        return NO_EPS
+    return None
+
+
+def ws_keywords(obj: object, params: OpParams, eps: float, omit_defaults: bool, padding: bool = True) -> dict[str, Any]:
+    """The keyword arguments a case gives ``obj``: its padding (``padding``) and, in the explicit
+    call style, its eps, each by the name ``obj`` takes it under; left out where it takes none."""
+    kwargs: dict[str, Any] = {}
+    pad = takes(obj, PADDING_NAMES)
+    if padding and pad is not None:
+        kwargs[pad] = conv_of(params)[2]
+    name = takes(obj, EPS_NAMES)
+    if name is not None and not omit_defaults:
+        kwargs[name] = eps
+    return kwargs
 
 
 def declared_eps(fn: Callable) -> float | None:

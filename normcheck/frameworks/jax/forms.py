@@ -61,9 +61,8 @@ from normcheck.ops.quantize import QUANTIZED
 from normcheck.ops.rms_norm import GEMMA
 from normcheck.ops.weight_standardization import GN_EPS, PAPER, WEIGHT_STANDARDIZATION, WS_GN, WS_OPS, conv_of
 from normcheck.problem import Problem
-from normcheck.user.binding import takes
 from normcheck.user.modulation import MODULATION_ROLES, ModulationCall, bind_modulation
-from normcheck.user.ws_forms import EPS_NAMES, PADDING_NAMES
+from normcheck.user.ws_forms import ws_keywords, ws_unsupported
 
 # Raised while tracing code that needs concrete values (Python branches on array values, NumPy
 # conversions): such code cannot be jitted, but may run op by op.
@@ -956,16 +955,10 @@ class WSFunction(UserImplementation):
     extensions = frozenset({WEIGHT_STANDARDIZATION, PAPER})  # the user's code computes its convention
 
     def unsupported(self, problem: Problem, layout: str) -> str | None:
-        if conv_of(problem.params)[2] and takes(self.obj, PADDING_NAMES) is None:
-            return "it takes no padding parameter: only the cases without padding run"
-        return _eps_unsupported(self.obj, self.omit)
+        return ws_unsupported(self.obj, problem.params, self.omit)
 
     def call(self, problem: Problem) -> WSCall:
-        kwargs: dict[str, Any] = {}
-        pad = takes(self.obj, PADDING_NAMES)
-        if pad is not None:
-            kwargs[pad] = conv_of(problem.params)[2]
-        kwargs.update(_eps_argument(self.obj, self.omit, problem))
+        kwargs = ws_keywords(self.obj, problem.params, problem.eps, self.omit)
         return WSCall(self.obj, self.label, tuple(kwargs.items()), _ws_groups(problem))
 
     def run(self, problem: Problem, layout: str, device: str) -> RunOutput:
@@ -979,19 +972,6 @@ class WSFunction(UserImplementation):
 
     def apply_fn(self, problem: Problem, layout: str) -> Forward:
         raise Unsupported(NO_PLAIN_FORWARD.format(what="weight standardization"))
-
-
-def _eps_unsupported(obj: object, omit: bool) -> str | None:
-    """The skip reason of the explicit call style for code that takes no eps (the torch forms' own)."""
-    if not omit and takes(obj, EPS_NAMES) is None:
-        return "it takes no eps: its own is checked by the defaults call style (against --eps, default 1e-6)"
-    return None
-
-
-def _eps_argument(obj: object, omit: bool, problem: Problem) -> dict[str, float]:
-    """{its eps parameter's name: the case's eps} in the explicit call style, where it takes one."""
-    name = takes(obj, EPS_NAMES)
-    return {} if name is None or omit else {name: problem.eps}
 
 
 def _ws_groups(problem: Problem) -> int | None:
@@ -1042,7 +1022,7 @@ class WSModule(UserImplementation):
         return (CHANNELS_LAST,)  # Flax's own: x (N, H, W, C), the kernel (kh, kw, C, O)
 
     def unsupported(self, problem: Problem, layout: str) -> str | None:
-        return _eps_unsupported(self.obj, self.omit)
+        return ws_unsupported(self.obj, problem.params, self.omit, padding=False)  # nn.Conv takes its padding
 
     def call(self, problem: Problem) -> WSModuleCall:
         o, k, pad = conv_of(problem.params)
@@ -1051,7 +1031,7 @@ class WSModule(UserImplementation):
             "kernel_size": (k, k),
             "padding": ((pad, pad), (pad, pad)),
             "use_bias": problem.bias is not None,
-            **_eps_argument(self.obj, self.omit, problem),
+            **ws_keywords(self.obj, problem.params, problem.eps, self.omit, padding=False),
         }
         n, c, *spatial = problem.shape
         shape = (n, *spatial, c)

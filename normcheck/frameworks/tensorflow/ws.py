@@ -34,8 +34,7 @@ from normcheck.names import CHANNELS_LAST, Layout
 from normcheck.ops._op import required
 from normcheck.ops.weight_standardization import GN_EPS, PAPER, WEIGHT_STANDARDIZATION, WS_GN, conv_of
 from normcheck.problem import Problem
-from normcheck.user.binding import takes
-from normcheck.user.ws_forms import EPS_NAMES, PADDING_NAMES
+from normcheck.user.ws_forms import ws_keywords, ws_unsupported
 
 # user code computes whatever convention it follows: the paper's variant runs it too
 USER_EXTENSIONS = frozenset({WEIGHT_STANDARDIZATION, PAPER})
@@ -101,21 +100,11 @@ class WSFunction(WSImplementation):
     """``fn(x, filters, bias, padding=p, eps=e)`` (the module docstring)."""
 
     def unsupported(self, problem: Problem, layout: str) -> str | None:
-        if conv_of(problem.params)[2] and takes(self.obj, PADDING_NAMES) is None:
-            return "it takes no padding parameter: only the cases without padding run"
-        if not self.omit_defaults and takes(self.obj, EPS_NAMES) is None:
-            return "it takes no eps: its own is checked by the defaults call style (against --eps, default 1e-6)"
-        return None
+        return ws_unsupported(self.obj, problem.params, self.omit_defaults)
 
     def conv(self, p: Problem) -> Bound:
         kernel, bias = _variables(p)
-        kwargs: dict[str, Any] = {}
-        pad = takes(self.obj, PADDING_NAMES)
-        if pad is not None:
-            kwargs[pad] = conv_of(p.params)[2]
-        eps = takes(self.obj, EPS_NAMES)
-        if eps is not None and not self.omit_defaults:
-            kwargs[eps] = p.eps
+        kwargs = ws_keywords(self.obj, p.params, p.eps, self.omit_defaults)
 
         def forward(x: tf.Tensor, train: bool) -> Any:
             return watched(self.owner, self.obj, x, kernel, bias, **kwargs)

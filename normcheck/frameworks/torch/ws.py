@@ -36,8 +36,7 @@ from normcheck.frameworks.torch.adapter import (
 )
 from normcheck.ops.weight_standardization import PAPER, WEIGHT_STANDARDIZATION, conv_of
 from normcheck.problem import Problem
-from normcheck.user.binding import takes
-from normcheck.user.ws_forms import EPS_NAMES, PADDING_NAMES
+from normcheck.user.ws_forms import ws_keywords, ws_unsupported
 
 # user code computes whatever convention it follows: the paper's variant runs it too
 USER_EXTENSIONS = frozenset({WEIGHT_STANDARDIZATION, PAPER})
@@ -52,11 +51,7 @@ class WSUserImplementation(TorchImplementation):
         self.obj, self.omit_defaults, self.module = obj, omit_defaults, module
 
     def unsupported(self, problem: Problem, layout: str) -> str | None:
-        if not self.module and conv_of(problem.params)[2] and takes(self.obj, PADDING_NAMES) is None:
-            return "it takes no padding parameter: only the cases without padding run"
-        if not self.omit_defaults and takes(self.obj, EPS_NAMES) is None:
-            return "it takes no eps: its own is checked by the defaults call style (against --eps, default 1e-6)"
-        return None
+        return ws_unsupported(self.obj, problem.params, self.omit_defaults, padding=not self.module)
 
 
 def build(form: str, op: str, obj: object, name: str, omit_defaults: bool) -> TorchImplementation:
@@ -70,23 +65,12 @@ def build(form: str, op: str, obj: object, name: str, omit_defaults: bool) -> To
     return WSUserImplementation(op, name, _function_binder(obj, omit_defaults), obj, omit_defaults, False)
 
 
-def _options(obj: Callable, p: Problem, omit_defaults: bool, padding: bool) -> dict[str, object]:
-    kwargs: dict[str, object] = {}
-    pad = takes(obj, PADDING_NAMES)
-    if padding and pad is not None:
-        kwargs[pad] = conv_of(p.params)[2]
-    eps = takes(obj, EPS_NAMES)
-    if eps is not None and not omit_defaults:
-        kwargs[eps] = p.eps
-    return kwargs
-
-
 def _function_binder(fn: Callable, omit_defaults: bool) -> Binder:
     def bind(p: Problem, device: str) -> Bound:
         ieee_float32_convolutions(device)
         w, b = leaf(p.weight, p, device), leaf(p.bias, p, device)
         norm, extra = ws_group_norm(p, device)
-        kwargs = _options(fn, p, omit_defaults, padding=True)
+        kwargs = ws_keywords(fn, p.params, p.eps, omit_defaults)
 
         def forward(x: torch.Tensor, train: bool) -> torch.Tensor:
             return norm(fn(x, w, b, **kwargs))
@@ -102,7 +86,8 @@ def _module_binder(cls: type, omit_defaults: bool) -> Binder:
     def bind(p: Problem, device: str) -> Bound:
         ieee_float32_convolutions(device)
         o, k, padding = conv_of(p.params)
-        m = cls(p.shape[1], o, k, padding=padding, bias=p.bias is not None, **_options(cls, p, omit_defaults, False))
+        eps = ws_keywords(cls, p.params, p.eps, omit_defaults, padding=False)  # padding is the constructor's own
+        m = cls(p.shape[1], o, k, padding=padding, bias=p.bias is not None, **eps)
         if not isinstance(m, nn.Module):
             raise TypeError(f"{owner}(...) returned a {type(m).__name__}, not an nn.Module")
         m = m.to(device=device, dtype=TORCH_DTYPES[p.dtype])
