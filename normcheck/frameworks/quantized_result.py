@@ -1,8 +1,8 @@
-"""What a user's norm with FP8 output returned, read into the checks "quantized" (the FP8 values,
-their dtype kept) and "scale" the same way in every framework: ``(q, scale)``, or ``q`` alone
-with a static scale (the scale is the one given); the scale an array or a Python number. Anything
-else is a TypeError that says what came back (an error row). Each framework says what its
-arrays are (``ArrayKind``); this module imports none."""
+"""How a user's norm with FP8 output is called (``quantized_arguments``), and what it returned,
+read into the checks "quantized" (the FP8 values, their dtype kept) and "scale" the same way in
+every framework: ``(q, scale)``, or ``q`` alone with a static scale (the scale is the one given);
+the scale an array or a Python number. Anything else is a TypeError that says what came back (an
+error row). Each framework says what its arrays are (``ArrayKind``); this module imports none."""
 
 from __future__ import annotations
 
@@ -13,7 +13,26 @@ from typing import Any
 import numpy as np
 
 from normcheck.frameworks.base import RunOutput
+from normcheck.ops._op import required
 from normcheck.ops.quantize import QUANTIZED_CHECK, SCALE_CHECK
+from normcheck.problem import Problem
+
+
+def normalized_shape(p: Problem) -> tuple[int, ...]:
+    """The case's ``normalized_shape``: the sizes of its trailing normalized axes."""
+    k = required(p.params.normalized_ndim, "normalized_ndim")
+    return tuple(int(n) for n in p.shape[len(p.shape) - k :])
+
+
+def quantized_arguments(
+    op: str, x: Any, shape: tuple[int, ...], weight: Any, bias: Any, eps: float, scale: Any
+) -> list[Any]:
+    """The positional arguments of a quantized norm function, as every form calls it:
+    ``fn(x, normalized_shape, weight, eps[, scale])`` (rms) or ``fn(x, normalized_shape, weight,
+    bias, eps[, scale])`` (ln), eps always given, weight and bias None where the case has none,
+    the static scale last where the case gives one (``scale`` None: a dynamic scale)."""
+    args: list[Any] = [x, shape, weight] + ([bias] if op == "ln" else []) + [eps]
+    return args + ([scale] if scale is not None else [])
 
 
 @dataclass(frozen=True)

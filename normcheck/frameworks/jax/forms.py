@@ -50,7 +50,7 @@ from normcheck.frameworks.jax.adapter import (
 )
 from normcheck.frameworks.jax.adapter import variables as case_variables
 from normcheck.frameworks.jax.facts import FLAX_FIELDS, MODULE_NAMES, OPTIONAL_FIELDS, field_values
-from normcheck.frameworks.quantized_result import ArrayKind, quantized_outputs
+from normcheck.frameworks.quantized_result import ArrayKind, normalized_shape, quantized_arguments, quantized_outputs
 from normcheck.names import CHANNELS_LAST, CONTIGUOUS, Layout
 from normcheck.ops import FUSED_BASE, OPS
 from normcheck.ops._op import required
@@ -182,12 +182,11 @@ class FunctionImplementation(UserImplementation):
 
     def quantized_call(self, problem: Problem) -> QuantizedCall:
         """How a quantized case calls the function (the module docstring of normcheck.frameworks.torch.quantized)."""
-        k = required(problem.params.normalized_ndim, "normalized_ndim")
         return QuantizedCall(
             fn=self.obj,
             label=self.label,
             op=self.op,
-            normalized_shape=tuple(problem.shape[len(problem.shape) - k :]),
+            normalized_shape=normalized_shape(problem),
             eps=problem.eps,
             static=problem.quant_scale is not None,
         )
@@ -306,18 +305,11 @@ class QuantizedCall:
 
 
 def _quantized_apply(call: QuantizedCall) -> QuantizedApply:
-    """``fn(x, normalized_shape, weight, eps[, scale])`` (rms) or ``fn(x, normalized_shape, weight,
-    bias, eps[, scale])`` (ln), all positional, eps always given, weight and bias None where the
-    case has none."""
+    """The function called as every form calls it (quantized_result.quantized_arguments)."""
 
     def apply(params: Arrays, x: jax.Array, scale: Any) -> Any:
-        args: list[Any] = [x, call.normalized_shape, params.get("scale")]
-        if call.op == "ln":
-            args.append(params.get("bias"))
-        args.append(call.eps)
-        if call.static:
-            args.append(scale)
-        return call.fn(*args)
+        weight, bias, given = params.get("scale"), params.get("bias"), scale if call.static else None
+        return call.fn(*quantized_arguments(call.op, x, call.normalized_shape, weight, bias, call.eps, given))
 
     return apply
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from normcheck.frameworks.base import RunOutput
-from normcheck.frameworks.quantized_result import ArrayKind, quantized_outputs
+from normcheck.frameworks.quantized_result import ArrayKind, normalized_shape, quantized_arguments, quantized_outputs
 from normcheck.frameworks.tensorflow.adapter import Binder, Bound, TensorFlowImplementation, add, keras, tensor, tf
 from normcheck.frameworks.tensorflow.calls import watched
 from normcheck.frameworks.tensorflow.norm_forms import (
@@ -43,7 +43,6 @@ from normcheck.frameworks.tensorflow.norm_forms import (
     _no_plain_forward,
     keras_binder,
 )
-from normcheck.ops._op import required
 from normcheck.ops.quantize import QUANTIZED
 from normcheck.problem import Problem
 from normcheck.user.binding import BoundFunction
@@ -57,14 +56,6 @@ def static_scale(p: Problem) -> tf.Tensor | None:
     if p.quant_scale is None:
         return None
     return tf.constant(np.float32(np.asarray(p.quant_scale)), dtype=tf.float32)
-
-
-def function_arguments(p: Problem, x: tf.Tensor, w: Any, b: Any, scale: tf.Tensor | None) -> list[object]:
-    """The positional arguments of a quantized norm function for this case (module docstring)."""
-    k = required(p.params.normalized_ndim, "normalized_ndim")
-    shape = tuple(int(n) for n in p.shape[len(p.shape) - k :])
-    args: list[object] = [x, shape, w] + ([b] if p.op == "ln" else []) + [p.eps]
-    return args + ([scale] if scale is not None else [])
 
 
 def _is_tensor(v: object) -> bool:
@@ -101,8 +92,12 @@ def function_binder(fn: Callable[..., Any], label: str) -> Binder:
     def bind(p: Problem, layout: str, device: str) -> Bound:
         w = None if p.weight is None else tf.Variable(tensor(p.weight, p.dtype))
         b = None if p.bias is None else tf.Variable(tensor(p.bias, p.dtype))
-        scale = static_scale(p)
-        return quantized_bound(lambda x: watched(label, fn, *function_arguments(p, x, w, b, scale)), p, w, b)
+        scale, shape = static_scale(p), normalized_shape(p)
+
+        def call(x: tf.Tensor) -> Any:
+            return watched(label, fn, *quantized_arguments(p.op, x, shape, w, b, p.eps, scale))
+
+        return quantized_bound(call, p, w, b)
 
     return bind
 

@@ -544,7 +544,7 @@ def _fused_call(call: ReproCall) -> str:
 
 
 def _quantized_call(call: ReproCall) -> str:
-    """quantized.function_arguments: x, normalized_shape, weight[, bias], eps[, scale], all positional."""
+    """quantized_result.quantized_arguments: x, normalized_shape, weight[, bias], eps[, scale], all positional."""
     w = "weight" if call.params.affine else "None"
     b = ["bias" if call.has_bias else "None"] if call.op == "ln" else []
     scale = ["scale"] if _static(call) else []

@@ -23,9 +23,8 @@ import numpy as np
 import torch
 
 from normcheck.frameworks.base import RunOutput
-from normcheck.frameworks.quantized_result import ArrayKind, quantized_outputs
+from normcheck.frameworks.quantized_result import ArrayKind, normalized_shape, quantized_arguments, quantized_outputs
 from normcheck.frameworks.torch.adapter import add
-from normcheck.ops._op import required
 from normcheck.problem import Problem
 
 RETURNS = "(q, scale): q the FP8 tensor, scale its float32 scale (q alone with a static scale)"
@@ -36,16 +35,6 @@ def static_scale(p: Problem, device: str) -> torch.Tensor | None:
     if p.quant_scale is None:
         return None
     return torch.tensor(float(np.asarray(p.quant_scale)), dtype=torch.float32, device=device)
-
-
-def function_arguments(
-    p: Problem, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, scale: torch.Tensor | None
-) -> list[object]:
-    """The positional arguments of a quantized norm function for this case (module docstring)."""
-    k = required(p.params.normalized_ndim, "normalized_ndim")
-    shape = tuple(x.shape[x.ndim - k :])
-    args: list[object] = [x, shape, w] + ([b] if p.op == "ln" else []) + [p.eps]
-    return args + ([scale] if scale is not None else [])
 
 
 def _describe(t: torch.Tensor) -> str:
@@ -65,7 +54,8 @@ def function_call(
 ) -> Callable[[torch.Tensor], object]:
     """x -> what ``fn`` returns, called on the case as the module docstring says (``outputs`` reads it)."""
     scale = static_scale(p, device)
-    return lambda x: fn(*function_arguments(p, x, w, b, scale))
+    shape = normalized_shape(p)
+    return lambda x: fn(*quantized_arguments(p.op, x, shape, w, b, p.eps, scale))
 
 
 def module_call(m: torch.nn.Module, p: Problem, device: str) -> Callable[[torch.Tensor], object]:

@@ -395,7 +395,7 @@ def _fused_call(call: ReproCall) -> str:
 
 
 def _quantized_call(call: ReproCall) -> str:
-    """quantized.function_arguments: input, normalized_shape, weight[, bias], eps[, scale], all positional."""
+    """quantized_result.quantized_arguments: input, normalized_shape, weight[, bias], eps[, scale], all positional."""
     w, b, _, _ = _tensors(call)
     args = ["x", repr(call.normalized_shape), w] + ([b] if call.op == "ln" else []) + [repr(call.eps)]
     return f"IMPL({', '.join(args + (['scale'] if _static(call) else []))})"
