@@ -487,3 +487,26 @@ def test_a_batch_norm_folded_into_the_convolution_by_the_exporter_is_a_warning(t
     assert [(p.src.path, p.severity) for p in folded] == [("bn1", WARNING)]
     assert "do_constant_folding=False" in folded[0].findings[0].rule
     assert not c.failed() and c.failed(strict=True)
+
+
+def test_inline_workers_run_one_after_the_other_in_this_thread(monkeypatch):
+    """Inline workers share this process: two threads would share its global state (torch's
+    random generator made a port's two sides build different weights), so they run in turn."""
+    import threading
+
+    from normcheck.cli.port import _side_by_side
+
+    monkeypatch.setenv("NORMCHECK_INLINE", "1")
+    seen: list[tuple[str, str]] = []
+
+    def record(name: str) -> str:
+        seen.append((name, threading.current_thread().name))
+        return name
+
+    assert _side_by_side(lambda: record("source"), lambda: record("port")) == ("source", "port")
+    main = threading.main_thread().name
+    assert seen == [("source", main), ("port", main)]
+    monkeypatch.setenv("NORMCHECK_INLINE", "0")
+    seen.clear()
+    assert _side_by_side(lambda: record("source"), lambda: record("port")) == ("source", "port")
+    assert {thread for _, thread in seen} != {main}  # real workers: waited on side by side, in threads
